@@ -1,0 +1,1 @@
+"""ezstats HTTP API: translates HTTP into engine calls and back."""

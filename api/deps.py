@@ -1,0 +1,40 @@
+"""Request dependencies: the engine and the bearer-token checks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from pydantic import SecretStr
+
+from engine import Engine
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine the app was created with."""
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def _check(request: Request, token: SecretStr | None) -> None:
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong bearer token")
+
+
+def require_ingest_token(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> None:
+    """401 unless `Authorization: Bearer $EZ_INGEST_TOKEN` (when that token is set)."""
+    _check(request, engine.settings.ingest_token)
+
+
+def require_admin_token(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> None:
+    """401 unless `Authorization: Bearer $EZ_ADMIN_TOKEN` (when that token is set)."""
+    _check(request, engine.settings.admin_token)
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+IngestAuth = Depends(require_ingest_token)
+AdminAuth = Depends(require_admin_token)

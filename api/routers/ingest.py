@@ -1,0 +1,64 @@
+"""POST /v1/logs: batches of log records from the gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api import metrics
+from api.deps import EngineDep, IngestAuth
+from api.schemas import BatchAccepted
+from engine.decoding import CONTENT_TYPES, NDJSON
+from engine.errors import InvalidBatch
+
+router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[IngestAuth])
+
+_ACCEPTED = {*CONTENT_TYPES, "application/jsonl", "application/x-jsonlines"}
+
+
+@router.post(
+    "/logs",
+    status_code=201,
+    response_model=BatchAccepted,
+    responses={401: {}, 409: {}, 413: {}, 415: {}, 422: {"description": "Invalid records; nothing stored"}},
+    openapi_extra={"requestBody": {"content": {t: {} for t in CONTENT_TYPES}}},
+)
+async def create_logs(
+    request: Request,
+    engine: EngineDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Store a batch of log records (NDJSON, JSON array or Arrow IPC stream); 201 once it is durable."""
+    content_type = request.headers.get("content-type", NDJSON)
+    if content_type.split(";")[0].strip().lower() not in _ACCEPTED:
+        raise HTTPException(415, f"unsupported content type {content_type!r}; send one of {', '.join(CONTENT_TYPES)}")
+    body = await _read_body(request, engine.settings.max_body_bytes)
+    try:
+        receipt = await run_in_threadpool(engine.ingest_body, body, content_type, idempotency_key)
+    except InvalidBatch as exc:
+        metrics.BATCHES.labels("rejected").inc()
+        metrics.RECORDS_REJECTED.inc(max(exc.total, 1))
+        raise
+    metrics.BATCHES.labels("replayed" if receipt.replayed else "stored").inc()
+    if not receipt.replayed:
+        metrics.RECORDS_ACCEPTED.inc(receipt.records)
+    body_out = BatchAccepted(batch_id=receipt.batch_id, records=receipt.records, files=list(receipt.files))
+    headers = {"Idempotent-Replayed": "true"} if receipt.replayed else {}
+    return JSONResponse(body_out.model_dump(), status_code=201, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit} bytes (EZ_MAX_BODY_BYTES)")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body is over the limit of {limit} bytes (EZ_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,61 @@
+"""The DuckDB catalog: views over the lake's tables, the same ones analysts and queries read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from engine import queries
+from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
+from engine.settings import Settings
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    """A Hive-partitioned Parquet table under the data dir, exposed as a view of the same name."""
+
+    name: str
+    folder: str
+    schema: pa.Schema
+    partition: str = PARTITION_COLUMN
+
+    def glob(self, data_dir: Path) -> str:
+        """The Parquet glob; staging files never match it (they live outside the folder)."""
+        return str(data_dir / self.folder / f"{self.partition}=*" / "*.parquet")
+
+    def has_files(self, data_dir: Path) -> bool:
+        """Whether any partition file exists yet."""
+        return any((data_dir / self.folder).glob(f"{self.partition}=*/*.parquet"))
+
+
+LOG_RECORDS = LakeTable("log_records", "log_records", LOG_RECORD_SCHEMA)
+
+#: Every table registered as a view in each connection; other modules add theirs here.
+TABLES: list[LakeTable] = [LOG_RECORDS]
+
+
+def connect(settings: Settings, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the shared macros and a view per lake table."""
+    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(queries.load(queries.DEFINITIONS).text)
+    for table in TABLES:
+        register(con, table, settings.data_dir)
+    return con
+
+
+def register(con: duckdb.DuckDBPyConnection, table: LakeTable, data_dir: Path) -> None:
+    """(Re)create the view of one table; an empty table still has its columns and types."""
+    if table.has_files(data_dir):
+        path = table.glob(data_dir).replace("'", "''")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM read_parquet('{path}', "
+            f"hive_partitioning = true, hive_types = {{'{table.partition}': DATE}})"
+        )
+    else:
+        empty = table.schema.append(pa.field(table.partition, pa.date32())).empty_table()
+        con.register(f"_{table.name}_empty", empty)
+        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM _{table.name}_empty")

@@ -1,0 +1,179 @@
+"""Root of the `ezstats` CLI and its lake commands: serve, ingest, demo, sql."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from engine.cli.output import err, fail, print_arrow, print_json
+
+if TYPE_CHECKING:
+    from engine import Engine
+
+app = typer.Typer(
+    name="ezstats",
+    help="ezstats: analytics for LLM API gateway traffic. Data lives under $EZ_DATA_DIR (default ./data).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+def open_engine() -> Engine:
+    """The engine over the settings of this process's environment."""
+    from engine import Engine, get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("engine.queries").setLevel(logging.WARNING)
+    return Engine(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default $EZ_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default $EZ_PORT, 8000).")] = None,
+) -> None:
+    """Serve the HTTP API (ingest, stats, alerts, /metrics, /docs).
+
+    Without EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN set, only 127.0.0.1 is bound.
+
+    Example: EZ_ADMIN_TOKEN=secret ezstats serve --host 0.0.0.0 --port 8000
+    """
+    import uvicorn
+
+    from api.app import create_app
+
+    engine = open_engine()
+    settings = engine.settings
+    host = host or settings.host
+    port = port or settings.port
+    if not _is_loopback(host) and (settings.ingest_token is None or settings.admin_token is None):
+        err.print(
+            f"[yellow]warning:[/] EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN are not both set, so the API is "
+            f"unauthenticated: binding 127.0.0.1 instead of {host}."
+        )
+        host = "127.0.0.1"
+    err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
+              f"(API docs: http://{host}:{port}/docs, metrics: /metrics)")
+    uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="NDJSON/JSONL, JSON, CSV or Parquet files.", exists=True,
+                                                dir_okay=False, readable=True)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Validate and store log record files, each file one batch (re-ingesting a file stores nothing new).
+
+    A file with any invalid record is refused whole; the others still go in; the exit code is 1 if any
+    file was refused.
+
+    Example: ezstats ingest logs/2026-01-01.ndjson exports/*.parquet
+    """
+    from rich.progress import Progress
+
+    from engine.errors import EzError
+
+    engine = open_engine()
+    results: list[dict[str, object]] = []
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        for path in files:
+            progress.update(task, description=f"ingesting {path.name}")
+            try:
+                receipt = engine.ingest_file(path)
+                results.append({"file": str(path), "ok": True, **receipt.to_dict()})
+            except EzError as exc:
+                results.append({"file": str(path), "ok": False, "error": str(exc)})
+            progress.advance(task)
+    failed = [r for r in results if not r["ok"]]
+    if json_out:
+        print_json(results)
+    else:
+        for r in results:
+            if r["ok"]:
+                note = " (already stored)" if r["replayed"] else ""
+                err.print(f"[green]stored[/] {r['file']}: {r['records']} records{note}")
+            else:
+                err.print(f"[red]refused[/] {r['file']}: {r['error']}", soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(min=1, help="How many days, ending today (UTC).")] = 7,
+    rows_per_day: Annotated[int, typer.Option(min=1000, help="Records per day.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
+    end_day: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default: today UTC).")] = None,
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing if the lake has records.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Generate deterministic synthetic gateway traffic with scripted incidents into the lake.
+
+    Example: ezstats demo --days 30 --rows-per-day 200000 --seed 7
+    """
+    from rich.progress import Progress
+
+    engine = open_engine()
+    if if_empty and engine.lake_has_records():
+        err.print(f"{engine.settings.data_dir} already has log records; skipping the demo (--if-empty).")
+        return
+    last = _parse_day(end_day) if end_day else None
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("generating", total=days)
+        receipts = engine.generate_demo(
+            days, rows_per_day, seed, last,
+            progress=lambda day, _: progress.update(task, advance=1, description=f"wrote {day}"),
+        )
+    total = sum(r.records for r in receipts)
+    if json_out:
+        print_json([r.to_dict() for r in receipts])
+    else:
+        err.print(f"demo: {total:,} records over {days} day(s) in {engine.settings.data_dir}")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views log_records, daily_stats, ...")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json (lines) or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Run ad-hoc SQL (DuckDB dialect) over the lake's views and print the result.
+
+    Example: ezstats sql "SELECT model, count(*) FROM log_records WHERE date = current_date GROUP BY 1"
+    """
+    from engine.errors import QueryError
+
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise fail(f"unknown --format {fmt!r}; use table, csv, json or parquet")
+    try:
+        result = open_engine().sql(query)
+    except QueryError as exc:
+        raise fail(str(exc)) from None
+    print_arrow(result, fmt, output)
+
+
+def _parse_day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise fail(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

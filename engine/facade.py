@@ -1,0 +1,129 @@
+"""The engine's facade: one object with a method per use case, shared by the API, the CLI and jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from engine import catalog, decoding, queries
+from engine.errors import InvalidBatch, QueryError, RecordError
+from engine.lake import BatchReceipt, Lake, content_batch_id
+from engine.settings import Settings, get_settings
+from engine.store import ControlStore
+from engine.validation import validate
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """The real clock; tests inject their own."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Engine:
+    """ezstats as a library: open one per data dir and call its methods."""
+
+    def __init__(self, settings: Settings | None = None, clock: Clock = utc_now) -> None:
+        self.settings = settings or get_settings()
+        self.clock = clock
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ControlStore(self.settings.control_db)
+        self.lake = Lake(self.settings, self.store)
+        recovered = self.lake.recover()
+        if recovered:
+            log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def ingest_body(self, body: bytes, content_type: str, batch_id: str | None = None) -> BatchReceipt:
+        """Validate and store one request body (NDJSON, JSON array or Arrow IPC stream).
+
+        Args:
+            body: the raw bytes as received.
+            content_type: its media type, e.g. `application/x-ndjson`.
+            batch_id: the client's Idempotency-Key; the body's hash when absent.
+
+        Raises:
+            UnsupportedFormat: unknown content type.
+            InvalidBatch: any record is invalid (nothing is stored).
+            BatchInProgress: the same batch id is being stored by another writer.
+        """
+        batch_id = batch_id or content_batch_id(body)
+        table, problems = decoding.decode(body, content_type)
+        return self.ingest_table(table, batch_id, decode_errors=problems)
+
+    def ingest_file(self, path: Path, batch_id: str | None = None) -> BatchReceipt:
+        """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet) as one batch.
+
+        The batch id defaults to a hash of the file's bytes, so ingesting a file twice stores it once.
+        Raises the same errors as `ingest_body`, with the file's name in the message.
+        """
+        try:
+            table, problems = decoding.read_file(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidBatch([RecordError(0, None, f"{path}: cannot read: {exc}")]) from exc
+        return self.ingest_table(table, batch_id or content_batch_id(path.read_bytes()), decode_errors=problems)
+
+    def ingest_table(
+        self, table: pa.Table, batch_id: str | None = None, decode_errors: Iterable[RecordError] = ()
+    ) -> BatchReceipt:
+        """Validate and store an Arrow table of log records (any compatible column types)."""
+        records = validate(table, decode_errors=list(decode_errors),
+                           max_errors=self.settings.max_errors_reported)
+        return self.lake.write(records, batch_id or content_batch_id(records))
+
+    def lake_has_records(self) -> bool:
+        """Whether any log record file has been published."""
+        return catalog.LOG_RECORDS.has_files(self.settings.data_dir)
+
+    # -- query --------------------------------------------------------------------------------
+
+    def connect(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with every lake view (`log_records`, ...) and the shared macros."""
+        return catalog.connect(self.settings, threads)
+
+    def sql(self, query: str) -> pa.Table:
+        """Run an analyst's ad-hoc SQL over the views and return Arrow.
+
+        Raises:
+            QueryError: DuckDB refused or failed the query.
+        """
+        con = self.connect()
+        try:
+            return queries.to_arrow(con.sql(query))
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+        finally:
+            con.close()
+
+    # -- demo ---------------------------------------------------------------------------------
+
+    def generate_demo(
+        self,
+        days: int,
+        rows_per_day: int,
+        seed: int,
+        end_day: dt.date | None = None,
+        progress: Callable[[dt.date, BatchReceipt], None] | None = None,
+    ) -> list[BatchReceipt]:
+        """Write `days` days of synthetic gateway traffic ending `end_day` (default: today, UTC).
+
+        Each day is one batch with a deterministic id, so running the same demo twice stores it once.
+        """
+        from engine import demo
+
+        end_day = end_day or self.clock().date()
+        receipts = []
+        for day, table in demo.generate(days, rows_per_day, seed, end_day):
+            receipt = self.ingest_table(table, f"demo:{seed}:{rows_per_day}:{day.isoformat()}")
+            receipts.append(receipt)
+            if progress:
+                progress(day, receipt)
+        return receipts

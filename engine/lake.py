@@ -1,0 +1,299 @@
+"""The lake writer: validated batches become date-partitioned zstd Parquet, published atomically.
+
+A batch is written in three steps so that no reader, not even a glob over `log_records/**`, ever
+sees a partial file, and a crash at any moment loses nothing that was acknowledged:
+
+1. encode one file per UTC day into a private folder under `<data>/_staging/` (outside every
+   table folder), fsync each file and the folder; the folder is flock-ed while its writer lives;
+2. under the data dir's publish lock, record the batch as `publishing` in the ledger (SQLite),
+   rename every file into `log_records/date=YYYY-MM-DD/`, fsync the partition folders;
+3. mark the batch `committed`, the moment after which it is acknowledged.
+
+`recover()` finishes step 2 for a `publishing` batch whose writer died (every staged file was
+already complete, so rolling forward is always possible) and deletes staging folders of writers
+that died before it. A batch id seen `committed` again stores nothing and answers as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.errors import BatchInProgress
+from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
+from engine.settings import Settings
+from engine.store import ControlStore
+
+log = logging.getLogger(__name__)
+
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS ingest_batches (
+    batch_id     TEXT PRIMARY KEY,
+    state        TEXT NOT NULL CHECK (state IN ('publishing', 'committed')),
+    records      INTEGER NOT NULL,
+    files        TEXT NOT NULL,   -- JSON list of [staged file name, path relative to the data dir]
+    staging      TEXT NOT NULL,   -- the staging folder the files came from
+    created_at   TEXT NOT NULL,
+    committed_at TEXT
+)
+"""
+
+PUBLISH_LOCK = ".publish.lock"
+OWNER_LOCK = ".owner.lock"
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """What storing a batch did: the answer a client gets, identical when the batch is replayed."""
+
+    batch_id: str
+    records: int
+    files: tuple[str, ...]
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        return {"batch_id": self.batch_id, "records": self.records, "files": list(self.files),
+                "replayed": self.replayed}
+
+
+def content_batch_id(data: bytes | pa.Table) -> str:
+    """The batch id of a batch sent without an Idempotency-Key: a hash of its content."""
+    digest = hashlib.sha256()
+    if isinstance(data, pa.Table):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        digest.update(sink.getvalue())
+    else:
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
+    """Sort a LOG_RECORD_SCHEMA table by created_at and cut it at UTC midnights."""
+    if table.num_rows == 0:
+        return
+    table = table.take(pc.sort_indices(table.column("created_at")))
+    days = table.column("created_at").cast(pa.date32())
+    start = 0
+    for day in pc.unique(days).to_pylist():
+        end = start + pc.sum(pc.equal(days, pa.scalar(day, pa.date32()))).as_py()
+        yield day, table.slice(start, end - start)
+        start = end
+
+
+class Lake:
+    """Writes batches into `<data>/log_records/` and keeps the ledger that makes replays idempotent."""
+
+    def __init__(self, settings: Settings, store: ControlStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.root = settings.log_records_dir
+        self.staging = settings.staging_dir
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        store.ensure(LEDGER_DDL)
+
+    def write(self, table: pa.Table, batch_id: str) -> BatchReceipt:
+        """Store a validated batch durably, or find it already stored.
+
+        Args:
+            table: records of exactly LOG_RECORD_SCHEMA (see `validation.validate`).
+            batch_id: the client's Idempotency-Key or `content_batch_id` of the batch.
+
+        Returns:
+            The receipt; `replayed` is true when the batch id had already been committed.
+
+        Raises:
+            BatchInProgress: another live writer is publishing the same batch id right now.
+        """
+        if table.schema != LOG_RECORD_SCHEMA:
+            raise ValueError("Lake.write takes validated tables only (see engine.validation.validate)")
+        earlier = self._receipt(batch_id, recover=True)
+        if earlier is not None:
+            return earlier
+        with self._staging_folder() as folder:
+            staged = self._encode(table, folder, batch_id)
+            with self._publish_lock():
+                earlier = self._receipt(batch_id, recover=False)
+                if earlier is not None:
+                    return earlier
+                self._begin(batch_id, table.num_rows, staged, folder)
+                self._publish(folder, staged)
+                self._commit(batch_id)
+        return BatchReceipt(batch_id, table.num_rows, tuple(final for _, final in staged))
+
+    def recover(self) -> int:
+        """Finish or remove what crashed writers left; returns how many staging folders were handled."""
+        handled = 0
+        with self._publish_lock():
+            for folder in sorted(p for p in self.staging.iterdir() if p.is_dir()):
+                owner = self._try_own(folder)
+                if owner is None:
+                    continue  # a live writer is still encoding into it
+                try:
+                    self._recover_folder(folder)
+                    handled += 1
+                finally:
+                    os.close(owner)
+        return handled
+
+    def _recover_folder(self, folder: Path) -> None:
+        with self.store.connect() as con:
+            row = con.execute(
+                "SELECT batch_id, files FROM ingest_batches WHERE staging = ? AND state = 'publishing'",
+                (folder.name,),
+            ).fetchone()
+        if row is not None:
+            log.warning("rolling forward batch %s left publishing by a crashed writer", row["batch_id"])
+            self._publish(folder, [tuple(pair) for pair in json.loads(row["files"])])
+            self._commit(row["batch_id"])
+        else:
+            log.info("removing staging folder %s of a writer that died before publishing", folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _encode(self, table: pa.Table, folder: Path, batch_id: str) -> list[tuple[str, str]]:
+        token = hashlib.sha256(batch_id.encode()).hexdigest()[:16]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        staged: list[tuple[str, str]] = []
+        for day, part in split_by_day(table):
+            name = f"part-{stamp}-{token}.parquet"
+            path = folder / f"{day.isoformat()}-{name}"
+            write_parquet(part, path, self.settings.row_group_rows)
+            final = Path(self.root.name) / f"{PARTITION_COLUMN}={day.isoformat()}" / name
+            staged.append((path.name, str(final)))
+        _fsync_dir(folder)
+        return staged
+
+    def _publish(self, folder: Path, staged: list[tuple[str, str]]) -> None:
+        touched: set[Path] = set()
+        for staged_name, final in staged:
+            source = folder / staged_name
+            target = self.settings.data_dir / final
+            if not source.exists():
+                continue  # renamed before a crash; the target is in place
+            if not target.parent.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                touched.add(target.parent.parent)
+            os.rename(source, target)
+            touched.add(target.parent)
+        for path in touched:
+            _fsync_dir(path)
+
+    def _begin(self, batch_id: str, records: int, staged: list[tuple[str, str]], folder: Path) -> None:
+        with self.store.connect() as con:
+            con.execute(
+                "INSERT INTO ingest_batches (batch_id, state, records, files, staging, created_at)"
+                " VALUES (?, 'publishing', ?, ?, ?, ?)",
+                (batch_id, records, json.dumps(staged), folder.name, _now()),
+            )
+
+    def _commit(self, batch_id: str) -> None:
+        with self.store.connect() as con:
+            con.execute(
+                "UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE batch_id = ?",
+                (_now(), batch_id),
+            )
+
+    def _receipt(self, batch_id: str, recover: bool) -> BatchReceipt | None:
+        with self.store.connect() as con:
+            row = con.execute(
+                "SELECT state, records, files FROM ingest_batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        if row["state"] != "committed" and recover:
+            # Its writer may have died in this very process (an I/O error mid-publish): finish it.
+            self.recover()
+            return self._receipt(batch_id, recover=False)
+        if row["state"] != "committed":
+            raise BatchInProgress(f"batch {batch_id!r} is being stored by another writer; retry shortly")
+        files = tuple(final for _, final in json.loads(row["files"]))
+        return BatchReceipt(batch_id, row["records"], files, replayed=True)
+
+    @contextmanager
+    def _staging_folder(self) -> Iterator[Path]:
+        folder = self.staging / uuid.uuid4().hex
+        folder.mkdir()
+        fd = os.open(folder / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield folder
+        finally:
+            # A folder the ledger still names as publishing is kept for recover() to roll forward.
+            if not self._is_publishing(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+            os.close(fd)
+
+    def _is_publishing(self, folder: Path) -> bool:
+        with self.store.connect() as con:
+            row = con.execute(
+                "SELECT 1 FROM ingest_batches WHERE staging = ? AND state = 'publishing'", (folder.name,)
+            ).fetchone()
+        return row is not None
+
+    @contextmanager
+    def _publish_lock(self) -> Iterator[None]:
+        fd = os.open(self.staging / PUBLISH_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _try_own(folder: Path) -> int | None:
+        try:
+            fd = os.open(folder / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:
+            return None  # its writer finished and removed it meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+
+def write_parquet(table: pa.Table, path: Path, row_group_rows: int) -> None:
+    """Write one lake file (zstd, row groups sized for parallel scans, min/max statistics) and fsync it."""
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        row_group_size=row_group_rows,
+        write_statistics=True,
+        sorting_columns=[pq.SortingColumn(table.schema.get_field_index("created_at"))],
+    )
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()

@@ -1,0 +1,101 @@
+"""Named SQL: each `sql/<name>.sql` file is one query with `$named` parameters, run through one path."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from engine.errors import QueryError
+
+log = logging.getLogger(__name__)
+
+#: Loaded into every connection before any query; see its header.
+DEFINITIONS = "definitions"
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'", re.S)
+
+
+def sql_dir() -> Path:
+    """Where the .sql files are: inside the installed package, or the repository's `sql/` folder."""
+    packaged = Path(__file__).parent / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "sql"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One .sql file: its name (the file stem), text, header comment and parameter names."""
+
+    name: str
+    text: str
+    header: str
+    params: frozenset[str]
+
+    def render(self, params: dict[str, Any]) -> str:
+        """The SQL with parameters shown as literals, for reading, never for running."""
+        return _PARAM.sub(lambda m: _literal(params.get(m.group(1))), self.text)
+
+
+@cache
+def load(name: str) -> Query:
+    """Read and parse `sql/<name>.sql`.
+
+    Raises:
+        QueryError: there is no such file.
+    """
+    path = sql_dir() / f"{name}.sql"
+    if not path.is_file():
+        raise QueryError(f"no query named {name!r} in {sql_dir()}")
+    text = path.read_text()
+    header = "\n".join(line[2:].strip() for line in text.splitlines() if line.startswith("--"))
+    params = frozenset(_PARAM.findall(_STRIP.sub(" ", text)))
+    return Query(name, text, header, params)
+
+
+def names() -> list[str]:
+    """Every query name, sorted."""
+    return sorted(p.stem for p in sql_dir().glob("*.sql"))
+
+
+def run(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
+    """Run a named query with exactly its parameters; log name, parameters and elapsed time.
+
+    Raises:
+        QueryError: unknown name, missing or unexpected parameters, or DuckDB failed.
+    """
+    query = load(name)
+    given = set(params)
+    if given != query.params:
+        missing, extra = sorted(query.params - given), sorted(given - query.params)
+        raise QueryError(f"query {name!r} takes {sorted(query.params)}; missing {missing}, unexpected {extra}")
+    started = time.perf_counter()
+    try:
+        result = to_arrow(con.sql(query.text, params=params or None))
+    except duckdb.Error as exc:
+        raise QueryError(f"query {name!r} failed: {exc}") from exc
+    log.info("query %s %s: %d rows in %.1f ms", name, params, result.num_rows,
+             (time.perf_counter() - started) * 1000)
+    return result
+
+
+def to_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:
+    """A relation's rows as Arrow; a statement that returns nothing gives an empty table."""
+    return relation.to_arrow_table() if relation is not None else pa.table({})
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
