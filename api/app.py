@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     problems.install(app)
     metrics.install(app)
+    # One router per resource; add new ones to this tuple.
     for module in (health, ingest):
         app.include_router(module.router)
     return app

@@ -9,7 +9,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from engine.errors import BatchInProgress, EzError, InvalidBatch, MalformedBody, QueryError, UnsupportedFormat
+from engine.errors import (
+    BatchInProgress,
+    Conflict,
+    EzError,
+    InvalidBatch,
+    InvalidParameter,
+    MalformedBody,
+    NotFound,
+    PreconditionFailed,
+    QueryError,
+    UnsupportedFormat,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -20,6 +31,10 @@ STATUS: dict[type[EzError], int] = {
     UnsupportedFormat: 415,
     BatchInProgress: 409,
     QueryError: 400,
+    NotFound: 404,
+    InvalidParameter: 422,
+    PreconditionFailed: 412,
+    Conflict: 409,
 }
 
 

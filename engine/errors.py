@@ -51,3 +51,19 @@ class BatchInProgress(EzError):
 
 class QueryError(EzError):
     """A named query was called wrongly (unknown name, parameters that differ) or failed."""
+
+
+class NotFound(EzError):
+    """The thing asked for does not exist (an alert id, a key, a job name)."""
+
+
+class InvalidParameter(EzError):
+    """A caller's argument is out of its domain (an unknown period, from > to, a bad threshold)."""
+
+
+class Conflict(EzError):
+    """The request conflicts with the current state (a stale version, a duplicate)."""
+
+
+class PreconditionFailed(Conflict):
+    """An If-Match version is not the current one."""

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
     records      INTEGER NOT NULL,
     files        TEXT NOT NULL,   -- JSON list of [staged file name, path relative to the data dir]
     staging      TEXT NOT NULL,   -- the staging folder the files came from
+    hours        TEXT NOT NULL,   -- JSON list of the UTC hours (ISO) the batch has records in
     created_at   TEXT NOT NULL,
     committed_at TEXT
 )
@@ -82,6 +83,12 @@ def content_batch_id(data: bytes | pa.Table) -> str:
     else:
         digest.update(data)
     return "sha256:" + digest.hexdigest()
+
+
+def hours_of(table: pa.Table) -> list[str]:
+    """The distinct UTC hours a batch has records in, as ISO strings: what rollups must refresh."""
+    hours = pc.unique(pc.floor_temporal(table.column("created_at"), unit="hour"))
+    return sorted(h.isoformat() for h in hours.to_pylist())
 
 
 def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
@@ -133,7 +140,7 @@ class Lake:
                 earlier = self._receipt(batch_id, recover=False)
                 if earlier is not None:
                     return earlier
-                self._begin(batch_id, table.num_rows, staged, folder)
+                self._begin(batch_id, table.num_rows, staged, folder, hours_of(table))
                 self._publish(folder, staged)
                 self._commit(batch_id)
         return BatchReceipt(batch_id, table.num_rows, tuple(final for _, final in staged))
@@ -195,12 +202,14 @@ class Lake:
         for path in touched:
             _fsync_dir(path)
 
-    def _begin(self, batch_id: str, records: int, staged: list[tuple[str, str]], folder: Path) -> None:
+    def _begin(
+        self, batch_id: str, records: int, staged: list[tuple[str, str]], folder: Path, hours: list[str]
+    ) -> None:
         with self.store.connect() as con:
             con.execute(
-                "INSERT INTO ingest_batches (batch_id, state, records, files, staging, created_at)"
-                " VALUES (?, 'publishing', ?, ?, ?, ?)",
-                (batch_id, records, json.dumps(staged), folder.name, _now()),
+                "INSERT INTO ingest_batches (batch_id, state, records, files, staging, hours, created_at)"
+                " VALUES (?, 'publishing', ?, ?, ?, ?, ?)",
+                (batch_id, records, json.dumps(staged), folder.name, json.dumps(hours), _now()),
             )
 
     def _commit(self, batch_id: str) -> None:

@@ -93,7 +93,8 @@ def check_rules(field: Field, column: pa.Array, skip: set[int]) -> Problems:
     elif field.minimum is not None:
         checks.append((pc.less(column, field.minimum), f"must be >= {field.minimum}"))
     if pa.types.is_timestamp(field.type):
-        bad = pc.or_(pc.less(column, pa.scalar(EARLIEST, TIMESTAMP)), pc.greater_equal(column, pa.scalar(LATEST, TIMESTAMP)))
+        early, late = pa.scalar(EARLIEST, TIMESTAMP), pa.scalar(LATEST, TIMESTAMP)
+        bad = pc.or_(pc.less(column, early), pc.greater_equal(column, late))
         checks.append((bad, "must be between 2000-01-01 and 2100-01-01 (epoch seconds given as milliseconds?)"))
     problems: Problems = []
     for mask, reason in checks:

@@ -177,3 +177,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Command groups that live in their own modules register here, one line each.
