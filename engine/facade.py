@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -16,6 +18,9 @@ from engine.lake import BatchReceipt, Lake, content_batch_id
 from engine.settings import Settings, get_settings
 from engine.store import ControlStore
 from engine.validation import validate
+
+if TYPE_CHECKING:
+    from engine.alerts import Alerts
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,13 @@ class Engine:
         recovered = self.lake.recover()
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
+
+    @functools.cached_property
+    def alerts(self) -> Alerts:
+        """Alert detection, lifecycle, thresholds and backtest (see `engine.alerts`)."""
+        from engine.alerts import Alerts
+
+        return Alerts(self)
 
     # -- ingest -------------------------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""Alerts: detection rules over the lake, their lifecycle in the control-plane store, thresholds, backtest."""
+
+from engine.alerts.service import Alerts, DetectionResult, Preview
+
+__all__ = ["Alerts", "DetectionResult", "Preview"]

@@ -1,0 +1,195 @@
+"""Reading alerts back: one alert with its events, filtered pages with a cursor, counts for a period."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.alerts.lifecycle import iso
+from engine.alerts.rules import SEVERITIES, TYPES
+from engine.errors import InvalidParameter, NotFound
+from engine.store import ControlStore
+
+STATUSES = ("open", "acknowledged", "resolved")
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One entry of an alert's append-only history."""
+
+    id: int
+    at: str
+    kind: str
+    actor: str
+    note: str | None
+    severity: str | None
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert as stored; `events` is filled by `get` only."""
+
+    id: int
+    fingerprint: str
+    type: str
+    metric: str
+    scope: str
+    scope_id: int | None
+    master_id: int | None
+    key_id: int | None
+    provider_key_id: int | None
+    period: str | None
+    status: str
+    severity: str
+    peak_severity: str
+    value: float
+    peak_value: float
+    threshold: float
+    critical_threshold: float
+    samples: int
+    window_start: str
+    window_end: str
+    details: dict[str, Any]
+    opened_at: str
+    last_seen_at: str
+    evaluated_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    ack_expires_at: str | None
+    resolved_at: str | None
+    resolved_by: str | None
+    resolution: str | None
+    events: list[AlertEvent] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """One page of alerts, newest first; `next_cursor` fetches the next page (None at the end)."""
+
+    alerts: list[Alert]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Filters of `list_alerts`; `since`/`until` bound `opened_at` as [since, until)."""
+
+    type: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    master_id: int | None = None
+    key_id: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def check(self) -> None:
+        """Raises InvalidParameter for values outside their domain."""
+        for name, value, allowed in (("type", self.type, TYPES), ("severity", self.severity, SEVERITIES),
+                                     ("status", self.status, STATUSES)):
+            if value is not None and value not in allowed:
+                raise InvalidParameter(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+        if self.since and self.until and self.since >= self.until:
+            raise InvalidParameter("since must be before until")
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition and its parameters."""
+        terms, params = ["1 = 1"], []
+        for column in ("type", "severity", "status", "master_id", "key_id"):
+            value = getattr(self, column)
+            if value is not None:
+                terms.append(f"{column} = ?")
+                params.append(value)
+        if self.since is not None:
+            terms.append("opened_at >= ?")
+            params.append(iso(self.since))
+        if self.until is not None:
+            terms.append("opened_at < ?")
+            params.append(iso(self.until))
+        return " AND ".join(terms), params
+
+
+class AlertHistory:
+    """Read side of the alerts tables."""
+
+    def __init__(self, store: ControlStore) -> None:
+        self.store = store
+
+    def get(self, alert_id: int) -> Alert:
+        """One alert with its events, oldest first. Raises NotFound."""
+        with self.store.connect() as con:
+            row = con.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no alert with id {alert_id}")
+            events = [AlertEvent(**dict(e)) for e in con.execute(
+                "SELECT id, at, kind, actor, note, severity, value FROM alert_events WHERE alert_id = ? ORDER BY id",
+                (alert_id,))]
+        return _alert(row, events)
+
+    def page(self, where: AlertFilter, cursor: str | None = None, limit: int = 50) -> AlertPage:
+        """Alerts matching `where`, newest (highest id) first, `limit` at a time.
+
+        Raises:
+            InvalidParameter: a filter out of its domain, a limit outside 1..500 or a cursor not from us.
+        """
+        where.check()
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidParameter(f"limit must be within 1..{MAX_LIMIT}")
+        condition, params = where.where()
+        if cursor is not None:
+            condition += " AND id < ?"
+            params.append(_decode_cursor(cursor))
+        with self.store.connect() as con:
+            rows = con.execute(f"SELECT * FROM alerts WHERE {condition} ORDER BY id DESC LIMIT ?",
+                               [*params, limit + 1]).fetchall()
+        alerts = [_alert(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return AlertPage(alerts, _encode_cursor(alerts[-1].id) if more else None)
+
+    def all(self) -> list[Alert]:
+        """Every alert, oldest first (for a backtest's scratch store and for tests)."""
+        with self.store.connect() as con:
+            return [_alert(r) for r in con.execute("SELECT * FROM alerts ORDER BY id")]
+
+    def counts(self, where: AlertFilter) -> dict[str, Any]:
+        """Alerts opened in [since, until) counted by type, by severity (the peak) and by status."""
+        where.check()
+        condition, params = where.where()
+        out: dict[str, Any] = {"total": 0}
+        with self.store.connect() as con:
+            for column, domain in (("type", TYPES), ("peak_severity", SEVERITIES), ("status", STATUSES)):
+                found = dict(con.execute(
+                    f"SELECT {column}, count(*) FROM alerts WHERE {condition} GROUP BY 1", params).fetchall())
+                out["by_" + column.removeprefix("peak_")] = {k: found.get(k, 0) for k in domain}
+            out["total"] = sum(out["by_type"].values())
+        return out
+
+
+def _alert(row: sqlite3.Row, events: list[AlertEvent] | None = None) -> Alert:
+    data = dict(row)
+    for gone in ("series", "period_end", "recovery_streak"):
+        data.pop(gone)
+    data["details"] = json.loads(data["details"])
+    return Alert(**data, events=events or [])
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(data["before"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidParameter(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None

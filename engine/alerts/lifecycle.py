@@ -1,0 +1,301 @@
+"""The alert lifecycle in the control-plane store: open, update, escalate, recover, acknowledge, resolve.
+
+Invariants, enforced by the store rather than by the code that calls it:
+- one active (open or acknowledged) alert per fingerprint: a partial UNIQUE index, and opening is an
+  `INSERT ... ON CONFLICT DO NOTHING`, so two detector processes racing on the same breach store one;
+- a fingerprint resolved less than `cooldown_minutes` ago cannot open again: the same INSERT carries
+  a `NOT EXISTS` guard, evaluated atomically with the insert;
+- the event history is append-only: rows in `alert_events` are inserted, never updated.
+An evaluation is applied in one transaction, so readers see all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.alerts.rules import Observation
+from engine.alerts.thresholds import Thresholds
+from engine.errors import Conflict, InvalidParameter, NotFound
+from engine.store import ControlStore
+
+DDL = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint        TEXT NOT NULL,
+    series             TEXT NOT NULL,     -- fingerprint without the period
+    type               TEXT NOT NULL,
+    metric             TEXT NOT NULL,
+    scope              TEXT NOT NULL CHECK (scope IN ('global', 'master', 'key', 'provider_key')),
+    scope_id           INTEGER,
+    master_id          INTEGER,
+    key_id             INTEGER,
+    provider_key_id    INTEGER,
+    period             TEXT,              -- the UTC day or quota period of per-period alerts
+    period_end         TEXT,
+    status             TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
+    severity           TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+    peak_severity      TEXT NOT NULL,
+    value              REAL NOT NULL,
+    peak_value         REAL NOT NULL,
+    threshold          REAL NOT NULL,
+    critical_threshold REAL NOT NULL,
+    samples            INTEGER NOT NULL,
+    window_start       TEXT NOT NULL,
+    window_end         TEXT NOT NULL,
+    details            TEXT NOT NULL,     -- JSON: the rule's extra figures (error count, quota limit, ...)
+    recovery_streak    INTEGER NOT NULL DEFAULT 0,
+    opened_at          TEXT NOT NULL,
+    last_seen_at       TEXT NOT NULL,     -- last evaluation at or over the threshold
+    evaluated_at       TEXT NOT NULL,     -- last evaluation that observed it
+    acknowledged_at    TEXT,
+    acknowledged_by    TEXT,
+    ack_note           TEXT,
+    ack_expires_at     TEXT,
+    resolved_at        TEXT,
+    resolved_by        TEXT,
+    resolution         TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active ON alerts (fingerprint)
+    WHERE status IN ('open', 'acknowledged');
+CREATE INDEX IF NOT EXISTS alerts_by_fingerprint ON alerts (fingerprint, resolved_at);
+CREATE INDEX IF NOT EXISTS alerts_by_opened ON alerts (opened_at, id);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    at       TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('opened', 'escalated', 'de-escalated', 'acknowledged',
+                                           'ack_expired', 'resolved')),
+    actor    TEXT NOT NULL,
+    note     TEXT,
+    severity TEXT,
+    value    REAL
+);
+CREATE INDEX IF NOT EXISTS alert_events_by_alert ON alert_events (alert_id, id)
+"""
+
+ACTIVE = ("open", "acknowledged")
+DETECTOR = "detector"
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class Changes:
+    """What applying one evaluation did, by alert id."""
+
+    opened: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    de_escalated: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)  # fingerprints held back by the cooldown
+
+
+class Lifecycle:
+    """Writes of the alert lifecycle over one ControlStore (the real one, or a backtest's scratch one)."""
+
+    def __init__(self, store: ControlStore) -> None:
+        self.store = store
+        store.ensure(DDL)
+
+    def apply(
+        self,
+        observations: Iterable[Observation],
+        thresholds: Thresholds,
+        now: dt.datetime,
+        complete: frozenset[tuple[str, str]] = frozenset(),
+    ) -> Changes:
+        """Apply one evaluation's observations at `now`, in one transaction.
+
+        Args:
+            observations: every scope the rules measured (not only breaches).
+            thresholds: the settings in force (cooldown and hysteresis).
+            now: the evaluation instant.
+            complete: (type, metric) pairs whose absent scopes are a measured zero, not missing data.
+        """
+        changes = Changes()
+        stamp = iso(now)
+        with self.store.connect() as con:
+            self._expire_acks(con, stamp)
+            active = {row["fingerprint"]: row for row in con.execute(
+                "SELECT * FROM alerts WHERE status IN ('open', 'acknowledged')")}
+            seen: set[str] = set()
+            periods: dict[str, str] = {}
+            for obs in observations:
+                seen.add(obs.fingerprint)
+                if obs.period is not None:
+                    periods[obs.series] = obs.period
+                row = active.get(obs.fingerprint)
+                if row is None:
+                    if obs.severity is not None:
+                        self._open(con, obs, thresholds, stamp, changes)
+                else:
+                    self._update(con, row, obs, thresholds, stamp, changes)
+            for fp, row in active.items():
+                if fp in seen:
+                    continue
+                newer = periods.get(row["series"])
+                if (row["period_end"] is not None and row["period_end"] <= stamp) or (
+                    newer is not None and row["period"] is not None and newer > row["period"]
+                ):
+                    self._resolve(con, row["id"], stamp, DETECTOR, "period ended", changes)
+                elif (row["type"], row["metric"]) in complete:
+                    self._recovering(con, row, 0.0, thresholds, stamp, changes)
+                # else: no data for it in this evaluation, which never counts as recovered
+        return changes
+
+    def acknowledge(self, alert_id: int, by: str, note: str | None, expires_at: dt.datetime | None,
+                    now: dt.datetime) -> None:
+        """Acknowledge an active alert (again: replaces note and expiry); it re-opens when the expiry passes.
+
+        Raises:
+            NotFound: no such alert. Conflict: it is resolved. InvalidParameter: expiry not in the future.
+        """
+        if expires_at is not None and expires_at <= now:
+            raise InvalidParameter(f"the acknowledgement expiry {iso(expires_at)} is not after now ({iso(now)})")
+        stamp = iso(now)
+        with self.store.connect() as con:
+            row = _active_row(con, alert_id, "acknowledge")
+            con.execute(
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_at = ?, acknowledged_by = ?, ack_note = ?,"
+                " ack_expires_at = ? WHERE id = ?",
+                (stamp, by, note, iso(expires_at) if expires_at else None, alert_id),
+            )
+            _event(con, alert_id, stamp, "acknowledged", by, note, row["severity"], row["value"])
+
+    def resolve(self, alert_id: int, by: str, note: str | None, now: dt.datetime) -> None:
+        """Resolve an active alert by hand; the cooldown starts now.
+
+        Raises:
+            NotFound: no such alert. Conflict: it is already resolved.
+        """
+        with self.store.connect() as con:
+            _active_row(con, alert_id, "resolve")
+            self._resolve(con, alert_id, iso(now), by, note or "resolved manually", Changes())
+
+    # -- the steps of `apply` -----------------------------------------------------------------
+
+    def _open(self, con: sqlite3.Connection, obs: Observation, thresholds: Thresholds, stamp: str,
+              changes: Changes) -> None:
+        since = iso(dt.datetime.fromisoformat(stamp) - dt.timedelta(minutes=thresholds.cooldown_minutes))
+        severity = obs.severity or "warning"
+        cur = con.execute(
+            """
+            INSERT INTO alerts (fingerprint, series, type, metric, scope, scope_id, master_id, key_id,
+                provider_key_id, period, period_end, status, severity, peak_severity, value, peak_value,
+                threshold, critical_threshold, samples, window_start, window_end, details, opened_at,
+                last_seen_at, evaluated_at)
+            SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+            WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ? AND status = 'resolved' AND resolved_at > ?)
+            ON CONFLICT (fingerprint) WHERE status IN ('open', 'acknowledged') DO NOTHING
+            RETURNING id
+            """,
+            (obs.fingerprint, obs.series, obs.type, obs.metric, obs.scope, obs.scope_id, obs.master_id, obs.key_id,
+             obs.provider_key_id, obs.period, iso(obs.period_end) if obs.period_end else None, severity, severity,
+             obs.value, obs.value, obs.threshold, obs.critical, obs.samples, iso(obs.window.start),
+             iso(obs.window.end), json.dumps(obs.extra), stamp, stamp, stamp, obs.fingerprint, since),
+        )
+        row = cur.fetchone()
+        if row is None:
+            changes.suppressed.append(obs.fingerprint)
+            return
+        changes.opened.append(row["id"])
+        _event(con, row["id"], stamp, "opened", DETECTOR, _describe(obs), severity, obs.value)
+
+    def _update(self, con: sqlite3.Connection, row: sqlite3.Row, obs: Observation, thresholds: Thresholds,
+                stamp: str, changes: Changes) -> None:
+        severity = obs.severity
+        if severity is None:
+            if not obs.conclusive:
+                return  # too few samples: neither a breach nor a recovery
+            if obs.value < thresholds.recovery_ratio * obs.threshold:
+                self._recovering(con, row, obs.value, thresholds, stamp, changes, obs)
+                return
+            # Between the recovery level and the threshold: still open, and the streak starts over;
+            # a critical alert whose value left the critical band comes down to warning.
+            severity = "warning" if row["severity"] == "critical" else row["severity"]
+            last_seen = row["last_seen_at"]
+        else:
+            last_seen = stamp
+        con.execute(
+            "UPDATE alerts SET severity = ?, peak_severity = ?, value = ?, peak_value = max(peak_value, ?),"
+            " threshold = ?, critical_threshold = ?, samples = ?, window_start = ?, window_end = ?, details = ?,"
+            " recovery_streak = 0, last_seen_at = ?, evaluated_at = ? WHERE id = ?",
+            (severity, _max_severity(row["peak_severity"], severity), obs.value, obs.value, obs.threshold,
+             obs.critical, obs.samples, iso(obs.window.start), iso(obs.window.end), json.dumps(obs.extra),
+             last_seen, stamp, row["id"]),
+        )
+        if severity != row["severity"]:
+            kind = "escalated" if _RANK[severity] > _RANK[row["severity"]] else "de-escalated"
+            (changes.escalated if kind == "escalated" else changes.de_escalated).append(row["id"])
+            _event(con, row["id"], stamp, kind, DETECTOR, _describe(obs), severity, obs.value)
+        else:
+            changes.updated.append(row["id"])
+
+    def _recovering(self, con: sqlite3.Connection, row: sqlite3.Row, value: float, thresholds: Thresholds,
+                    stamp: str, changes: Changes, obs: Observation | None = None) -> None:
+        streak = row["recovery_streak"] + 1
+        con.execute("UPDATE alerts SET value = ?, samples = ?, recovery_streak = ?, evaluated_at = ? WHERE id = ?",
+                    (value, obs.samples if obs else 0, streak, stamp, row["id"]))
+        if streak >= thresholds.recovery_evaluations:
+            level = thresholds.recovery_ratio * row["threshold"]
+            self._resolve(con, row["id"], stamp, DETECTOR,
+                          f"recovered: below {level:g} for {streak} evaluation(s)", changes)
+        else:
+            changes.updated.append(row["id"])
+
+    @staticmethod
+    def _resolve(con: sqlite3.Connection, alert_id: int, stamp: str, by: str, why: str, changes: Changes) -> None:
+        row = con.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_by = ?, resolution = ? WHERE id = ?"
+            " RETURNING severity, value",
+            (stamp, by, why, alert_id),
+        ).fetchone()
+        changes.resolved.append(alert_id)
+        _event(con, alert_id, stamp, "resolved", by, why, row["severity"], row["value"])
+
+    @staticmethod
+    def _expire_acks(con: sqlite3.Connection, stamp: str) -> None:
+        expired = con.execute(
+            "UPDATE alerts SET status = 'open' WHERE status = 'acknowledged' AND ack_expires_at IS NOT NULL"
+            " AND ack_expires_at <= ? RETURNING id, severity, value",
+            (stamp,),
+        ).fetchall()
+        for row in expired:
+            _event(con, row["id"], stamp, "ack_expired", DETECTOR, None, row["severity"], row["value"])
+
+
+def iso(moment: dt.datetime) -> str:
+    """The one text form of an instant in the store: UTC, microseconds, so text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: ezstats times are UTC-aware")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _active_row(con: sqlite3.Connection, alert_id: int, action: str) -> sqlite3.Row:
+    row = con.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no alert with id {alert_id}")
+    if row["status"] not in ACTIVE:
+        raise Conflict(f"alert {alert_id} is {row['status']}; only open or acknowledged alerts can be {action}d")
+    return row  # type: ignore[no-any-return]
+
+
+def _event(con: sqlite3.Connection, alert_id: int, stamp: str, kind: str, actor: str, note: str | None,
+           severity: str | None, value: float | None) -> None:
+    con.execute(
+        "INSERT INTO alert_events (alert_id, at, kind, actor, note, severity, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (alert_id, stamp, kind, actor, note, severity, value),
+    )
+
+
+def _max_severity(a: str, b: str) -> str:
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+def _describe(obs: Observation) -> str:
+    return (f"{obs.metric} = {obs.value:g} (threshold {obs.threshold:g}, critical {obs.critical:g},"
+            f" {obs.samples} samples)")

@@ -1,0 +1,203 @@
+"""The five alert rules as pure functions: window sums in, observations out.
+
+The detector feeds them sums from one evaluation's SQL; the backtest feeds them sliding sums of
+per-minute buckets. Both go through these functions, so a replay judges exactly as the detector does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from engine.alerts.thresholds import ErrorSpikeRule, ProviderDownRule, QuotaRule, RateLimitRule, TrafficRule
+
+TYPES = ("rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike")
+SEVERITIES = ("info", "warning", "critical")
+SCOPES = ("global", "master", "key", "provider_key")
+
+#: Per scope id (master, key or provider key): (requests, the rule's second count) in a window.
+Tally = Mapping[int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def seconds(self) -> float:
+        """Its length in seconds."""
+        return (self.end - self.start).total_seconds()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One metric of one scope at one evaluation, judged against its thresholds.
+
+    `sufficient` says the evaluation may open or escalate an alert (enough samples);
+    `conclusive` says a value below the recovery level counts toward resolving one. A rate over too
+    few requests is neither; a volume is conclusive whenever the lake had data in the window.
+    """
+
+    type: str
+    metric: str
+    scope: str
+    scope_id: int | None
+    value: float
+    threshold: float
+    critical: float
+    samples: int
+    window: Window
+    sufficient: bool
+    conclusive: bool
+    master_id: int | None = None
+    key_id: int | None = None
+    provider_key_id: int | None = None
+    period: str | None = None
+    period_end: dt.datetime | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def series(self) -> str:
+        """Type + metric + scope: what stays the same from one period to the next."""
+        return fingerprint(self.type, self.metric, self.scope, self.scope_id)
+
+    @property
+    def fingerprint(self) -> str:
+        """The dedup key: the series plus the period of per-day and quota alerts; never value or severity."""
+        return fingerprint(self.type, self.metric, self.scope, self.scope_id, self.period)
+
+    @property
+    def severity(self) -> str | None:
+        """`critical` at or over the critical level, `warning` at or over the threshold, else None."""
+        if not self.sufficient:
+            return None
+        if self.value >= self.critical:
+            return "critical"
+        return "warning" if self.value >= self.threshold else None
+
+
+def fingerprint(type_: str, metric: str, scope: str, scope_id: int | None, period: str | None = None) -> str:
+    """`type:metric:scope:id[:period]`, readable in a log line and stable across versions."""
+    parts = [type_, metric, scope, "-" if scope_id is None else str(scope_id)]
+    return ":".join([*parts, period] if period else parts)
+
+
+def rate_limit(tally: Tally, rule: RateLimitRule, window: Window) -> list[Observation]:
+    """Masters answered 429 often: share of 429s, gated by `min_samples` requests and `min_count` 429s."""
+    return [
+        Observation(
+            "rate_limit", "rate_limited_share", "master", master, hits / requests, rule.warning, rule.critical,
+            requests, window, sufficient=requests >= rule.min_samples and hits >= rule.min_count,
+            conclusive=requests >= rule.min_samples, master_id=master, extra={"rate_limited": hits},
+        )
+        for master, (requests, hits) in tally.items()
+        if requests > 0
+    ]
+
+
+def error_spike(tally: Tally, masters: Mapping[int, int], rule: ErrorSpikeRule, window: Window) -> list[Observation]:
+    """Keys with a high error rate (errors / requests) over at least `min_samples` requests."""
+    out = []
+    for key, (requests, errors) in tally.items():
+        if requests > 0:
+            enough = requests >= rule.min_samples
+            out.append(Observation(
+                "error_spike", "error_rate", "key", key, errors / requests, rule.warning, rule.critical, requests,
+                window, sufficient=enough, conclusive=enough, master_id=masters.get(key), key_id=key,
+                extra={"errors": errors},
+            ))
+    return out
+
+
+def provider_down(tally: Tally, rule: ProviderDownRule, window: Window) -> list[Observation]:
+    """Provider keys whose routed requests fail upstream (>= 500) over at least `min_samples` requests."""
+    out = []
+    for pkey, (requests, failures) in tally.items():
+        if requests > 0:
+            enough = requests >= rule.min_samples
+            out.append(Observation(
+                "provider_down", "failure_rate", "provider_key", pkey, failures / requests, rule.warning,
+                rule.critical, requests, window, sufficient=enough, conclusive=enough, provider_key_id=pkey,
+                extra={"failures": failures},
+            ))
+    return out
+
+
+def traffic_window(tally: Tally, rule: TrafficRule, window: Window) -> list[Observation]:
+    """Global QPS and per-master RPM/TPM over the window (window averages).
+
+    A master absent from the tally had no requests: when the lake has data in the window that is a
+    real zero (see `VOLUME_METRICS`); when the whole window is empty it is missing data, and the
+    global QPS observation is inconclusive.
+    """
+    minutes = window.seconds / 60
+    total = sum(requests for requests, _ in tally.values())
+    factor = rule.critical_factor
+    out = [Observation(
+        "traffic_spike", "global_qps", "global", None, total / window.seconds, rule.global_qps,
+        rule.global_qps * factor, total, window, sufficient=total > 0, conclusive=total > 0,
+    )]
+    for master, (requests, tokens) in tally.items():
+        enough = requests >= rule.min_samples
+        for metric, amount in (("master_rpm", requests), ("master_tpm", tokens)):
+            limit = rule.limit(metric, master)
+            out.append(Observation(
+                "traffic_spike", metric, "master", master, amount / minutes, limit, limit * factor, requests,
+                window, sufficient=enough, conclusive=True, master_id=master,
+            ))
+    return out
+
+
+def traffic_day(tally: Tally, rule: TrafficRule, window: Window, day: dt.date) -> list[Observation]:
+    """Per-master requests and tokens in the UTC day so far; the day is part of the fingerprint."""
+    period_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+    factor = rule.critical_factor
+    out = []
+    for master, (requests, tokens) in tally.items():
+        for metric, amount in (("master_rpd", requests), ("master_tpd", tokens)):
+            limit = rule.limit(metric, master)
+            out.append(Observation(
+                "traffic_spike", metric, "master", master, float(amount), limit, limit * factor, requests, window,
+                sufficient=requests > 0, conclusive=True, master_id=master, period=day.isoformat(),
+                period_end=period_end,
+            ))
+    return out
+
+
+def quota_exceeded(usages: Iterable[object], rule: QuotaRule, now: dt.datetime) -> list[Observation]:
+    """Keys whose usage this quota period is a high share of their limit; the period is in the fingerprint.
+
+    `usages` are the quota registry's `QuotaUsage` rows (key_id, quota_limit, used, period_start and,
+    when it knows it, period_end).
+    """
+    out = []
+    for usage in usages:
+        limit = getattr(usage, "quota_limit", 0) or 0
+        if limit <= 0:
+            continue  # an unlimited or unset quota cannot be exceeded
+        key = int(getattr(usage, "key_id"))  # noqa: B009
+        used = int(getattr(usage, "used"))  # noqa: B009
+        start = _as_utc(getattr(usage, "period_start"))  # noqa: B009
+        end = getattr(usage, "period_end", None)
+        out.append(Observation(
+            "quota_exceeded", "quota_used_share", "key", key, used / limit, rule.warning, rule.critical, used,
+            Window(start, now), sufficient=True, conclusive=True, key_id=key, period=start.isoformat(),
+            period_end=_as_utc(end) if end is not None else None, extra={"used": used, "quota_limit": limit},
+        ))
+    return out
+
+
+#: (type, metric) pairs for which a scope absent from an evaluation with data counts as a zero.
+VOLUME_METRICS = frozenset({("traffic_spike", "master_rpm"), ("traffic_spike", "master_tpm")})
+
+
+def _as_utc(value: object) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"expected a datetime, got {value!r}")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -1,0 +1,53 @@
+"""Generated gateway traffic for the alert tests: exact request counts at exact instants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pyarrow as pa
+
+from engine import Engine
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+_ids = itertools.count()
+
+
+def requests(
+    end: dt.datetime,
+    minutes: float,
+    count: int,
+    *,
+    master_id: int = 1,
+    key_id: int = 10,
+    status: int = 200,
+    provider_key_id: int | None = 100,
+    tokens: int = 100,
+) -> list[dict[str, object]]:
+    """`count` requests spread evenly over [end - minutes, end), all alike."""
+    step = dt.timedelta(minutes=minutes) / max(count, 1)
+    start = end - dt.timedelta(minutes=minutes)
+    return [
+        {
+            "request_id": f"r{next(_ids)}",
+            "created_at": start + step * i,
+            "master_id": master_id,
+            "key_id": key_id,
+            "model": "gpt-4o",
+            "provider_id": 1 if provider_key_id else None,
+            "provider_type": "openai" if provider_key_id else None,
+            "provider_key_id": provider_key_id,
+            "status_code": status,
+            "latency_ms": 100,
+            "prompt_tokens": tokens // 2,
+            "completion_tokens": tokens - tokens // 2,
+        }
+        for i in range(count)
+    ]
+
+
+def store(engine: Engine, *batches: list[dict[str, object]]) -> None:
+    """Write records through the real ingest path."""
+    rows = [r for batch in batches for r in batch]
+    if rows:
+        engine.ingest_table(pa.Table.from_pylist(rows))
