@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.alerts.thresholds import Thresholds
 
 
 class BatchAccepted(BaseModel):
@@ -19,3 +24,129 @@ class Health(BaseModel):
     status: str
     data_dir: str
     version: str
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+AlertType = Literal["rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike"]
+Severity = Literal["info", "warning", "critical"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+
+
+class AlertEventOut(BaseModel):
+    """One entry of an alert's append-only history."""
+
+    id: int
+    at: str = Field(description="When (RFC 3339, UTC).")
+    kind: Literal["opened", "escalated", "de-escalated", "acknowledged", "ack_expired", "resolved"]
+    actor: str = Field(description="`detector` or who acted through the API/CLI.")
+    note: str | None = Field(description="Why: the observation, the ack note or the resolution.")
+    severity: Severity | None
+    value: float | None
+
+
+class AlertOut(BaseModel):
+    """An alert: what was measured where, against which threshold, and where it is in its lifecycle."""
+
+    id: int
+    fingerprint: str = Field(description="type:metric:scope:id[:period]; one active alert per fingerprint.")
+    type: AlertType
+    metric: str = Field(description="e.g. error_rate, rate_limited_share, failure_rate, master_rpm, global_qps.")
+    scope: Literal["global", "master", "key", "provider_key"]
+    scope_id: int | None
+    master_id: int | None
+    key_id: int | None
+    provider_key_id: int | None
+    period: str | None = Field(description="The UTC day (per-day checks) or quota period start.")
+    status: AlertStatus
+    severity: Severity = Field(description="Current severity (escalates and de-escalates in place).")
+    peak_severity: Severity
+    value: float = Field(description="Last observed value of the metric.")
+    peak_value: float
+    threshold: float = Field(description="Warning level of the metric.")
+    critical_threshold: float
+    samples: int = Field(description="Requests behind the last observation (used units for quotas).")
+    window_start: str
+    window_end: str
+    details: dict[str, float] = Field(description="The rule's own figures (errors, rate_limited, quota_limit...).")
+    opened_at: str
+    last_seen_at: str = Field(description="Last evaluation at or over the threshold.")
+    evaluated_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    ack_expires_at: str | None
+    resolved_at: str | None
+    resolved_by: str | None
+    resolution: str | None
+    events: list[AlertEventOut] = Field(description="History, oldest first (GET /admin/alerts/{id} only).")
+
+
+class AlertPageOut(BaseModel):
+    """A page of alerts, newest first."""
+
+    alerts: list[AlertOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class AlertStatsOut(BaseModel):
+    """Alerts opened in [start, end) counted three ways."""
+
+    start: str
+    end: str
+    total: int
+    by_type: dict[str, int]
+    by_severity: dict[str, int] = Field(description="By peak severity.")
+    by_status: dict[str, int]
+
+
+class AckIn(BaseModel):
+    """Acknowledge an alert."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field("admin", max_length=200, description="Who acknowledges.")
+    note: str | None = Field(None, max_length=2000)
+    expires_at: dt.datetime | None = Field(None, description="The alert re-opens at this instant (RFC 3339).")
+
+
+class ResolveIn(BaseModel):
+    """Resolve an alert by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field("admin", max_length=200, description="Who resolves.")
+    note: str | None = Field(None, max_length=2000, description="Why.")
+
+
+class ThresholdsOut(BaseModel):
+    """The alert thresholds in force; `version` is also the ETag to send back as If-Match."""
+
+    version: int
+    updated_at: str
+    updated_by: str
+    thresholds: Thresholds
+
+
+class PreviewIn(BaseModel):
+    """A backtest request: candidate thresholds (default: the stored ones) over a range of UTC days."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_day: dt.date = Field(alias="from", description="First UTC day replayed (YYYY-MM-DD).")
+    to_day: dt.date = Field(alias="to", description="Last UTC day replayed, included (at most 31 days).")
+    thresholds: Thresholds | None = Field(None, description="Candidate thresholds; null replays the stored ones.")
+
+
+class PreviewOut(BaseModel):
+    """What the candidate thresholds would have opened and resolved; stored alerts are untouched."""
+
+    start: str
+    end: str
+    evaluations: int = Field(description="Minutes replayed.")
+    opened: int
+    resolved: int
+    by_type: dict[str, int]
+    by_severity: dict[str, int]
+    thresholds: Thresholds
+    alerts: list[AlertOut]

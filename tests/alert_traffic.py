@@ -51,3 +51,29 @@ def store(engine: Engine, *batches: list[dict[str, object]]) -> None:
     rows = [r for batch in batches for r in batch]
     if rows:
         engine.ingest_table(pa.Table.from_pylist(rows))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def minutes(n: float) -> dt.timedelta:
+    """n minutes."""
+    return dt.timedelta(minutes=n)
+
+
+def set_thresholds(engine: Engine, **changes: object) -> None:
+    """Store the default thresholds with some rules' fields changed, e.g. error_spike={"warning": 0.2}."""
+    body = engine.alerts.read_thresholds().thresholds.model_dump()
+    for name, value in changes.items():
+        if isinstance(value, dict):
+            body[name].update(value)
+        else:
+            body[name] = value
+    engine.alerts.update_thresholds(body, None)

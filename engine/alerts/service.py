@@ -143,12 +143,13 @@ class Alerts:
     def preview(self, candidate: Any, from_day: dt.date, to_day: dt.date) -> Preview:
         """Replay the detector at every minute of the days [from_day, to_day] with candidate thresholds.
 
-        Stored alerts are not touched; quota alerts are not replayed (see `backtest.replay`).
+        `candidate` None replays the stored thresholds. Stored alerts are not touched; quota alerts are
+        not replayed (see `backtest.replay`); the replay stops at the engine clock's now.
 
         Raises:
             InvalidParameter: invalid candidate, from_day after to_day, or more than 31 days.
         """
-        thresholds = Thresholds.parse(candidate)
+        thresholds = self.read_thresholds().thresholds if candidate is None else Thresholds.parse(candidate)
         if from_day > to_day:
             raise InvalidParameter(f"from ({from_day}) is after to ({to_day})")
         if (to_day - from_day).days + 1 > MAX_PREVIEW_DAYS:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from engine.errors import InvalidParameter, PreconditionFailed
 from engine.store import ControlStore
@@ -49,7 +49,7 @@ class _Levels(_Model):
 class RateLimitRule(_Levels):
     """`rate_limit`: a master whose requests are answered 429 (rate limited) in the window."""
 
-    enabled: bool = Field(True, description="Evaluate this rule.")
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(20, description="Requests a master needs in the window to be judged (default 20).")
     min_count: Samples = Field(10, description="429 answers a master needs in the window to alert (default 10).")
@@ -60,7 +60,7 @@ class RateLimitRule(_Levels):
 class ErrorSpikeRule(_Levels):
     """`error_spike`: a key whose error rate (status >= 400, 429 excluded) is high in the window."""
 
-    enabled: bool = Field(True, description="Evaluate this rule.")
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(20, description="Requests a key needs in the window to be judged (default 20).")
     warning: Ratio = Field(0.10, description="Error rate (0-1] that raises a warning (seed default 0.10).")
@@ -70,7 +70,7 @@ class ErrorSpikeRule(_Levels):
 class ProviderDownRule(_Levels):
     """`provider_down`: a provider key whose requests fail upstream (status >= 500) in the window."""
 
-    enabled: bool = Field(True, description="Evaluate this rule.")
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(10, description="Requests a provider key needs in the window (default 10).")
     warning: Ratio = Field(0.50, description="Failure rate (0-1] that raises a warning (seed default 0.50).")
@@ -80,7 +80,7 @@ class ProviderDownRule(_Levels):
 class QuotaRule(_Levels):
     """`quota_exceeded`: a key whose usage this quota period reaches a share of its limit."""
 
-    enabled: bool = Field(True, description="Evaluate this rule.")
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     warning: Ratio = Field(0.90, description="Used share of the quota (0-1] that raises a warning (seed 0.90).")
     critical: Ratio = Field(1.0, description="Used share of the quota (0-1] that makes it critical (default 1.0).")
 
@@ -97,7 +97,7 @@ class TrafficLimits(_Model):
 class TrafficRule(_Model):
     """`traffic_spike`: global QPS and per-master volumes; warning at a threshold, critical at `critical_factor` x."""
 
-    enabled: bool = Field(True, description="Evaluate this rule.")
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     window_minutes: Minutes = Field(1, description="Window of the QPS, RPM and TPM checks, whole minutes (default 1).")
     min_samples: Samples = Field(
         10, description="Requests a master needs in the window before its RPM/TPM is judged (default 10)."

@@ -180,3 +180,6 @@ def _is_loopback(host: str) -> bool:
 
 
 # Command groups that live in their own modules register here, one line each.
+from engine.cli import alerts as _alerts  # noqa: E402
+
+app.add_typer(_alerts.app, name="alerts")
