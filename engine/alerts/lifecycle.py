@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.alerts.rules import Observation
+from engine.alerts.rules import Observation, at_least
 from engine.alerts.thresholds import Thresholds
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.store import ControlStore
@@ -211,7 +211,7 @@ class Lifecycle:
         if severity is None:
             if not obs.conclusive:
                 return  # too few samples: neither a breach nor a recovery
-            if obs.value < thresholds.recovery_ratio * obs.threshold:
+            if not at_least(obs.value, thresholds.recovery_ratio * obs.threshold):
                 self._recovering(con, row, obs.value, thresholds, stamp, changes, obs)
                 return
             # Between the recovery level and the threshold: still open, and the streak starts over;

@@ -75,9 +75,14 @@ class Observation:
         """`critical` at or over the critical level, `warning` at or over the threshold, else None."""
         if not self.sufficient:
             return None
-        if self.value >= self.critical:
+        if at_least(self.value, self.critical):
             return "critical"
-        return "warning" if self.value >= self.threshold else None
+        return "warning" if at_least(self.value, self.threshold) else None
+
+
+def at_least(value: float, level: float) -> bool:
+    """value >= level, forgiving float noise: 40/500 is at the level 0.8 x 0.1 (= 0.08000000000000002)."""
+    return value >= level - 1e-9 * abs(level)
 
 
 def fingerprint(type_: str, metric: str, scope: str, scope_id: int | None, period: str | None = None) -> str:
