@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import duckdb
 
 from engine.alerts import backtest, detector
 from engine.alerts.history import Alert, AlertFilter, AlertHistory, AlertPage
@@ -74,6 +77,22 @@ class Alerts:
         self.thresholds = ThresholdStore(engine.store, engine.clock)
         self.lifecycle = Lifecycle(engine.store)
         self.history = AlertHistory(engine.store)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con_saw_records = False
+        self._con_lock = threading.Lock()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on a connection kept across evaluations.
+
+        Opening a connection (macros, views) costs more than all of one evaluation's queries, and the
+        scheduler evaluates every minute; the views glob the lake at each query, so new files are seen.
+        A connection opened before the lake had any file has an empty placeholder view and is replaced.
+        """
+        with self._con_lock:
+            if self._con is None or (not self._con_saw_records and self.engine.lake_has_records()):
+                self._con_saw_records = self.engine.lake_has_records()
+                self._con = self.engine.connect()
+            return self._con.cursor()
 
     # -- detection ----------------------------------------------------------------------------
 
@@ -85,7 +104,7 @@ class Alerts:
         now = _utc(now or self.engine.clock())
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
-        con = self.engine.connect()
+        con = self._cursor()
         try:
             evaluation = detector.evaluate(con, thresholds, now, getattr(self.engine, "quotas", None))
         finally:
@@ -160,7 +179,7 @@ class Alerts:
 
     def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
         """The backtest of `preview` over any whole-minute range [start, end)."""
-        con = self.engine.connect()
+        con = self._cursor()
         try:
             alerts, evaluations = backtest.replay(con, thresholds, _utc(start), _utc(end))
         finally:

@@ -54,7 +54,7 @@ def _print_alerts(alerts: list[Alert]) -> None:
 
     grid = Table(show_header=True, header_style="bold")
     for name in ("id", "status", "severity", "type", "metric", "scope", "value", "threshold", "opened", "resolved"):
-        grid.add_column(name)
+        grid.add_column(name, overflow="fold")
     for a in alerts:
         scope = a.scope if a.scope_id is None else f"{a.scope} {a.scope_id}"
         grid.add_row(str(a.id), a.status, a.severity, a.type, a.metric, scope, f"{a.value:.4g}",
@@ -78,7 +78,7 @@ def detect(
         return
     err.print(f"evaluated {result.observations} observations at {result.now} in {result.elapsed_ms:.0f} ms: "
               f"{len(result.opened)} opened, {len(result.escalated)} escalated, "
-              f"{len(result.de_escalated)} de-escalated, {len(result.resolved)} resolved")
+              f"{len(result.de_escalated)} de-escalated, {len(result.resolved)} resolved", soft_wrap=True)
     for note in result.skipped:
         err.print(f"[yellow]skipped[/] {note}")
 
