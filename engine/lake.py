@@ -228,7 +228,7 @@ class Lake:
             )
 
     def _receipt(self, batch_id: str, recover: bool) -> BatchReceipt | None:
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             row = con.execute(
                 "SELECT state, records, files FROM ingest_batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
@@ -258,7 +258,7 @@ class Lake:
             os.close(fd)
 
     def _is_publishing(self, folder: Path) -> bool:
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             row = con.execute(
                 "SELECT 1 FROM ingest_batches WHERE staging = ? AND state = 'publishing'", (folder.name,)
             ).fetchone()
