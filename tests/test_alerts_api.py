@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import Engine, Settings
+from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 
 @pytest.fixture

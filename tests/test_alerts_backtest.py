@@ -7,7 +7,6 @@ import random
 
 import pyarrow as pa
 import pytest
-from alert_traffic import Clock, minutes
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -15,6 +14,7 @@ from api.app import create_app
 from engine import Engine, Settings
 from engine.alerts.backtest import Sliding
 from engine.alerts.thresholds import Thresholds
+from tests.alert_traffic import Clock, minutes
 
 START = dt.datetime(2026, 3, 9, 23, 0, tzinfo=dt.UTC)
 END = dt.datetime(2026, 3, 10, 1, 0, tzinfo=dt.UTC)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from alert_traffic import NOW, minutes, requests, store
 from typer.testing import CliRunner
 
 from engine import Engine, Settings
 from engine.cli import app
 from engine.settings import get_settings
+from tests.alert_traffic import NOW, minutes, requests, store
 
 
 @pytest.fixture

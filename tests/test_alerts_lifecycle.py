@@ -9,10 +9,10 @@ import threading
 from fractions import Fraction
 
 import pytest
-from alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 from engine import Engine, Settings
 from engine.errors import Conflict, InvalidParameter, NotFound
+from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 
 @pytest.fixture

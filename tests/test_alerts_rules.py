@@ -6,9 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pytest
-from alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 from engine import Engine, Settings
+from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 
 @pytest.fixture

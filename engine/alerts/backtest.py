@@ -92,8 +92,8 @@ class ScratchStore(ControlStore):
         self._con.execute("PRAGMA synchronous=OFF")
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """One transaction on the store's single connection."""
+    def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction on the store's single connection (one thread only: there are no other writers)."""
         self._con.execute("BEGIN")
         try:
             yield self._con

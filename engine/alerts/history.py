@@ -127,7 +127,7 @@ class AlertHistory:
 
     def get(self, alert_id: int) -> Alert:
         """One alert with its events, oldest first. Raises NotFound."""
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no alert with id {alert_id}")
@@ -149,7 +149,7 @@ class AlertHistory:
         if cursor is not None:
             condition += " AND id < ?"
             params.append(_decode_cursor(cursor))
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             rows = con.execute(f"SELECT * FROM alerts WHERE {condition} ORDER BY id DESC LIMIT ?",
                                [*params, limit + 1]).fetchall()
         alerts = [_alert(r) for r in rows[:limit]]
@@ -158,7 +158,7 @@ class AlertHistory:
 
     def all(self) -> list[Alert]:
         """Every alert, oldest first (for a backtest's scratch store and for tests)."""
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             return [_alert(r) for r in con.execute("SELECT * FROM alerts ORDER BY id")]
 
     def counts(self, where: AlertFilter) -> dict[str, Any]:
@@ -166,7 +166,7 @@ class AlertHistory:
         where.check()
         condition, params = where.where()
         out: dict[str, Any] = {"total": 0}
-        with self.store.connect() as con:
+        with self.store.connect(write=False) as con:
             for column, domain in (("type", TYPES), ("peak_severity", SEVERITIES), ("status", STATUSES)):
                 found = dict(con.execute(
                     f"SELECT {column}, count(*) FROM alerts WHERE {condition} GROUP BY 1", params).fetchall())

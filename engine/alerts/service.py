@@ -78,7 +78,6 @@ class Alerts:
         self.lifecycle = Lifecycle(engine.store)
         self.history = AlertHistory(engine.store)
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._con_saw_records = False
         self._con_lock = threading.Lock()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -86,11 +85,13 @@ class Alerts:
 
         Opening a connection (macros, views) costs more than all of one evaluation's queries, and the
         scheduler evaluates every minute; the views glob the lake at each query, so new files are seen.
-        A connection opened before the lake had any file has an empty placeholder view and is replaced.
+        Before the lake has any file its view is a placeholder local to one connection (cursors cannot
+        see it), so an empty lake gets a fresh connection each time.
         """
         with self._con_lock:
-            if self._con is None or (not self._con_saw_records and self.engine.lake_has_records()):
-                self._con_saw_records = self.engine.lake_has_records()
+            if self._con is None:
+                if not self.engine.lake_has_records():
+                    return self.engine.connect()
                 self._con = self.engine.connect()
             return self._con.cursor()
 

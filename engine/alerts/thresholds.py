@@ -194,6 +194,9 @@ CREATE TABLE IF NOT EXISTS alert_thresholds (
 """
 
 
+_SELECT = "SELECT version, body, updated_at, updated_by FROM alert_thresholds WHERE id = 1"
+
+
 class ThresholdStore:
     """Row id 1 of `alert_thresholds`, created with the defaults on first read."""
 
@@ -204,15 +207,16 @@ class ThresholdStore:
 
     def read(self) -> StoredThresholds:
         """The thresholds in force (the defaults, stored as version 1, if none were ever set)."""
-        with self.store.connect() as con:
-            con.execute(
-                "INSERT OR IGNORE INTO alert_thresholds (id, version, body, updated_at, updated_by)"
-                " VALUES (1, 1, ?, ?, 'defaults')",
-                (Thresholds().model_dump_json(), self._now()),
-            )
-            row = con.execute(
-                "SELECT version, body, updated_at, updated_by FROM alert_thresholds WHERE id = 1"
-            ).fetchone()
+        with self.store.connect(write=False) as con:
+            row = con.execute(_SELECT).fetchone()
+        if row is None:
+            with self.store.connect() as con:
+                con.execute(
+                    "INSERT OR IGNORE INTO alert_thresholds (id, version, body, updated_at, updated_by)"
+                    " VALUES (1, 1, ?, ?, 'defaults')",
+                    (Thresholds().model_dump_json(), self._now()),
+                )
+                row = con.execute(_SELECT).fetchone()
         return StoredThresholds(Thresholds.model_validate_json(row["body"]), row["version"], row["updated_at"],
                                 row["updated_by"])
 
