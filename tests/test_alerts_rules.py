@@ -267,3 +267,42 @@ def test_quota_alert_ends_with_its_period(engine):
     engine.alerts.run_once(NOW + minutes(2))
     (new,) = active(engine, "quota_exceeded")
     assert new.id != old.id and new.period == "2026-03-10T00:00:00+00:00"
+
+
+# -- traffic_spike surge: a master at several times its own recent rate --------------------------------
+
+
+def surge_thresholds(engine: Engine) -> None:
+    set_thresholds(engine, error_spike={"enabled": False}, provider_down={"enabled": False},
+                   rate_limit={"enabled": False},
+                   traffic_spike={"surge_factor": 4.0, "surge_window_minutes": 5, "surge_baseline_minutes": 60,
+                                  "surge_min_samples": 20})
+
+
+@pytest.mark.parametrize(("window_requests", "severity"), [(39, None), (40, "warning"), (79, "warning"),
+                                                           (80, "critical")])
+def test_surge_at_factor_and_twice(engine, window_requests, severity):
+    surge_thresholds(engine)
+    # Baseline: 2 requests a minute for the hour before the window; then the window.
+    store(engine, requests(NOW - minutes(5), 60, 120, master_id=4), requests(NOW, 5, window_requests, master_id=4))
+    engine.alerts.run_once(NOW)
+    found = [a for a in active(engine, "traffic_spike") if a.metric == "master_surge"]
+    assert [a.severity for a in found] == ([severity] if severity else [])
+    if found:
+        assert found[0].value == pytest.approx(window_requests / 5 / 2)
+        assert found[0].details == {"baseline_requests": 120, "baseline_minutes": 60}
+
+
+def test_surge_needs_min_samples_and_a_covered_baseline(engine):
+    surge_thresholds(engine)
+    store(engine, requests(NOW - minutes(5), 60, 30, master_id=4), requests(NOW, 5, 19, master_id=4))
+    engine.alerts.run_once(NOW)           # 7.6x, but 19 requests in the window
+    assert active(engine, "traffic_spike") == []
+    # A lake that starts 29 minutes before the window: under half the baseline is covered.
+    later = NOW + dt.timedelta(days=1)
+    store(engine, requests(later - minutes(5), 29, 29, master_id=5), requests(later, 5, 200, master_id=5))
+    engine.alerts.run_once(later)
+    assert [a.metric for a in active(engine, "traffic_spike")] == []
+    store(engine, requests(later - minutes(34), 1, 1, master_id=6))   # now 30 of 60 minutes hold records
+    engine.alerts.run_once(later)
+    assert [(a.metric, a.master_id) for a in active(engine, "traffic_spike")] == [("master_surge", 5)]

@@ -109,3 +109,10 @@ def test_queries_match_polars_on_generated_data(tmp_path):
         pl.len().alias("requests"), ((pl.col("status_code") >= 400) & (pl.col("status_code") != 429)).sum().alias("e"))
     assert per_key == {r["key_id"]: (r["requests"], r["e"]) for r in expected.to_dicts()}
     assert {r["bucket"] for r in got.to_pylist()} == set(range(60))
+
+
+def test_alert_traffic_surge(con):
+    rows = queries.run(con, "alert_traffic_surge", start=T0, window_start=T0 + dt.timedelta(minutes=2),
+                       end=T0 + dt.timedelta(minutes=3), start_day=T0.date(), end_day=dt.date(2026, 3, 10))
+    # Baseline [T0, T0+2m): master 1 x4, master 2 x1, in minutes 0 and 1; window: master 2 x2.
+    assert [tuple(r.values()) for r in rows.to_pylist()] == [(1, 0, 4, 2), (2, 2, 1, 2)]

@@ -25,7 +25,9 @@ DEFAULTS = {
     "quota_exceeded": {"enabled": True, "warning": 0.9, "critical": 1.0},
     "traffic_spike": {"enabled": True, "window_minutes": 1, "min_samples": 10, "global_qps": 100.0,
                       "master_rpm": 600, "master_tpm": 1_000_000, "master_rpd": 100_000,
-                      "master_tpd": 100_000_000, "critical_factor": 2.0, "overrides": {}},
+                      "master_tpd": 100_000_000, "critical_factor": 2.0, "surge_factor": 4.0,
+                      "surge_window_minutes": 5, "surge_baseline_minutes": 180, "surge_min_samples": 50,
+                      "overrides": {}},
 }
 
 
@@ -68,6 +70,10 @@ INVALID = [
     (("traffic_spike", "master_rpm"), 0, "greater than or equal to 1"),
     (("traffic_spike", "master_tpd"), 1.5, "valid integer"),
     (("traffic_spike", "critical_factor"), 0.5, "greater than or equal to 1"),
+    (("traffic_spike", "surge_factor"), 1.0, "greater than 1"),
+    (("traffic_spike", "surge_window_minutes"), 2.5, "valid integer"),
+    (("traffic_spike", "surge_baseline_minutes"), 0, "greater than or equal to 1"),
+    (("traffic_spike", "surge_min_samples"), 0, "greater than or equal to 1"),
     (("cooldown_minutes",), -1, "greater than or equal to 0"),
     (("cooldown_minutes",), 2.5, "valid integer"),
     (("recovery_ratio",), 1.0, "less than 1"),

@@ -9,6 +9,7 @@ store that is thrown away, so stored alerts are never touched.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from engine import queries
 from engine.alerts import rules
-from engine.alerts.detector import day_so_far, window_ending, window_params
+from engine.alerts.detector import day_so_far, surge_windows, window_ending, window_params
 from engine.alerts.history import Alert, AlertHistory
 from engine.alerts.lifecycle import Lifecycle
 from engine.alerts.rules import Window
@@ -127,9 +128,10 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
     t = thresholds
     widths = {"rate_limit": t.rate_limit.window_minutes, "error_spike": t.error_spike.window_minutes,
               "provider_down": t.provider_down.window_minutes, "traffic_spike": t.traffic_spike.window_minutes}
+    surge_width, baseline_width = t.traffic_spike.surge_window_minutes, t.traffic_spike.surge_baseline_minutes
     midnight = day_so_far(start).start
-    # Bucket 0 starts early enough for the longest window and for the day-so-far sums of the first day.
-    origin = min(start - max(widths.values()) * MINUTE, midnight)
+    # Bucket 0 starts early enough for the longest window, the surge baseline and the first day so far.
+    origin = min(start - max(*widths.values(), surge_width + baseline_width) * MINUTE, midnight)
     span = Window(origin, max(end, start))
     sources = {
         "rate_limit": ("alert_rate_limit", "master_id", "requests", "rate_limited"),
@@ -145,6 +147,11 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
             masters = dict(zip(table["key_id"].to_pylist(), table["master_id"].to_pylist(), strict=True))
     slides = {name: Sliding(data[name], widths[name]) for name in enabled}
     day = Sliding(data.get("traffic_spike", {}), None, _index(origin, midnight))
+    surge = Sliding(data.get("traffic_spike", {}), surge_width)
+    baseline = Sliding(data.get("traffic_spike", {}), baseline_width)
+    # active[i]: how many of the buckets before bucket i hold any record (the surge baseline's coverage).
+    active = list(itertools.accumulate((1 if data.get("traffic_spike", {}).get(b) else 0
+                                        for b in range(_index(origin, max(end, start)) + 1)), initial=0))
     with tempfile.TemporaryDirectory(prefix="ezstats-backtest-", dir=scratch) as folder:
         scratch_store = ScratchStore(Path(folder) / "backtest.db")
         try:
@@ -170,6 +177,11 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
                     observations += rules.traffic_window(minute, t.traffic_spike,
                                                          window_ending(now, widths["traffic_spike"]))
                     complete = rules.VOLUME_METRICS if minute else frozenset()
+                    surge_window, baseline_window = surge_windows(now, surge_width, baseline_width)
+                    first = index - surge_width - baseline_width
+                    covered = active[index - surge_width] - active[max(first, 0)]
+                    observations += rules.traffic_surge(surge.move(index), baseline.move(index - surge_width),
+                                                        covered, t.traffic_spike, surge_window, baseline_window)
                     if now == day_so_far(now).start:
                         day.restart(index)
                     else:

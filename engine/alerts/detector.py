@@ -36,6 +36,12 @@ def window_ending(now: dt.datetime, minutes: int) -> Window:
     return Window(now - dt.timedelta(minutes=minutes), now)
 
 
+def surge_windows(now: dt.datetime, window_minutes: int, baseline_minutes: int) -> tuple[Window, Window]:
+    """The surge window [now - w, now) and its baseline [now - w - b, now - w)."""
+    window = window_ending(now, window_minutes)
+    return window, Window(window.start - dt.timedelta(minutes=baseline_minutes), window.start)
+
+
 def day_so_far(now: dt.datetime) -> Window:
     """[the UTC midnight of now, now)."""
     return Window(dt.datetime.combine(now.date(), dt.time(), dt.UTC), now)
@@ -92,6 +98,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         out.observations += rules.traffic_window(minute, t.traffic_spike, w)
         if minute:
             out.complete = rules.VOLUME_METRICS
+        surge, baseline = surge_windows(now, t.traffic_spike.surge_window_minutes,
+                                        t.traffic_spike.surge_baseline_minutes)
+        rows = queries.run(con, "alert_traffic_surge", start=baseline.start, window_start=surge.start, end=now,
+                           start_day=baseline.start.date(), end_day=window_params(surge)["end_day"])
+        minutes = rows["baseline_minutes"][0].as_py() if rows.num_rows else 0
+        out.observations += rules.traffic_surge(tally(rows, "master_id", "requests", "requests"),
+                                                tally(rows, "master_id", "baseline_requests", "requests"),
+                                                minutes, t.traffic_spike, surge, baseline)
         day = day_so_far(now)
         if day.seconds > 0:
             today = tally(queries.run(con, "alert_traffic", **window_params(day)), "master_id", "requests", "tokens")

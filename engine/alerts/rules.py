@@ -157,6 +157,31 @@ def traffic_window(tally: Tally, rule: TrafficRule, window: Window) -> list[Obse
     return out
 
 
+def traffic_surge(window_tally: Tally, baseline_tally: Tally, baseline_minutes: int, rule: TrafficRule,
+                  window: Window, baseline: Window) -> list[Observation]:
+    """Per-master request rate in the surge window as a multiple of its rate over the baseline before it.
+
+    The baseline rate is per minute of the baseline that holds any record (`baseline_minutes`); with
+    less than half the baseline covered (the start of the lake, a long ingest gap) nothing is judged.
+    A master without requests in the baseline has no rate to compare with (the absolute checks judge it).
+    """
+    if baseline_minutes * 2 < baseline.seconds / 60:
+        return []
+    factor = rule.critical_factor
+    out = []
+    for master, (requests, _) in window_tally.items():
+        before = baseline_tally.get(master, (0, 0))[0]
+        if before == 0:
+            continue
+        ratio = (requests / (window.seconds / 60)) / (before / baseline_minutes)
+        out.append(Observation(
+            "traffic_spike", "master_surge", "master", master, ratio, rule.surge_factor, rule.surge_factor * factor,
+            requests, window, sufficient=requests >= rule.surge_min_samples, conclusive=True, master_id=master,
+            extra={"baseline_requests": before, "baseline_minutes": baseline_minutes},
+        ))
+    return out
+
+
 def traffic_day(tally: Tally, rule: TrafficRule, window: Window, day: dt.date) -> list[Observation]:
     """Per-master requests and tokens in the UTC day so far; the day is part of the fingerprint."""
     period_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -197,7 +222,8 @@ def quota_exceeded(usages: Iterable[object], rule: QuotaRule, now: dt.datetime) 
 
 
 #: (type, metric) pairs for which a scope absent from an evaluation with data counts as a zero.
-VOLUME_METRICS = frozenset({("traffic_spike", "master_rpm"), ("traffic_spike", "master_tpm")})
+VOLUME_METRICS = frozenset({("traffic_spike", "master_rpm"), ("traffic_spike", "master_tpm"),
+                            ("traffic_spike", "master_surge")})
 
 
 def _as_utc(value: object) -> dt.datetime:

@@ -95,7 +95,11 @@ class TrafficLimits(_Model):
 
 
 class TrafficRule(_Model):
-    """`traffic_spike`: global QPS and per-master volumes; warning at a threshold, critical at `critical_factor` x."""
+    """`traffic_spike`: global QPS, per-master volumes and surges; critical at `critical_factor` x a threshold.
+
+    The absolute thresholds (seed) catch traffic too big for the gateway; the surge check catches a
+    master suddenly sending several times its own recent rate, whatever its size.
+    """
 
     enabled: StrictBool = Field(True, description="Evaluate this rule.")
     window_minutes: Minutes = Field(1, description="Window of the QPS, RPM and TPM checks, whole minutes (default 1).")
@@ -115,6 +119,17 @@ class TrafficRule(_Model):
     )
     critical_factor: Annotated[StrictFloat, Field(ge=1, le=100)] = Field(
         2.0, description="Critical at this multiple of a threshold (seed: 2x)."
+    )
+    surge_factor: Annotated[StrictFloat, Field(gt=1, le=1000)] = Field(
+        4.0, description="Surge: a master's request rate over `surge_window_minutes` at this multiple of its rate "
+        "over the `surge_baseline_minutes` before (default 4; critical at critical_factor x that).",
+    )
+    surge_window_minutes: Minutes = Field(5, description="Window of the surge check, whole minutes (default 5).")
+    surge_baseline_minutes: Minutes = Field(
+        180, description="Baseline before the surge window, whole minutes (default 180)."
+    )
+    surge_min_samples: Samples = Field(
+        50, description="Requests a master needs in the surge window before its surge is judged (default 50)."
     )
     overrides: dict[int, TrafficLimits] = Field(
         default_factory=dict, description="Per-master thresholds by master_id, replacing the ones above."
