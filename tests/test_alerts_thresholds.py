@@ -23,10 +23,10 @@ DEFAULTS = {
     "error_spike": {"enabled": True, "window_minutes": 5, "min_samples": 20, "warning": 0.1, "critical": 0.25},
     "provider_down": {"enabled": True, "window_minutes": 5, "min_samples": 10, "warning": 0.5, "critical": 0.9},
     "quota_exceeded": {"enabled": True, "warning": 0.9, "critical": 1.0},
-    "traffic_spike": {"enabled": True, "window_minutes": 1, "min_samples": 10, "global_qps": 100.0,
-                      "master_rpm": 600, "master_tpm": 1_000_000, "master_rpd": 100_000,
-                      "master_tpd": 100_000_000, "critical_factor": 2.0, "surge_factor": 4.0,
-                      "surge_window_minutes": 5, "surge_baseline_minutes": 180, "surge_min_samples": 50,
+    "traffic_spike": {"enabled": True, "window_minutes": 1, "min_samples": 10, "global_qps": 250.0,
+                      "master_rpm": 3000, "master_tpm": 6_000_000, "master_rpd": 2_500_000,
+                      "master_tpd": 5_000_000_000, "critical_factor": 2.0, "surge_factor": 4.0,
+                      "surge_window_minutes": 5, "surge_baseline_minutes": 180, "surge_min_samples": 30,
                       "overrides": {}},
 }
 
@@ -120,8 +120,8 @@ def test_boundaries_accepted():
     body["traffic_spike"]["overrides"] = {"7": {"master_rpm": 5}}
     parsed = Thresholds.parse(body)
     assert parsed.error_spike.warning == 1.0 and parsed.traffic_spike.limit("master_rpm", 7) == 5
-    assert parsed.traffic_spike.limit("master_rpm", 8) == 600
-    assert parsed.traffic_spike.limit("master_tpm", 7) == 1_000_000  # an override keeps what it leaves out
+    assert parsed.traffic_spike.limit("master_rpm", 8) == 3000
+    assert parsed.traffic_spike.limit("master_tpm", 7) == 6_000_000  # an override keeps what it leaves out
 
 
 def test_update_bumps_version_and_refuses_a_stale_one(engine):

@@ -97,8 +97,9 @@ class TrafficLimits(_Model):
 class TrafficRule(_Model):
     """`traffic_spike`: global QPS, per-master volumes and surges; critical at `critical_factor` x a threshold.
 
-    The absolute thresholds (seed) catch traffic too big for the gateway; the surge check catches a
-    master suddenly sending several times its own recent rate, whatever its size.
+    The absolute thresholds (seed) are capacity limits: their defaults sit about 2.5x over the busiest
+    minute and day of a 5,000,000-records/day demo gateway, so tune them to your own capacity. The
+    surge check catches a master suddenly sending several times its own recent rate, whatever its size.
     """
 
     enabled: StrictBool = Field(True, description="Evaluate this rule.")
@@ -107,15 +108,17 @@ class TrafficRule(_Model):
         10, description="Requests a master needs in the window before its RPM/TPM is judged (default 10)."
     )
     global_qps: Annotated[StrictFloat, Field(gt=0)] = Field(
-        100.0, description="Requests per second of the whole gateway, window average (default 100)."
+        250.0, description="Requests per second of the whole gateway, window average (default 250)."
     )
-    master_rpm: Volume = Field(600, description="Requests per minute of one master, window average (default 600).")
+    master_rpm: Volume = Field(3000, description="Requests per minute of one master, window average (default 3,000).")
     master_tpm: Volume = Field(
-        1_000_000, description="Tokens per minute of one master, window average (default 1,000,000)."
+        6_000_000, description="Tokens per minute of one master, window average (default 6,000,000)."
     )
-    master_rpd: Volume = Field(100_000, description="Requests of one master in the UTC day so far (default 100,000).")
+    master_rpd: Volume = Field(
+        2_500_000, description="Requests of one master in the UTC day so far (default 2,500,000)."
+    )
     master_tpd: Volume = Field(
-        100_000_000, description="Tokens of one master in the UTC day so far (default 100,000,000)."
+        5_000_000_000, description="Tokens of one master in the UTC day so far (default 5,000,000,000)."
     )
     critical_factor: Annotated[StrictFloat, Field(ge=1, le=100)] = Field(
         2.0, description="Critical at this multiple of a threshold (seed: 2x)."
@@ -129,7 +132,7 @@ class TrafficRule(_Model):
         180, description="Baseline before the surge window, whole minutes (default 180)."
     )
     surge_min_samples: Samples = Field(
-        50, description="Requests a master needs in the surge window before its surge is judged (default 50)."
+        30, description="Requests a master needs in the surge window before its surge is judged (default 30)."
     )
     overrides: dict[int, TrafficLimits] = Field(
         default_factory=dict, description="Per-master thresholds by master_id, replacing the ones above."
