@@ -77,38 +77,46 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
     """
     out = Evaluation(now)
     t = thresholds
-    if t.rate_limit.enabled:
-        w = window_ending(now, t.rate_limit.window_minutes)
-        rows = queries.run(con, "alert_rate_limit", **window_params(w))
-        out.observations += rules.rate_limit(tally(rows, "master_id", "requests", "rate_limited"), t.rate_limit, w)
-    if t.error_spike.enabled:
-        w = window_ending(now, t.error_spike.window_minutes)
-        rows = queries.run(con, "alert_error_spike", **window_params(w))
-        masters = dict(zip(rows["key_id"].to_pylist(), rows["master_id"].to_pylist(), strict=True))
-        out.observations += rules.error_spike(tally(rows, "key_id", "requests", "errors"), masters,
-                                              t.error_spike, w)
-    if t.provider_down.enabled:
-        w = window_ending(now, t.provider_down.window_minutes)
-        rows = queries.run(con, "alert_provider_down", **window_params(w))
-        out.observations += rules.provider_down(tally(rows, "provider_key_id", "requests", "failures"),
-                                                t.provider_down, w)
+    jobs: dict[str, tuple[str, dict[str, Any]]] = {}
+    windows: dict[str, Window] = {}
+    for name in ("rate_limit", "error_spike", "provider_down", "traffic_spike"):
+        if getattr(t, name).enabled:
+            windows[name] = window_ending(now, getattr(t, name).window_minutes)
+            jobs[name] = (_QUERIES[name], window_params(windows[name]))
     if t.traffic_spike.enabled:
-        w = window_ending(now, t.traffic_spike.window_minutes)
-        minute = tally(queries.run(con, "alert_traffic", **window_params(w)), "master_id", "requests", "tokens")
-        out.observations += rules.traffic_window(minute, t.traffic_spike, w)
-        if minute:
-            out.complete = rules.VOLUME_METRICS
         surge, baseline = surge_windows(now, t.traffic_spike.surge_window_minutes,
                                         t.traffic_spike.surge_baseline_minutes)
-        rows = queries.run(con, "alert_traffic_surge", start=baseline.start, window_start=surge.start, end=now,
-                           start_day=baseline.start.date(), end_day=window_params(surge)["end_day"])
-        minutes = rows["baseline_minutes"][0].as_py() if rows.num_rows else 0
-        out.observations += rules.traffic_surge(tally(rows, "master_id", "requests", "requests"),
-                                                tally(rows, "master_id", "baseline_requests", "requests"),
-                                                minutes, t.traffic_spike, surge, baseline)
+        jobs["surge"] = ("alert_traffic_surge", {"start": baseline.start, "window_start": surge.start, "end": now,
+                                                 "start_day": baseline.start.date(),
+                                                 "end_day": window_params(surge)["end_day"]})
         day = day_so_far(now)
         if day.seconds > 0:
-            today = tally(queries.run(con, "alert_traffic", **window_params(day)), "master_id", "requests", "tokens")
+            jobs["day"] = ("alert_traffic", window_params(day))
+    rows = run_all(con, jobs)
+
+    if "rate_limit" in rows:
+        out.observations += rules.rate_limit(tally(rows["rate_limit"], "master_id", "requests", "rate_limited"),
+                                             t.rate_limit, windows["rate_limit"])
+    if "error_spike" in rows:
+        table = rows["error_spike"]
+        masters = dict(zip(table["key_id"].to_pylist(), table["master_id"].to_pylist(), strict=True))
+        out.observations += rules.error_spike(tally(table, "key_id", "requests", "errors"), masters,
+                                              t.error_spike, windows["error_spike"])
+    if "provider_down" in rows:
+        out.observations += rules.provider_down(tally(rows["provider_down"], "provider_key_id", "requests",
+                                                      "failures"), t.provider_down, windows["provider_down"])
+    if "traffic_spike" in rows:
+        minute = tally(rows["traffic_spike"], "master_id", "requests", "tokens")
+        out.observations += rules.traffic_window(minute, t.traffic_spike, windows["traffic_spike"])
+        if minute:
+            out.complete = rules.VOLUME_METRICS
+        table = rows["surge"]
+        minutes = table["baseline_minutes"][0].as_py() if table.num_rows else 0
+        out.observations += rules.traffic_surge(tally(table, "master_id", "requests", "requests"),
+                                                tally(table, "master_id", "baseline_requests", "requests"),
+                                                minutes, t.traffic_spike, surge, baseline)
+        if "day" in rows:
+            today = tally(rows["day"], "master_id", "requests", "tokens")
             out.observations += rules.traffic_day(today, t.traffic_spike, day, now.date())
     if t.quota_exceeded.enabled:
         if quotas is None:
@@ -116,3 +124,13 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         else:
             out.observations += rules.quota_exceeded(quotas.usage(now), t.quota_exceeded, now)
     return out
+
+
+#: The window query of each rule (traffic_spike also runs alert_traffic_surge and the day-so-far one).
+_QUERIES = {"rate_limit": "alert_rate_limit", "error_spike": "alert_error_spike",
+            "provider_down": "alert_provider_down", "traffic_spike": "alert_traffic"}
+
+
+def run_all(con: duckdb.DuckDBPyConnection, jobs: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, pa.Table]:
+    """Run named queries one after the other (each already uses every core DuckDB has)."""
+    return {label: queries.run(con, name, **params) for label, (name, params) in jobs.items()}
