@@ -5,7 +5,11 @@
 --   $bucket_seconds (BIGINT: the window length for one bucket per master, 60 for a minute-by-minute replay).
 -- Output: bucket (BIGINT, 0 = the bucket starting at $start), master_id, requests, rate_limited
 SELECT
-    (epoch_us(created_at) - epoch_us($start)) // (CAST($bucket_seconds AS BIGINT) * 1000000) AS bucket,
+    -- A window that fits one bucket is bucket 0 throughout: a constant, folded when planned, so a live
+    -- evaluation pays no per-row arithmetic.
+    CASE WHEN epoch_us($end) - epoch_us($start) <= CAST($bucket_seconds AS BIGINT) * 1000000 THEN 0
+         ELSE (epoch_us(created_at) - epoch_us($start)) // (CAST($bucket_seconds AS BIGINT) * 1000000)
+    END AS bucket,
     master_id,
     count(*) AS requests,
     count(*) FILTER (WHERE is_rate_limited(status_code)) AS rate_limited

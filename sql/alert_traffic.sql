@@ -5,7 +5,11 @@
 --   UTC day the window touches, for partition pruning); $bucket_seconds (BIGINT, bucket length from $start).
 -- Output: bucket (BIGINT), master_id, requests, tokens (sum of total_tokens)
 SELECT
-    (epoch_us(created_at) - epoch_us($start)) // (CAST($bucket_seconds AS BIGINT) * 1000000) AS bucket,
+    -- A window that fits one bucket is bucket 0 throughout: a constant, folded when planned, so a live
+    -- evaluation pays no per-row arithmetic.
+    CASE WHEN epoch_us($end) - epoch_us($start) <= CAST($bucket_seconds AS BIGINT) * 1000000 THEN 0
+         ELSE (epoch_us(created_at) - epoch_us($start)) // (CAST($bucket_seconds AS BIGINT) * 1000000)
+    END AS bucket,
     master_id,
     count(*) AS requests,
     CAST(sum(total_tokens(prompt_tokens, completion_tokens)) AS BIGINT) AS tokens

@@ -79,16 +79,19 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
     t = thresholds
     jobs: dict[str, tuple[str, dict[str, Any]]] = {}
     windows: dict[str, Window] = {}
-    for name in ("rate_limit", "error_spike", "provider_down", "traffic_spike"):
+    for name in ("rate_limit", "error_spike", "provider_down"):
         if getattr(t, name).enabled:
             windows[name] = window_ending(now, getattr(t, name).window_minutes)
             jobs[name] = (_QUERIES[name], window_params(windows[name]))
     if t.traffic_spike.enabled:
+        minute_window = window_ending(now, t.traffic_spike.window_minutes)
         surge, baseline = surge_windows(now, t.traffic_spike.surge_window_minutes,
                                         t.traffic_spike.surge_baseline_minutes)
-        jobs["surge"] = ("alert_traffic_surge", {"start": baseline.start, "window_start": surge.start, "end": now,
-                                                 "start_day": baseline.start.date(),
-                                                 "end_day": window_params(surge)["end_day"]})
+        start = min(minute_window.start, baseline.start)
+        jobs["traffic_spike"] = ("alert_traffic_recent", {
+            "start": start, "baseline_start": baseline.start, "surge_start": surge.start,
+            "window_start": minute_window.start, "end": now, "start_day": start.date(),
+            "end_day": window_params(surge)["end_day"]})
         day = day_so_far(now)
         if day.seconds > 0:
             jobs["day"] = ("alert_traffic", window_params(day))
@@ -106,14 +109,17 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         out.observations += rules.provider_down(tally(rows["provider_down"], "provider_key_id", "requests",
                                                       "failures"), t.provider_down, windows["provider_down"])
     if "traffic_spike" in rows:
-        minute = tally(rows["traffic_spike"], "master_id", "requests", "tokens")
-        out.observations += rules.traffic_window(minute, t.traffic_spike, windows["traffic_spike"])
+        table = rows["traffic_spike"]
+        recent = list(zip(*(table[c].to_pylist() for c in ("master_id", "window_requests", "window_tokens",
+                                                              "surge_requests", "baseline_requests")), strict=True))
+        # Masters quiet in a window are absent from it, as in a replay's sliding sums.
+        minute = {m: (r, tok) for m, r, tok, _, _ in recent if r > 0}
+        out.observations += rules.traffic_window(minute, t.traffic_spike, minute_window)
         if minute:
             out.complete = rules.VOLUME_METRICS
-        table = rows["surge"]
         minutes = table["baseline_minutes"][0].as_py() if table.num_rows else 0
-        out.observations += rules.traffic_surge(tally(table, "master_id", "requests", "requests"),
-                                                tally(table, "master_id", "baseline_requests", "requests"),
+        out.observations += rules.traffic_surge({m: (s, 0) for m, _, _, s, _ in recent if s > 0},
+                                                {m: (b, 0) for m, _, _, _, b in recent if b > 0},
                                                 minutes, t.traffic_spike, surge, baseline)
         if "day" in rows:
             today = tally(rows["day"], "master_id", "requests", "tokens")
@@ -126,9 +132,9 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
     return out
 
 
-#: The window query of each rule (traffic_spike also runs alert_traffic_surge and the day-so-far one).
+#: The window query of each rate rule; traffic_spike runs alert_traffic_recent and alert_traffic (day so far).
 _QUERIES = {"rate_limit": "alert_rate_limit", "error_spike": "alert_error_spike",
-            "provider_down": "alert_provider_down", "traffic_spike": "alert_traffic"}
+            "provider_down": "alert_provider_down"}
 
 
 def run_all(con: duckdb.DuckDBPyConnection, jobs: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, pa.Table]:

@@ -124,13 +124,18 @@ class Lifecycle:
                 "SELECT * FROM alerts WHERE status IN ('open', 'acknowledged')")}
             seen: set[str] = set()
             periods: dict[str, str] = {}
+            # Most observations are healthy scopes without an alert: skip them before building strings.
+            watched = {(row["type"], row["metric"], row["scope_id"]) for row in active.values()}
             for obs in observations:
+                severity = obs.severity
+                if severity is None and (obs.type, obs.metric, obs.scope_id) not in watched:
+                    continue
                 seen.add(obs.fingerprint)
                 if obs.period is not None:
                     periods[obs.series] = obs.period
                 row = active.get(obs.fingerprint)
                 if row is None:
-                    if obs.severity is not None:
+                    if severity is not None:
                         self._open(con, obs, thresholds, stamp, changes)
                 else:
                     self._update(con, row, obs, thresholds, stamp, changes)
