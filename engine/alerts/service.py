@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from engine import catalog
 from engine.alerts import backtest, detector
 from engine.alerts.history import Alert, AlertFilter, AlertHistory, AlertPage
 from engine.alerts.lifecycle import Lifecycle, iso
@@ -80,20 +83,20 @@ class Alerts:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor on a connection kept across evaluations.
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection evaluations share, one evaluation at a time, its lake view made afresh.
 
-        Opening a connection (macros, views) costs more than all of one evaluation's queries, and the
-        scheduler evaluates every minute; the views glob the lake at each query, so new files are seen.
-        Before the lake has any file its view is a placeholder local to one connection (cursors cannot
-        see it), so an empty lake gets a fresh connection each time.
+        Opening a connection (macros, views) costs as much as a third of an evaluation and the
+        scheduler evaluates every minute, so one is kept; re-creating the `log_records` view (a few
+        ms) each time picks up whatever the catalog says the lake is now.
         """
         with self._con_lock:
             if self._con is None:
-                if not self.engine.lake_has_records():
-                    return self.engine.connect()
                 self._con = self.engine.connect()
-            return self._con.cursor()
+            else:
+                catalog.register(self._con, catalog.LOG_RECORDS, self.engine.settings.data_dir)
+            yield self._con
 
     # -- detection ----------------------------------------------------------------------------
 
@@ -105,11 +108,8 @@ class Alerts:
         now = _utc(now or self.engine.clock())
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
-        con = self._cursor()
-        try:
+        with self._connection() as con:
             evaluation = detector.evaluate(con, thresholds, now, getattr(self.engine, "quotas", None))
-        finally:
-            con.close()
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete)
         return DetectionResult(
             iso(now), len(evaluation.observations), changes.opened, changes.escalated, changes.de_escalated,
@@ -180,7 +180,8 @@ class Alerts:
 
     def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
         """The backtest of `preview` over any whole-minute range [start, end)."""
-        con = self._cursor()
+        # A replay runs for seconds: on its own connection, so that evaluations never wait for it.
+        con = self.engine.connect()
         try:
             alerts, evaluations = backtest.replay(con, thresholds, _utc(start), _utc(end))
         finally:
