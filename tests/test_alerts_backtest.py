@@ -43,6 +43,11 @@ def incidents_traffic(seed: int = 3) -> pa.Table:
                          "status_code": status, "latency_ms": 5, "prompt_tokens": rng.randint(0, 500),
                          "completion_tokens": rng.randint(0, 500)})
         moment += minutes(1)
+    # Early on the first day, long before the replay starts: only the day-so-far sums can see it.
+    early = START.replace(hour=2)
+    rows += [{"request_id": f"e{i}", "created_at": early + dt.timedelta(seconds=6 * i), "master_id": 2, "key_id": 3,
+              "model": "m", "status_code": 200, "latency_ms": 5, "prompt_tokens": 1, "completion_tokens": 1}
+             for i in range(350)]
     return pa.Table.from_pylist(rows)
 
 

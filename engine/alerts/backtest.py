@@ -9,7 +9,6 @@ store that is thrown away, so stored alerts are never touched.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -132,26 +131,36 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
     midnight = day_so_far(start).start
     # Bucket 0 starts early enough for the longest window, the surge baseline and the first day so far.
     origin = min(start - max(*widths.values(), surge_width + baseline_width) * MINUTE, midnight)
-    span = Window(origin, max(end, start))
-    sources = {
-        "rate_limit": ("alert_rate_limit", "master_id", "requests", "rate_limited"),
-        "error_spike": ("alert_error_spike", "key_id", "requests", "errors"),
-        "provider_down": ("alert_provider_down", "provider_key_id", "requests", "failures"),
-        "traffic_spike": ("alert_traffic", "master_id", "requests", "tokens"),
-    }
-    enabled = [name for name in sources if getattr(t, name).enabled]
-    data, masters = {}, {}
-    for name in enabled:
-        data[name], table = buckets(con, sources[name][0], span, *sources[name][1:])
-        if name == "error_spike":
-            masters = dict(zip(table["key_id"].to_pylist(), table["master_id"].to_pylist(), strict=True))
+    enabled = [name for name in _SOURCES if getattr(t, name).enabled]
+    data: dict[str, Buckets] = {name: {} for name in enabled}
+    masters: dict[int, int] = {}
+    lookback = max(*widths.values(), surge_width + baseline_width) + 2
+    loaded = 0  # buckets [0, loaded) are fetched
+
+    def load_until(index: int) -> None:
+        """Fetch buckets up to `index`, a day at a time."""
+        nonlocal loaded
+        while loaded < index:
+            upto = max(index, loaded + CHUNK_MINUTES)
+            chunk = Window(origin + loaded * MINUTE, origin + upto * MINUTE)
+            for name in enabled:
+                rows, table = buckets(con, _SOURCES[name][0], chunk, *_SOURCES[name][1:])
+                data[name].update((b + loaded, scopes) for b, scopes in rows.items())
+                if name == "error_spike":
+                    masters.update(zip(table["key_id"].to_pylist(), table["master_id"].to_pylist(), strict=True))
+            loaded = upto
+
+    def forget(index: int) -> None:
+        """Drop buckets that every sliding sum has passed and no window reaches any more."""
+        for name in enabled:
+            for old in [b for b in data[name] if b < index - lookback]:
+                del data[name][old]
+
+    traffic = data.get("traffic_spike", {})
     slides = {name: Sliding(data[name], widths[name]) for name in enabled}
-    day = Sliding(data.get("traffic_spike", {}), None, _index(origin, midnight))
-    surge = Sliding(data.get("traffic_spike", {}), surge_width)
-    baseline = Sliding(data.get("traffic_spike", {}), baseline_width)
-    # active[i]: how many of the buckets before bucket i hold any record (the surge baseline's coverage).
-    active = list(itertools.accumulate((1 if data.get("traffic_spike", {}).get(b) else 0
-                                        for b in range(_index(origin, max(end, start)) + 1)), initial=0))
+    day = Sliding(traffic, None, _index(origin, midnight))
+    surge = Sliding(traffic, surge_width)
+    baseline = Sliding(traffic, baseline_width)
     with tempfile.TemporaryDirectory(prefix="ezstats-backtest-", dir=scratch) as folder:
         scratch_store = ScratchStore(Path(folder) / "backtest.db")
         try:
@@ -160,6 +169,7 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
             for now in instants(start, end):
                 count += 1
                 index = _index(origin, now)
+                load_until(index)
                 sums = {name: slide.move(index) for name, slide in slides.items()}
                 observations: list[rules.Observation] = []
                 complete: frozenset[tuple[str, str]] = frozenset()
@@ -178,8 +188,8 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
                                                          window_ending(now, widths["traffic_spike"]))
                     complete = rules.VOLUME_METRICS if minute else frozenset()
                     surge_window, baseline_window = surge_windows(now, surge_width, baseline_width)
-                    first = index - surge_width - baseline_width
-                    covered = active[index - surge_width] - active[max(first, 0)]
+                    covered = sum(1 for b in range(index - surge_width - baseline_width, index - surge_width)
+                                  if traffic.get(b))
                     observations += rules.traffic_surge(surge.move(index), baseline.move(index - surge_width),
                                                         covered, t.traffic_spike, surge_window, baseline_window)
                     if now == day_so_far(now).start:
@@ -188,9 +198,22 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
                         observations += rules.traffic_day(day.move(index), t.traffic_spike, day_so_far(now),
                                                           now.date())
                 lifecycle.apply(observations, t, now, complete)
+                if count % CHUNK_MINUTES == 0:
+                    forget(index)
             return AlertHistory(scratch_store).all(), count
         finally:
             scratch_store.close()
+
+
+#: Per rule: its bucketed query, the scope column and the two counts the rule sums.
+_SOURCES = {
+    "rate_limit": ("alert_rate_limit", "master_id", "requests", "rate_limited"),
+    "error_spike": ("alert_error_spike", "key_id", "requests", "errors"),
+    "provider_down": ("alert_provider_down", "provider_key_id", "requests", "failures"),
+    "traffic_spike": ("alert_traffic", "master_id", "requests", "tokens"),
+}
+#: Minutes of buckets fetched per query, so a month's replay holds one day of buckets at a time.
+CHUNK_MINUTES = 1440
 
 
 def _index(origin: dt.datetime, moment: dt.datetime) -> int:
