@@ -306,3 +306,16 @@ def test_surge_needs_min_samples_and_a_covered_baseline(engine):
     store(engine, requests(later - minutes(34), 1, 1, master_id=6))   # now 30 of 60 minutes hold records
     engine.alerts.run_once(later)
     assert [(a.metric, a.master_id) for a in active(engine, "traffic_spike")] == [("master_surge", 5)]
+
+
+class BrokenQuotas:
+    def usage(self, now: dt.datetime) -> list[Usage]:
+        raise RuntimeError("registry down")
+
+
+def test_a_failing_quota_registry_skips_only_quota(engine):
+    engine.quotas = BrokenQuotas()
+    store(engine, requests(NOW, 5, 80, key_id=7), requests(NOW, 5, 20, key_id=7, status=500))
+    result = engine.alerts.run_once(NOW)
+    assert result.skipped == ["quota_exceeded: the quota registry failed: registry down"]
+    assert [a.type for a in active(engine, "error_spike")] == ["error_spike"]

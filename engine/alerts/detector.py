@@ -8,6 +8,7 @@ which keeps one evaluation on a 30-day lake as cheap as on a 1-day lake.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from engine import queries
 from engine.alerts import rules
 from engine.alerts.rules import Observation, Window
 from engine.alerts.thresholds import Thresholds
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -128,7 +131,13 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         if quotas is None:
             out.skipped.append("quota_exceeded: no quota registry")
         else:
-            out.observations += rules.quota_exceeded(quotas.usage(now), t.quota_exceeded, now)
+            try:
+                usages = quotas.usage(now)
+            except Exception as exc:  # another domain's failure must not silence the other four rules
+                log.exception("quota registry failed; quota_exceeded skipped this evaluation")
+                out.skipped.append(f"quota_exceeded: the quota registry failed: {exc}")
+            else:
+                out.observations += rules.quota_exceeded(usages, t.quota_exceeded, now)
     return out
 
 
