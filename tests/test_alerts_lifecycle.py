@@ -244,3 +244,18 @@ def test_two_detector_processes_open_one_alert(engine, tmp_path):
         results = pool.map(_detect, [str(tmp_path)] * 2)
     assert sorted(len(r) for r in results) == [0, 1]
     assert len(engine.alerts.list_alerts().alerts) == 1
+
+
+def test_resolve_scope_for_a_deleted_provider_key(tmp_path):
+    engine = Engine(Settings(data_dir=tmp_path), clock=Clock())
+    store(engine, requests(NOW, 5, 5, provider_key_id=55), requests(NOW, 5, 20, provider_key_id=55, status=503),
+          requests(NOW, 5, 5, provider_key_id=56, key_id=8), requests(NOW, 5, 20, provider_key_id=56, key_id=8,
+                                                                     status=503))
+    engine.alerts.run_once(NOW)
+    down = {a.provider_key_id: a.id for a in engine.alerts.list_alerts().alerts if a.type == "provider_down"}
+    assert set(down) == {55, 56}
+    assert engine.alerts.resolve_scope("provider_key_id", 55, note="provider deleted") == [down[55]]
+    assert engine.alerts.get(down[55]).resolution == "provider deleted"
+    assert engine.alerts.get(down[56]).status == "open"
+    with pytest.raises(InvalidParameter):
+        engine.alerts.resolve_scope("model", 1)

@@ -181,6 +181,19 @@ class Lifecycle:
             _active_row(con, alert_id, "resolve")
             self._resolve(con, alert_id, iso(now), by, note or "resolved manually", Changes())
 
+    def resolve_scope(self, column: str, scope_id: int, by: str, note: str, now: dt.datetime) -> list[int]:
+        """Resolve every active alert whose `column` (master_id, key_id, provider_key_id) is `scope_id`."""
+        if column not in ("master_id", "key_id", "provider_key_id"):
+            raise InvalidParameter(f"cannot resolve alerts by {column!r}")
+        changes = Changes()
+        with self.store.connect() as con:
+            ids = [r["id"] for r in con.execute(
+                f"SELECT id FROM alerts WHERE {column} = ? AND status IN ('open', 'acknowledged') ORDER BY id",
+                (scope_id,))]
+            for alert_id in ids:
+                self._resolve(con, alert_id, iso(now), by, note, changes)
+        return changes.resolved
+
     # -- the steps of `apply` -----------------------------------------------------------------
 
     def _open(self, con: sqlite3.Connection, obs: Observation, thresholds: Thresholds, stamp: str,

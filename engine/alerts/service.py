@@ -139,6 +139,16 @@ class Alerts:
         self.lifecycle.resolve(alert_id, by, note, _utc(self.engine.clock()))
         return self.get(alert_id)
 
+    def resolve_scope(self, column: str, scope_id: int, by: str = "registry", note: str = "deleted") -> list[int]:
+        """Resolve every active alert of a master, key or provider key (e.g. one deleted from the registry).
+
+        Args:
+            column: `master_id`, `key_id` or `provider_key_id`.
+        Returns:
+            The ids of the alerts resolved. Raises InvalidParameter for another column.
+        """
+        return self.lifecycle.resolve_scope(column, scope_id, by, note, _utc(self.engine.clock()))
+
     def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict[str, Any]:
         """Alerts opened in [since, until) (default: the last 24 hours) by type, peak severity and status."""
         until = _utc(until or self.engine.clock())
