@@ -180,3 +180,9 @@ def _is_loopback(host: str) -> bool:
 
 
 # Command groups that live in their own modules register here, one line each.
+from engine.cli import jobs, quotas, registry  # noqa: E402 -- they import this module's helpers
+
+app.add_typer(jobs.app, name="jobs")
+app.command("scheduler")(jobs.scheduler)
+app.add_typer(quotas.app, name="quotas")
+app.add_typer(registry.app, name="registry")
