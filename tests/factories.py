@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +41,7 @@ def day_records(day: dt.date, rows: int, seed: int = 0) -> pa.Table:
     return records([start + dt.timedelta(seconds=rng.randrange(86_400)) for _ in range(rows)])
 
 
-def make_engine(tmp_path, now: dt.datetime, **settings) -> Engine:  # noqa: ANN001
+def make_engine(tmp_path: Path, now: dt.datetime, **settings: Any) -> Engine:
     """An engine over `tmp_path` whose clock says `now` (change it with `engine.clock = ...`)."""
     return Engine(Settings(data_dir=tmp_path, scheduler_enabled=False, **settings), clock=lambda: now)
 
