@@ -14,7 +14,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from factories import day_records, make_engine, mark_summarized, records
 
 from engine import Engine, Settings
 from engine.compaction import Compactor
@@ -23,6 +22,7 @@ from engine.partitions import exchange, list_partitions, partition_path, retire
 from engine.retention import LogCleaner
 from engine.schema import LOG_RECORD_SCHEMA
 from engine.validation import validate
+from tests.factories import day_records, make_engine, mark_summarized, records
 
 NOW = dt.datetime(2026, 5, 20, 12, 0, tzinfo=dt.UTC)
 DAY = NOW.date() - dt.timedelta(days=1)

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import day_records, make_engine, mark_summarized
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
 from engine.cli import app as cli
 from engine.settings import get_settings
+from tests.factories import day_records, make_engine, mark_summarized
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-from factories import make_engine, records
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +16,7 @@ from engine import Engine
 from engine.errors import InvalidParameter, NotFound
 from engine.queries import run
 from engine.quotas import period_floor
+from tests.factories import make_engine, records
 
 UTC = dt.UTC
 # Wednesday 2026-04-01 10:00: a month start, mid-week.

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import make_engine, records
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -15,6 +14,7 @@ from api.app import create_app
 from engine.cli import app as cli
 from engine.errors import InvalidParameter
 from engine.settings import get_settings
+from tests.factories import make_engine, records
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 DOC = {

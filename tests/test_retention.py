@@ -6,10 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
-from factories import day_records, make_engine, mark_summarized
 
 from engine import Engine
 from engine.retention import LogCleaner
+from tests.factories import day_records, make_engine, mark_summarized
 
 NOW = dt.datetime(2026, 3, 31, 9, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()

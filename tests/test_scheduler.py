@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import make_engine
 
 from engine import Engine, Settings
 from engine.errors import InvalidParameter
 from engine.jobs import JobBusy
 from engine.scheduler import Scheduler
 from engine.schedules import JobOutcome, JobSpec, Schedule
+from tests.factories import make_engine
 
 T0 = dt.datetime(2026, 3, 2, 0, 0, 30, tzinfo=dt.UTC)  # a Monday
 

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real engine over a temporary data dir, the real app, record factories."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine import Engine, Settings
+from engine.settings import get_settings
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def make_record(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A valid log record as a client would send it (JSON types); overrides replace fields."""
+    rec: dict[str, Any] = {
+        "request_id": f"req-{i}",
+        "created_at": (T0 + dt.timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
+        "master_id": 1 + i % 3,
+        "key_id": 10 + i % 5,
+        "group": "default",
+        "model": "gpt-4o",
+        "provider_id": 7,
+        "provider_type": "openai",
+        "provider_key_id": 70,
+        "status_code": 200,
+        "latency_ms": 100 + i,
+        "ttft_ms": 20,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "quota_cost": 3,
+        "is_stream": True,
+        "client_ip": "10.0.0.1",
+    }
+    rec.update(overrides)
+    return {k: v for k, v in rec.items() if v is not ...}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # The scheduler only runs in tests that ask for it (tests/test_jobs.py).
+    return Settings(data_dir=tmp_path / "data", scheduler_enabled=False)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Engine:
+    return Engine(settings)
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine=engine)) as c:
+        yield c
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Point the CLI's settings at the temporary data dir."""
+    monkeypatch.setenv("EZ_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    yield {"EZ_DATA_DIR": str(settings.data_dir)}
+    get_settings.cache_clear()
