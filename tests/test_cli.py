@@ -75,3 +75,38 @@ def test_unsupported_file_type_exits_1(tmp_path: Path, cli_env, engine: Engine):
     odd.write_text("<x/>")
     result = runner.invoke(app, ["ingest", str(odd)])
     assert result.exit_code == 1 and "unsupported file type" in result.stderr
+
+
+def test_serve_without_tokens_binds_loopback_only_and_says_so(tmp_path: Path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "EZ_DATA_DIR": str(tmp_path / "data")}
+    env.pop("EZ_INGEST_TOKEN", None)
+    env.pop("EZ_ADMIN_TOKEN", None)
+    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        said = server.stderr.readline() + server.stderr.readline()
+        assert "binding 127.0.0.1 only instead of 0.0.0.0" in said
+        for _ in range(100):
+            try:
+                resp = httpx.post(f"http://127.0.0.1:{port}/v1/logs", json=[make_record(1)])
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert resp.status_code == 201
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
