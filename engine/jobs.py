@@ -173,12 +173,12 @@ class Jobs:
 
     def is_claimed(self, name: str, due: dt.datetime) -> bool:
         """Whether the tick `due` of job `name` has been run (or is running) already."""
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             return _last_due(con, name) >= iso(due)
 
     def status(self, now: dt.datetime) -> list[JobStatus]:
         """Every job with its last run and when it runs next (an unclaimed past tick means: now)."""
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             last = {row["job"]: self._row(row) for row in con.execute(
                 "SELECT * FROM job_runs WHERE run_id IN (SELECT max(run_id) FROM job_runs GROUP BY job)")}
             ticks = {row["job"]: row["last_due"] for row in con.execute("SELECT * FROM job_ticks")}
@@ -193,7 +193,7 @@ class Jobs:
         """The latest runs, newest first, of one job or of all."""
         if name is not None:
             name = self.spec(name).name
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             rows = con.execute(
                 "SELECT * FROM job_runs WHERE ? IS NULL OR job = ? ORDER BY run_id DESC LIMIT ?", (name, name, limit)
             ).fetchall()
@@ -205,7 +205,7 @@ class Jobs:
         Raises:
             NotFound: no such run.
         """
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM job_runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job run {run_id}")

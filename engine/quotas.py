@@ -1,9 +1,10 @@
 """Key quotas: a limit in quota units per key, a reset period, and usage computed from the lake.
 
-A key's current period starts at the later of its `last_reset_at` and the start of the calendar period
-containing `now` (UTC day, ISO week from Monday, month from the 1st; `never` has no calendar period).
-Usage is therefore right even before the reset job has advanced `last_reset_at`; the job makes the
-reset durable and records each period's final usage in `quota_resets`, once per key and period.
+A key's period at `now` is the calendar period containing it (UTC day, ISO week from Monday, month
+from the 1st), starting later only if the key was reset by hand inside it; a `never` quota counts from
+its last reset (by default: all retained history). Usage is therefore right even before the reset job
+has advanced `last_reset_at`; the job makes each reset durable and records the closed period's usage
+in `quota_resets`, once per key and period.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS quota_resets (
 """
 
 PERIODS = ("daily", "weekly", "monthly", "never")
+#: Where a `never` quota counts from unless told otherwise: all the history the lake retains.
+NEVER_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class Quotas:
         Raises:
             NotFound: the key has no quota.
         """
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM key_quotas WHERE key_id = ?", (key_id,)).fetchone()
         if row is None:
             raise NotFound(f"key {key_id} has no quota")
@@ -118,14 +121,16 @@ class Quotas:
 
     def list(self) -> list[KeyQuota]:
         """Every quota, by key id."""
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             return [_quota(row) for row in con.execute("SELECT * FROM key_quotas ORDER BY key_id")]
 
     def put(self, key_id: int, quota_limit: int, reset_period: str,
             last_reset_at: dt.datetime | None = None) -> KeyQuota:
-        """Set a key's quota. A new quota's period starts at the current calendar period (daily, weekly,
-        monthly) or now (never), unless `last_reset_at` is given; changing an existing quota's limit keeps
-        its `last_reset_at`, changing its period starts the new period's (unless given).
+        """Set a key's quota.
+
+        A new quota's period starts at the current calendar period (daily, weekly, monthly) or counts
+        all retained history (never), unless `last_reset_at` (a manual reset) is given; changing only
+        the limit keeps `last_reset_at`, changing the period starts the new period's.
 
         Raises:
             InvalidParameter: key_id or quota_limit not positive, unknown period, last_reset_at in the future.
@@ -137,7 +142,7 @@ class Quotas:
             raise InvalidParameter(f"reset_period must be one of {', '.join(PERIODS)}, got {reset_period!r}")
         if last_reset_at is not None and (last_reset_at.tzinfo is None or last_reset_at > now):
             raise InvalidParameter("last_reset_at must be a UTC time that is not in the future")
-        start = last_reset_at or period_floor(reset_period, now) or now
+        start = last_reset_at or period_floor(reset_period, now) or NEVER_START
         with self.engine.store.connect() as con:
             con.execute(
                 "INSERT INTO key_quotas (key_id, quota_limit, reset_period, last_reset_at, updated_at) "
@@ -223,7 +228,7 @@ class Quotas:
 
     def resets(self, key_id: int) -> list[dict[str, object]]:
         """The reset history of a key, newest first: each closed period's start, end and usage."""
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             rows = con.execute("SELECT * FROM quota_resets WHERE key_id = ? ORDER BY period_start DESC",
                                (key_id,)).fetchall()
         return [dict(row) for row in rows]
@@ -242,9 +247,12 @@ class Quotas:
 
 
 def current_start(quota: KeyQuota, now: dt.datetime) -> dt.datetime:
-    """Where the key's current period starts: its last reset, or the calendar period's start if later."""
+    """Where the key's period containing `now` starts: the calendar period's start, or a manual reset
+    inside it; for `never`, the last reset. Works for any `now`, so past moments can be evaluated too."""
     floor = period_floor(quota.reset_period, now)
-    return max(quota.last_reset_at, floor) if floor is not None else quota.last_reset_at
+    if floor is None:
+        return quota.last_reset_at
+    return quota.last_reset_at if floor <= quota.last_reset_at <= now else floor
 
 
 def _quota(row: object) -> KeyQuota:

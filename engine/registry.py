@@ -117,14 +117,14 @@ class Registry:
 
     def read(self) -> dict[str, list[dict[str, Any]]]:
         """The whole registry, section by section, ordered by id."""
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             return {s: [dict(r) for r in con.execute(f"SELECT * FROM {k.table} ORDER BY {k.id}")]
                     for s, k in KINDS.items()}
 
     def names(self, section: str, ids: Iterable[int] | None = None) -> dict[int, str]:
         """Names by id of one section (`masters`, `keys`, `providers`, `provider_keys`), for display."""
         kind = _kind(section)
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             found = {r[0]: r[1] for r in con.execute(
                 f"SELECT {kind.id}, name FROM {kind.table} WHERE name IS NOT NULL")}
         return found if ids is None else {i: found[i] for i in ids if i in found}
@@ -132,13 +132,13 @@ class Registry:
     def deleted(self, section: str) -> set[int]:
         """Ids deleted from a section: checks (quotas, alerts) skip them; their history stays."""
         _kind(section)
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             return {r[0] for r in con.execute("SELECT id FROM registry_deleted WHERE kind = ?", (section,))}
 
     def inactive(self, section: str) -> set[int]:
         """Ids deleted or disabled in a section: what alert checks should leave alone."""
         kind = _kind(section)
-        with self.engine.store.connect() as con:
+        with self.engine.store.connect(write=False) as con:
             disabled = {r[0] for r in con.execute(f"SELECT {kind.id} FROM {kind.table} WHERE status = 'disabled'")}
         return disabled | self.deleted(section)
 

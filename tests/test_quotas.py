@@ -15,7 +15,7 @@ from api.app import create_app
 from engine import Engine
 from engine.errors import InvalidParameter, NotFound
 from engine.queries import run
-from engine.quotas import period_floor
+from engine.quotas import NEVER_START, period_floor
 from tests.factories import make_engine, records
 
 UTC = dt.UTC
@@ -55,7 +55,7 @@ def test_usage_equals_an_independent_sum_for_each_period_type(tmp_path: Path) ->
     for key, period in KEYS.items():
         engine.quotas.put(key, 1_000_000, period)
     starts = {1: dt.datetime(2026, 4, 1, tzinfo=UTC), 2: dt.datetime(2026, 3, 30, tzinfo=UTC),
-              3: dt.datetime(2026, 4, 1, tzinfo=UTC), 4: NOW - dt.timedelta(days=45)}
+              3: dt.datetime(2026, 4, 1, tzinfo=UTC), 4: NEVER_START}
     usage = {u.key_id: u for u in engine.quotas.usage(NOW)}
     assert set(usage) == set(KEYS)  # key 5 has records but no quota
     for key in KEYS:
@@ -89,7 +89,7 @@ def test_usage_matches_at_any_time(quota_lake: tuple[Engine, list], offset: int)
     now = SET_AT + dt.timedelta(seconds=offset)
     for usage in engine.quotas.usage(now):
         period = KEYS[usage.key_id]
-        start = max(period_floor(period, SET_AT) or SET_AT, period_floor(period, now) or SET_AT)
+        start = period_floor(period, now) or NEVER_START
         assert usage.period_start == start
         assert usage.used == _expected(traffic, usage.key_id, start, now)
 
@@ -110,7 +110,7 @@ def test_reset_advances_to_the_boundary_and_catches_up_once(tmp_path: Path) -> N
         old_start = period_floor(KEYS[key], dt.datetime(2026, 3, 20, 8, tzinfo=UTC))
         assert history["previous"] == old_start.isoformat(timespec="microseconds")
         assert history["used"] == _expected(traffic, key, old_start, new_start)
-    assert engine.quotas.get(4).last_reset_at == dt.datetime(2026, 3, 20, 8, tzinfo=UTC)  # never resets
+    assert engine.quotas.get(4).last_reset_at == NEVER_START  # never resets
     # Running again (a second scheduler, a retry) resets nothing.
     assert engine.quotas.reset_due(NOW).rows == 0
     assert engine.quotas.reset_due(NOW + dt.timedelta(hours=5)).rows == 0
@@ -177,3 +177,20 @@ def test_quota_api(tmp_path: Path) -> None:
     assert client.get("/admin/quotas", params={"over": -1}).status_code == 422
     assert client.delete("/admin/keys/1/quota").status_code == 204
     assert client.get("/admin/keys/1/quota").status_code == 404
+
+
+def test_a_manual_reset_starts_the_period_later_until_the_next_boundary(tmp_path: Path) -> None:
+    traffic = _traffic()
+    engine = _engine(tmp_path, traffic)
+    reset_at = NOW - dt.timedelta(hours=3)  # 07:00 on the 1st
+    engine.quotas.put(1, 100, "daily", reset_at)
+    [usage] = engine.quotas.usage(NOW)
+    assert usage.period_start == reset_at and usage.used == _expected(traffic, 1, reset_at, NOW)
+    earlier = NOW - dt.timedelta(hours=5)  # before the manual reset: the calendar day
+    [usage] = engine.quotas.usage(earlier)
+    day = dt.datetime(2026, 4, 1, tzinfo=UTC)
+    assert usage.period_start == day and usage.used == _expected(traffic, 1, day, earlier)
+    tomorrow = NOW + dt.timedelta(days=1)
+    assert engine.quotas.usage(tomorrow)[0].period_start == day + dt.timedelta(days=1)
+    assert engine.quotas.reset_due(tomorrow).rows == 1
+    assert engine.quotas.resets(1)[0]["used"] == _expected(traffic, 1, reset_at, day + dt.timedelta(days=1))
