@@ -66,14 +66,21 @@ def list_partitions(table_dir: Path) -> list[Partition]:
             day = dt.date.fromisoformat(path.name[len(prefix):])
         except ValueError:
             continue
-        files = {}
-        for file in sorted(path.glob("*.parquet")):
-            try:
-                files[file.name] = pq.read_metadata(file).num_rows
-            except FileNotFoundError:
-                continue  # swapped away by a concurrent change; the caller re-reads under the lock
-        out.append(Partition(day, path, files))
+        files = _file_rows(path)
+        if files is not None:
+            out.append(Partition(day, path, files))
     return out
+
+
+def _file_rows(path: Path, attempts: int = 5) -> dict[str, int] | None:
+    """Rows per file of one folder, listed again if a concurrent swap removed a file mid-way."""
+    for _ in range(attempts):
+        try:
+            return {f.name: pq.read_metadata(f).num_rows for f in sorted(path.glob("*.parquet"))}
+        except FileNotFoundError:
+            if not path.is_dir():
+                return None  # dropped meanwhile
+    raise RuntimeError(f"{path} kept changing while it was listed")
 
 
 def exchange(a: Path, b: Path) -> None:
