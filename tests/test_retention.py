@@ -6,6 +6,9 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import Engine
 from engine.retention import LogCleaner
@@ -103,3 +106,26 @@ def test_dropped_partitions_leave_the_table_whole_and_are_purged_after_the_grace
     assert retired[0].exists()
     LogCleaner(engine).run(NOW + dt.timedelta(seconds=600))
     assert not retired[0].exists()
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.dictionaries(st.integers(0, 12), st.integers(1, 30), min_size=1, max_size=8),
+       unsummarized=st.sets(st.integers(0, 12), max_size=4),
+       retention=st.integers(1, 14), cap=st.integers(1, 150))
+def test_cleaner_invariants(tmp_path_factory: pytest.TempPathFactory, sizes: dict[int, int],
+                            unsummarized: set[int], retention: int, cap: int) -> None:
+    tmp_path = tmp_path_factory.mktemp("clean")
+    engine = _lake(tmp_path, sizes, summarized=set(sizes) - unsummarized,
+                   log_retention_days=retention, log_max_records=cap)
+    LogCleaner(engine).run(NOW)
+    left = {(TODAY - day).days for day in _days_left(engine)}
+    dropped = set(sizes) - left
+    assert 0 not in dropped and not dropped & unsummarized  # never today, never unsummarized
+    droppable = {k for k in sizes if k != 0 and k not in unsummarized}
+    assert {k for k in droppable if k >= retention} <= dropped  # every expired day that may go, went
+    by_cap = dropped - {k for k in droppable if k >= retention}
+    if by_cap:  # cap drops take the oldest droppable days first and stop once under the cap
+        assert all(k in dropped for k in droppable if k > min(by_cap))
+        assert sum(sizes[k] for k in left) + sizes[min(by_cap)] > cap
+    if sum(sizes[k] for k in left) > cap:
+        assert droppable <= dropped  # over the cap only when nothing more may go
