@@ -222,3 +222,20 @@ def test_compaction_needs_no_symlinks(tmp_path: Path) -> None:
     for path in engine.settings.log_records_dir.iterdir():
         assert path.is_dir() and not path.is_symlink()
     assert os.listdir(tmp_path / "_compaction") == []
+
+
+def test_without_an_atomic_swap_compaction_fails_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
+    _small_batches(engine, DAY, batches=3, rows=5)
+    folder = partition_path(engine.settings.log_records_dir, DAY)
+    before = sorted(os.listdir(folder))
+
+    def unsupported(a: Path, b: Path) -> None:
+        raise OSError(22, "RENAME_EXCHANGE not supported by this file system")
+
+    monkeypatch.setattr("engine.compaction.exchange", unsupported)
+    run = engine.jobs.run("compaction")
+    assert run.outcome == "failed" and "RENAME_EXCHANGE" in run.error
+    assert sorted(os.listdir(folder)) == before
+    assert os.listdir(tmp_path / "_compaction") == []

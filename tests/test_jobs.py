@@ -100,3 +100,24 @@ def test_cli_scheduler_once_runs_what_is_due_once(cli_env: Path) -> None:
     jobs = [r.job for r in engine.jobs.runs()]
     # quota_reset ticks every minute, so a second pass may land on a new tick; the others ran once.
     assert jobs.count("log_cleaner") == 1 and jobs.count("compaction") == 1
+
+
+@pytest.mark.slow
+def test_standalone_scheduler_stops_on_sigterm_after_its_jobs(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EZ_DATA_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", "from engine.cli import app; app()", "scheduler"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    engine = make_engine(tmp_path, NOW)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len({r.job for r in engine.jobs.runs()}) < 3:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read().decode()
+    runs = engine.jobs.runs()
+    assert {r.job for r in runs} >= {"log_cleaner", "compaction", "quota_reset"}
+    assert all(r.outcome == "ok" for r in runs)
