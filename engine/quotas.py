@@ -119,7 +119,7 @@ class Quotas:
             raise NotFound(f"key {key_id} has no quota")
         return _quota(row)
 
-    def list(self) -> list[KeyQuota]:
+    def list_all(self) -> list[KeyQuota]:
         """Every quota, by key id."""
         with self.engine.store.connect(write=False) as con:
             return [_quota(row) for row in con.execute("SELECT * FROM key_quotas ORDER BY key_id")]
@@ -157,7 +157,7 @@ class Quotas:
 
     def seed(self, quotas: dict[int, tuple[int, str]]) -> int:
         """Set the quotas of keys that have none (e.g. the demo's); returns how many were added."""
-        have = {q.key_id for q in self.list()}
+        have = {q.key_id for q in self.list_all()}
         for key_id, (limit, period) in sorted(quotas.items()):
             if key_id not in have:
                 self.put(key_id, limit, period)
@@ -175,7 +175,7 @@ class Quotas:
 
     def usage(self, now: dt.datetime, key_ids: list[int] | None = None) -> list[QuotaUsage]:
         """Every quota's (or the given keys') usage in its current period, exact, from the raw records."""
-        quotas = [q for q in self.list() if key_ids is None or q.key_id in key_ids]
+        quotas = [q for q in self.list_all() if key_ids is None or q.key_id in key_ids]
         starts = {q.key_id: current_start(q, now) for q in quotas}
         used = self._sums(starts, now)
         return [QuotaUsage(q.key_id, q.quota_limit, used.get(q.key_id, 0), starts[q.key_id], q.reset_period)
@@ -203,7 +203,7 @@ class Quotas:
         A key's `last_reset_at` moves to the period boundary (not to `now`), so a late run resets exactly
         as an on-time one would, and after downtime each key is reset once, to the current period.
         """
-        due = [(q, boundary) for q in self.list()
+        due = [(q, boundary) for q in self.list_all()
                if (boundary := period_floor(q.reset_period, now)) is not None and q.last_reset_at < boundary]
         if not due:
             return JobOutcome(message="no quota period ended")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,7 +49,7 @@ class Scheduler:
                 continue
             future = self._pool.submit(self.jobs.execute, spec, "schedule", due)
             self._running[spec.name] = future
-            future.add_done_callback(lambda f, name=spec.name, due=due: self._done(name, due, f))
+            future.add_done_callback(functools.partial(self._done, spec.name, due))
             started.append(future)
         self._prune(now)
         return started

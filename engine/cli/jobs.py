@@ -10,7 +10,7 @@ import typer
 from engine.cli.main import JsonFlag, open_engine
 from engine.cli.output import err, fail, out, print_json
 
-app = typer.Typer(help="Scheduled jobs: list them, run one now, read their runs.", no_args_is_help=True)
+app: typer.Typer = typer.Typer(help="Scheduled jobs: list them, run one now, read their runs.", no_args_is_help=True)
 
 
 @app.command("list")

@@ -10,7 +10,7 @@ import typer
 from engine.cli.main import JsonFlag, open_engine
 from engine.cli.output import fail, out, print_json
 
-app = typer.Typer(help="Key quotas: set them, read usage.", no_args_is_help=True)
+app: typer.Typer = typer.Typer(help="Key quotas: set them, read usage.", no_args_is_help=True)
 
 
 @app.command("set")

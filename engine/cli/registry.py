@@ -12,7 +12,7 @@ import typer
 from engine.cli.main import JsonFlag, open_engine
 from engine.cli.output import err, fail, print_json
 
-app = typer.Typer(help="The registry of masters, keys, providers and provider keys.", no_args_is_help=True)
+app: typer.Typer = typer.Typer(help="The registry of masters, keys, providers and provider keys.", no_args_is_help=True)
 
 
 @app.command("import")
