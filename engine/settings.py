@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,19 @@ class Settings(BaseSettings):
         100, ge=1, description="Most row/field errors listed when a batch is refused."
     )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
+
+    @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",
+                     "schedule_compaction", "schedule_quota_reset")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        from engine.errors import InvalidParameter
+        from engine.schedules import Schedule
+
+        try:
+            Schedule.parse(value)  # a bad value stops the process at start, not the scheduler every tick
+        except InvalidParameter as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
     def log_records_dir(self) -> Path:
