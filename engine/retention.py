@@ -2,7 +2,8 @@
 
 Safety rules: today's partition (and any later one) is never dropped; a day is dropped only once it
 is summarized, i.e. `<data>/daily_stats/date=D/` holds a Parquet file (the stats job writes it
-atomically once that day's rollups and daily stats are complete); daily stats are never touched.
+atomically once that day's rollups and daily stats are complete) and no records arrived after that
+(the stats job's `daily_stats_late`); daily stats are never touched.
 A partition is dropped by moving its folder out of the table whole (see `engine.partitions`).
 """
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: The table whose partitions mark a day as summarized (written by the stats job).
 SUMMARY_TABLE = "daily_stats"
+#: The stats job's list of summarized days that later received records (ISO `date` column).
+LATE_TABLE = "daily_stats_late"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class LogCleaner:
         today = now.astimezone(dt.UTC).date()
         oldest_kept = today - dt.timedelta(days=settings.log_retention_days - 1)
         parts = [p for p in list_partitions(self.table_dir) if p.rows or p.files]
+        late = self.late_days()
         remaining = sum(p.rows for p in parts)
         total = remaining
         decisions = []
@@ -98,6 +102,8 @@ class LogCleaner:
                 decisions.append(DayDecision(part.day, part.rows, "keep", "today is never dropped"))
             elif not self.summarized(part.day):
                 decisions.append(DayDecision(part.day, part.rows, "keep", "daily stats not written yet"))
+            elif part.day in late:
+                decisions.append(DayDecision(part.day, part.rows, "keep", "records arrived after its daily stats"))
             else:
                 decisions.append(DayDecision(part.day, part.rows, "drop", reason))
                 remaining -= part.rows
@@ -107,6 +113,15 @@ class LogCleaner:
         """Whether the stats job has written `day`'s daily stats (so its raw records may go)."""
         folder = partition_path(self.engine.settings.data_dir / SUMMARY_TABLE, day)
         return folder.is_dir() and any(folder.glob("*.parquet"))
+
+    def late_days(self) -> set[dt.date]:
+        """Summarized days that received records after their daily stats were written (the stats job's
+        `daily_stats_late` table, when it exists): their raw records are not all summarized yet."""
+        with self.engine.store.connect(write=False) as con:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (LATE_TABLE,)).fetchone() is None:
+                return set()
+            return {dt.date.fromisoformat(r[0]) for r in con.execute(f"SELECT date FROM {LATE_TABLE}")}
 
     def dry_run(self, now: dt.datetime) -> JobOutcome:
         """What `run` would drop and keep, changing nothing."""

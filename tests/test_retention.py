@@ -129,3 +129,15 @@ def test_cleaner_invariants(tmp_path_factory: pytest.TempPathFactory, sizes: dic
         assert sum(sizes[k] for k in left) + sizes[min(by_cap)] > cap
     if sum(sizes[k] for k in left) > cap:
         assert droppable <= dropped  # over the cap only when nothing more may go
+
+
+def test_a_day_with_late_records_is_kept_until_its_stats_are_rewritten(tmp_path: Path) -> None:
+    engine = _lake(tmp_path, {0: 2, 40: 3, 41: 4})
+    late = TODAY - dt.timedelta(days=40)
+    with engine.store.connect() as con:  # what the stats job records when a batch lands in a summarized day
+        con.execute("CREATE TABLE daily_stats_late (date TEXT PRIMARY KEY, first_seen_at TEXT NOT NULL, "
+                    "last_seen_at TEXT NOT NULL, refreshes INTEGER NOT NULL)")
+        con.execute("INSERT INTO daily_stats_late VALUES (?, 'x', 'x', 1)", (late.isoformat(),))
+    outcome = LogCleaner(engine).run(NOW)
+    assert _days_left(engine) == {TODAY: 2, late: 3}
+    assert f"{late} (records arrived after its daily stats)" in outcome.message
