@@ -82,7 +82,7 @@ class JobOutcome:
             return cls(rows=value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             details = dataclasses.asdict(value)
-            rows = next((details[k] for k in ("rows", "records", "rows_written", "alerts", "raised")
+            rows = next((details[k] for k in ("rows", "records", "rows_written", "observations")
                          if isinstance(details.get(k), int)), 0)
             return cls(rows=rows, message=str(value)[:500], details=details)
         return cls(message=str(value)[:500])
