@@ -87,7 +87,10 @@ class Compactor:
         build.mkdir()
         swapped = False
         try:
-            written = self._merge(part.path, small, build)
+            try:
+                written = self._merge(part.path, small, build)
+            except FileNotFoundError:  # dropped by the cleaner while we read it
+                return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
             with self.engine.lake.publish_lock():
                 present = set(os.listdir(part.path)) if part.path.is_dir() else set()
                 if not set(small) <= present:
