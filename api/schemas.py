@@ -75,6 +75,7 @@ class QuotaUsagePublic(BaseModel):
     """A key's usage in its current quota period."""
 
     key_id: int
+    key_name: str | None = Field(description="The key's name in the registry, if it has one.")
     quota_limit: int
     used: int = Field(description="Exact sum of quota_cost since period_start.")
     remaining: int

@@ -64,6 +64,7 @@ class QuotaUsage:
     used: int
     period_start: dt.datetime
     reset_period: str = "never"
+    key_name: str | None = None  # from the registry, when it has the key
 
     @property
     def ratio(self) -> float:
@@ -178,8 +179,9 @@ class Quotas:
         quotas = [q for q in self.list_all() if key_ids is None or q.key_id in key_ids]
         starts = {q.key_id: current_start(q, now) for q in quotas}
         used = self._sums(starts, now)
-        return [QuotaUsage(q.key_id, q.quota_limit, used.get(q.key_id, 0), starts[q.key_id], q.reset_period)
-                for q in quotas]
+        names = self.engine.registry.names("keys", starts)
+        return [QuotaUsage(q.key_id, q.quota_limit, used.get(q.key_id, 0), starts[q.key_id], q.reset_period,
+                           names.get(q.key_id)) for q in quotas]
 
     def key_usage(self, key_id: int, now: dt.datetime) -> QuotaUsage:
         """One key's usage in its current period.

@@ -168,7 +168,9 @@ def test_quota_api(tmp_path: Path) -> None:
     usage = client.get("/admin/keys/1/usage").json()
     used = _expected(traffic, 1, dt.datetime(2026, 4, 1, tzinfo=UTC), NOW)
     assert usage["used"] == used and usage["remaining"] == max(2000 - used, 0)
-    assert usage["period_end"] == "2026-04-02T00:00:00Z"
+    assert usage["period_end"] == "2026-04-02T00:00:00Z" and usage["key_name"] is None
+    engine.registry.sync({"keys": [{"key_id": 1, "name": "acme-prod"}]})
+    assert client.get("/admin/keys/1/usage").json()["key_name"] == "acme-prod"
     assert client.get("/admin/keys/9/usage").status_code == 404
     over = client.get("/admin/quotas", params={"over": 0.5}).json()
     assert used >= 1000  # the boundary record at 00:00 costs 1000
@@ -212,3 +214,28 @@ def test_generate_demo_seeds_the_demo_quotas(tmp_path: Path, monkeypatch: pytest
     eng.generate_demo(1, 1000, 1)
     assert {(q.key_id, q.quota_limit, q.reset_period) for q in eng.quotas.list_all()} == {
         (1, 500, "daily"), (2, 77, "weekly")}
+
+
+def test_quotas_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app as cli
+    from engine.settings import get_settings
+
+    engine = _engine(tmp_path, _traffic())
+    monkeypatch.setenv("EZ_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli, ["quotas", "set", "2", "--limit", "100", "--period", "weekly"]).exit_code == 0
+        assert runner.invoke(cli, ["quotas", "set", "2", "--limit", "100", "--period", "hourly"]).exit_code == 1
+        listed = runner.invoke(cli, ["quotas", "list", "--json"])
+        assert listed.exit_code == 0, listed.output
+        [row] = json.loads(listed.stdout)
+        assert row["key_id"] == 2 and row["reset_period"] == "weekly"
+        assert row["used"] == engine.quotas.key_usage(2, dt.datetime.now(UTC)).used
+        assert runner.invoke(cli, ["quotas", "list", "--over", "0.5"]).exit_code == 0
+    finally:
+        get_settings.cache_clear()

@@ -50,6 +50,7 @@ async def read_quotas(engine: EngineDep,
 
 
 def _public(usage: QuotaUsage) -> QuotaUsagePublic:
-    return QuotaUsagePublic(key_id=usage.key_id, quota_limit=usage.quota_limit, used=usage.used,
+    return QuotaUsagePublic(key_id=usage.key_id, key_name=usage.key_name, quota_limit=usage.quota_limit,
+                            used=usage.used,
                             remaining=max(usage.quota_limit - usage.used, 0), ratio=usage.ratio,
                             period_start=usage.period_start, period_end=usage.period_end)

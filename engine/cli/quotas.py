@@ -53,8 +53,9 @@ def list_usage(
     if json_out:
         print_json([{**dataclasses.asdict(u), "ratio": u.ratio, "period_end": u.period_end} for u in usages])
         return
-    grid = Table("key", "limit", "used", "share", "period", "since", "until", header_style="bold")
+    grid = Table("key", "name", "limit", "used", "share", "period", "since", "until", header_style="bold")
     for u in usages:
-        grid.add_row(str(u.key_id), f"{u.quota_limit:,}", f"{u.used:,}", f"{u.ratio:.1%}", u.reset_period,
-                     f"{u.period_start:%Y-%m-%d %H:%M}", f"{u.period_end:%Y-%m-%d %H:%M}" if u.period_end else "")
+        grid.add_row(str(u.key_id), u.key_name or "", f"{u.quota_limit:,}", f"{u.used:,}", f"{u.ratio:.1%}",
+                     u.reset_period, f"{u.period_start:%Y-%m-%d %H:%M}",
+                     f"{u.period_end:%Y-%m-%d %H:%M}" if u.period_end else "")
     out.print(grid)
