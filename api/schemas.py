@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -30,9 +30,9 @@ class JobRunPublic(BaseModel):
     run_id: int
     job: str
     trigger: str = Field(description="`schedule` or `manual`.")
-    due_at: datetime | None = Field(description="The scheduled tick it ran for (null when run by hand).")
-    started_at: datetime
-    finished_at: datetime | None
+    due_at: dt.datetime | None = Field(description="The scheduled tick it ran for (null when run by hand).")
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
     outcome: str = Field(description="`running`, `ok`, `failed` or `abandoned` (its process stopped).")
     rows: int | None = Field(description="Rows the run touched.")
     message: str | None
@@ -48,7 +48,7 @@ class JobPublic(BaseModel):
     description: str
     schedule: str = Field(description="Seconds between runs, or a UTC cron expression.")
     last_run: JobRunPublic | None
-    next_run_at: datetime = Field(description="The next tick; a past time means it is due now.")
+    next_run_at: dt.datetime = Field(description="The next tick; a past time means it is due now.")
 
 
 class QuotaIn(BaseModel):
@@ -56,8 +56,9 @@ class QuotaIn(BaseModel):
 
     quota_limit: int = Field(gt=0, description="Quota units allowed per period (compared with sum(quota_cost)).")
     reset_period: Literal["daily", "weekly", "monthly", "never"]
-    last_reset_at: datetime | None = Field(
-        None, description="Start of the current period; default: the calendar period's start (now for never)."
+    last_reset_at: dt.datetime | None = Field(
+        None, description="A manual reset: start of the current period. Default: the calendar period's start "
+        "(for never: all retained history)."
     )
 
 
@@ -67,8 +68,8 @@ class QuotaPublic(BaseModel):
     key_id: int
     quota_limit: int
     reset_period: str
-    last_reset_at: datetime
-    updated_at: datetime
+    last_reset_at: dt.datetime
+    updated_at: dt.datetime
 
 
 class QuotaUsagePublic(BaseModel):
@@ -80,8 +81,8 @@ class QuotaUsagePublic(BaseModel):
     used: int = Field(description="Exact sum of quota_cost since period_start.")
     remaining: int
     ratio: float = Field(description="used / quota_limit.")
-    period_start: datetime
-    period_end: datetime | None = Field(description="The next reset; null for `never`.")
+    period_start: dt.datetime
+    period_end: dt.datetime | None = Field(description="The next reset; null for `never`.")
 
 
 class RegistrySynced(BaseModel):
