@@ -135,7 +135,7 @@ def test_a_day_with_late_records_is_kept_until_its_stats_are_rewritten(tmp_path:
     engine = _lake(tmp_path, {0: 2, 40: 3, 41: 4})
     late = TODAY - dt.timedelta(days=40)
     with engine.store.connect() as con:  # what the stats job records when a batch lands in a summarized day
-        con.execute("CREATE TABLE daily_stats_late (date TEXT PRIMARY KEY, first_seen_at TEXT NOT NULL, "
+        con.execute("CREATE TABLE IF NOT EXISTS daily_stats_late (date TEXT PRIMARY KEY, first_seen_at TEXT NOT NULL, "
                     "last_seen_at TEXT NOT NULL, refreshes INTEGER NOT NULL)")
         con.execute("INSERT INTO daily_stats_late VALUES (?, 'x', 'x', 1)", (late.isoformat(),))
     outcome = LogCleaner(engine).run(NOW)
