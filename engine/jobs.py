@@ -168,8 +168,7 @@ class Jobs:
             except Exception as exc:
                 log.exception("job %s failed", spec.name)
                 outcome, error = JobOutcome(), f"{type(exc).__name__}: {exc}"
-            self._finish(run_id, outcome, error, (time.monotonic() - clock) * 1000)
-        return self.get_run(run_id)
+            return self._finish(run_id, outcome, error, (time.monotonic() - clock) * 1000)
 
     def is_claimed(self, name: str, due: dt.datetime) -> bool:
         """Whether the tick `due` of job `name` has been run (or is running) already."""
@@ -235,14 +234,15 @@ class Jobs:
             )
             return cursor.lastrowid
 
-    def _finish(self, run_id: int, outcome: JobOutcome, error: str | None, duration_ms: float) -> None:
+    def _finish(self, run_id: int, outcome: JobOutcome, error: str | None, duration_ms: float) -> JobRun:
         with self.engine.store.connect() as con:
-            con.execute(
+            row = con.execute(
                 "UPDATE job_runs SET finished_at = ?, outcome = ?, rows = ?, message = ?, details = ?, error = ?, "
-                "duration_ms = ? WHERE run_id = ?",
+                "duration_ms = ? WHERE run_id = ? RETURNING *",
                 (iso(self.engine.clock()), "failed" if error else "ok", outcome.rows, outcome.message,
                  json.dumps(dict(outcome.details), default=str), error, duration_ms, run_id),
-            )
+            ).fetchone()
+        return self._row(row)
 
     @contextmanager
     def _lock(self, name: str) -> Iterator[bool]:

@@ -196,3 +196,20 @@ def test_stats_and_alerts_jobs_appear_when_their_domains_exist(tmp_path: Path) -
     runs = {r.job: r for r in engine.jobs.run_due(T0)}
     assert runs["rollups"].rows == 7 and runs["alert_detector"].outcome == "ok"
     assert sorted(calls) == ["alerts", "daily", "rollups"]
+
+
+def test_old_run_records_are_pruned(tmp_path: Path) -> None:
+    clock = {"now": T0}
+    engine = _with_jobs(make_engine(tmp_path, T0, job_runs_retention_days=2),
+                        JobSpec("j", Schedule.parse("60"), lambda now: None))
+    engine.clock = lambda: clock["now"]
+    for minutes in (0, 1):
+        clock["now"] = T0 + dt.timedelta(minutes=minutes)
+        engine.jobs.run_due(clock["now"])
+    clock["now"] = T0 + dt.timedelta(days=2, seconds=30)
+    scheduler = Scheduler(engine.jobs, engine.clock)
+    for future in scheduler.tick(clock["now"]):
+        future.result()
+    scheduler.stop()
+    # The run at T0 is more than 2 days old and goes; the one a minute later and the new one stay.
+    assert [r.started_at for r in engine.jobs.runs("j")] == [clock["now"], T0 + dt.timedelta(minutes=1)]
