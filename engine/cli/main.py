@@ -64,7 +64,7 @@ def serve(
         )
         host = host if _is_loopback(host) else "127.0.0.1"
     err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
-              f"(API docs: http://{host}:{port}/docs, metrics: /metrics)")
+              f"(API docs: http://{host}:{port}/docs, metrics: /metrics)", soft_wrap=True)
     uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
 
 
