@@ -23,6 +23,7 @@ def requests(
     status: int = 200,
     provider_key_id: int | None = 100,
     tokens: int = 100,
+    quota_cost: int = 0,
 ) -> list[dict[str, object]]:
     """`count` requests spread evenly over [end - minutes, end), all alike."""
     step = dt.timedelta(minutes=minutes) / max(count, 1)
@@ -41,6 +42,7 @@ def requests(
             "latency_ms": 100,
             "prompt_tokens": tokens // 2,
             "completion_tokens": tokens - tokens // 2,
+            "quota_cost": quota_cost,
         }
         for i in range(count)
     ]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import pytest
 
-from engine import Engine, Settings
+from engine import Engine, Settings, demo
 from tests.alert_traffic import Clock
-
-demo = pytest.importorskip("engine.demo")
 
 DAY = dt.date(2026, 1, 30)
 DAYS = 2
@@ -51,47 +48,22 @@ def test_each_incident_raises_its_alert_and_nothing_else_fires(demo_engine):
     assert false_positives == []
 
 
-@dataclass
-class Usage:
-    key_id: int
-    quota_limit: int
-    used: int
-    period_start: dt.datetime
-
-
-class LakeQuotas:
-    """A stand-in for the jobs issue's quota registry: DEMO_QUOTAS with usage summed from the lake."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def usage(self, now: dt.datetime) -> list[Usage]:
-        out = []
-        for key, (limit, period) in demo.DEMO_QUOTAS.items():
-            midnight = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
-            start = {"daily": midnight, "weekly": midnight - dt.timedelta(days=now.weekday()),
-                     "monthly": midnight.replace(day=1), "never": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)}[period]
-            used = self.engine.sql(
-                f"SELECT coalesce(sum(quota_cost), 0) AS used FROM log_records WHERE key_id = {key} "
-                f"AND created_at >= '{start.isoformat()}' AND created_at < '{now.isoformat()}'")["used"][0].as_py()
-            out.append(Usage(key, limit, int(used), start))
-        return out
-
-
 @pytest.mark.slow
 def test_the_quota_incident_raises_quota_exceeded(demo_engine):
     (incident,) = [i for i in demo.INCIDENTS if i.alert_type == "quota_exceeded"]
-    demo_engine.quotas = LakeQuotas(demo_engine)
+    demo_engine.quotas.seed(demo.DEMO_QUOTAS)      # the real registry (jobs issue)
     start, end = incident.window(DAY)
-    try:
-        moment = start - dt.timedelta(hours=1)
-        while moment < end:
-            demo_engine.alerts.run_once(moment)
-            moment += dt.timedelta(minutes=15)
-    finally:
-        del demo_engine.quotas
+    moment = start - dt.timedelta(hours=1)
+    while moment < end:
+        demo_engine.alerts.run_once(moment)
+        moment += dt.timedelta(minutes=15)
     alerts = [a for a in demo_engine.alerts.history.all() if a.type == "quota_exceeded"]
     midnight = start.replace(hour=0)
     assert [(a.scope, a.key_id, a.period) for a in alerts] == [("key", incident.scope_id, midnight.isoformat())]
-    assert start <= dt.datetime.fromisoformat(alerts[0].opened_at) < end
-    assert alerts[0].value >= 0.9
+    opened = dt.datetime.fromisoformat(alerts[0].opened_at)
+    assert start <= opened < end and alerts[0].value >= 0.9
+    # The usage it saw, recomputed independently from the records: the day's quota_cost up to then.
+    used = demo_engine.sql(
+        f"SELECT sum(quota_cost) AS used FROM log_records WHERE key_id = {incident.scope_id} "
+        f"AND created_at >= '{midnight.isoformat()}' AND created_at < '{alerts[0].evaluated_at}'")["used"][0].as_py()
+    assert alerts[0].details["used"] == used

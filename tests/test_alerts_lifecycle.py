@@ -259,3 +259,24 @@ def test_resolve_scope_for_a_deleted_provider_key(tmp_path):
     assert engine.alerts.get(down[56]).status == "open"
     with pytest.raises(InvalidParameter):
         engine.alerts.resolve_scope("model", 1)
+
+
+def test_registry_deleted_or_disabled_scopes_raise_nothing_and_resolve(tmp_path):
+    engine = Engine(Settings(data_dir=tmp_path), clock=Clock())
+    for pkey in (55, 56, 57):
+        store(engine, requests(NOW + minutes(10), 15, 15, provider_key_id=pkey, key_id=pkey),
+              requests(NOW + minutes(10), 15, 60, provider_key_id=pkey, key_id=pkey, status=503))
+    engine.alerts.run_once(NOW)
+    down = {a.provider_key_id: a.id for a in engine.alerts.list_alerts().alerts if a.type == "provider_down"}
+    assert set(down) == {55, 56, 57}
+    engine.registry.sync({"providers": [{"provider_id": 1, "name": "openai", "provider_type": "openai",
+                                         "keys": [{"provider_key_id": 56, "name": "k56", "status": "disabled"}]}],
+                          "deleted": {"provider_keys": [57]}})
+    result = engine.alerts.run_once(NOW + minutes(1))
+    assert sorted(result.resolved) == sorted([down[56], down[57]])
+    assert engine.alerts.get(down[57]).resolution == "deleted or disabled in the registry"
+    assert engine.alerts.get(down[55]).status == "open"
+    engine.alerts.resolve(down[55])
+    result = engine.alerts.run_once(NOW + minutes(6))      # after the cooldown: only 55 opens again
+    assert [engine.alerts.get(i).provider_key_id for i in result.opened if engine.alerts.get(i).type ==
+            "provider_down"] == [55]

@@ -240,8 +240,29 @@ PERIOD = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 def test_quota_without_registry_checks_nothing(engine):
+    engine.quotas = None
     result = engine.alerts.run_once(NOW)
     assert result.skipped == ["quota_exceeded: no quota registry"]
+
+
+def test_a_key_without_a_quota_is_not_checked(engine):
+    store(engine, requests(NOW, 5, 50, key_id=12, quota_cost=10**9))
+    result = engine.alerts.run_once(NOW)
+    assert result.skipped == [] and active(engine, "quota_exceeded") == []
+
+
+@pytest.mark.parametrize(("cost", "severity"), [(89, None), (90, "warning"), (100, "critical")])
+def test_quota_with_the_real_registry(engine, cost, severity):
+    engine.quotas.put(12, 1000, "daily")
+    # Yesterday's spending is another period; today's is `cost` x 10 of a limit of 1000.
+    store(engine, requests(NOW - dt.timedelta(days=1), 5, 10, key_id=12, quota_cost=100),
+          requests(NOW, 600, 10, key_id=12, quota_cost=cost))
+    engine.alerts.run_once(NOW)
+    found = active(engine, "quota_exceeded")
+    assert [a.severity for a in found] == ([severity] if severity else [])
+    if found:
+        assert found[0].details == {"used": cost * 10, "quota_limit": 1000}
+        assert found[0].period == "2026-03-10T00:00:00+00:00"
 
 
 @pytest.mark.parametrize(("used", "severity"), [(89, None), (90, "warning"), (99, "warning"), (100, "critical"),

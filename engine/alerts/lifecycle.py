@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.alerts.rules import Observation, at_least
@@ -107,6 +107,7 @@ class Lifecycle:
         thresholds: Thresholds,
         now: dt.datetime,
         complete: frozenset[tuple[str, str]] = frozenset(),
+        retired: Mapping[str, set[int]] | None = None,
     ) -> Changes:
         """Apply one evaluation's observations at `now`, in one transaction.
 
@@ -115,7 +116,14 @@ class Lifecycle:
             thresholds: the settings in force (cooldown and hysteresis).
             now: the evaluation instant.
             complete: (type, metric) pairs whose absent scopes are a measured zero, not missing data.
+            retired: ids deleted or disabled in the registry by column (`master_id`, `key_id`,
+                `provider_key_id`): they raise nothing, and their active alerts resolve.
         """
+        retired = {column: ids for column, ids in (retired or {}).items() if ids}
+
+        def is_retired(ids: Callable[[str], int | None]) -> bool:
+            return any(ids(column) in found for column, found in retired.items())
+
         changes = Changes()
         stamp = iso(now)
         with self.store.connect() as con:
@@ -130,6 +138,8 @@ class Lifecycle:
                 severity = obs.severity
                 if severity is None and (obs.type, obs.metric, obs.scope_id) not in watched:
                     continue
+                if retired and is_retired(lambda column, obs=obs: getattr(obs, column)):
+                    continue
                 seen.add(obs.fingerprint)
                 if obs.period is not None:
                     periods[obs.series] = obs.period
@@ -143,7 +153,9 @@ class Lifecycle:
                 if fp in seen:
                     continue
                 newer = periods.get(row["series"])
-                if (row["period_end"] is not None and row["period_end"] <= stamp) or (
+                if retired and is_retired(lambda column, row=row: row[column]):
+                    self._resolve(con, row["id"], stamp, DETECTOR, "deleted or disabled in the registry", changes)
+                elif (row["period_end"] is not None and row["period_end"] <= stamp) or (
                     newer is not None and row["period"] is not None and newer > row["period"]
                 ):
                     self._resolve(con, row["id"], stamp, DETECTOR, "period ended", changes)

@@ -110,12 +110,21 @@ class Alerts:
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
             evaluation = detector.evaluate(con, thresholds, now, getattr(self.engine, "quotas", None))
-        changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete)
+        changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
+                                       self._retired())
         return DetectionResult(
             iso(now), len(evaluation.observations), changes.opened, changes.escalated, changes.de_escalated,
             changes.resolved, changes.updated, changes.suppressed, evaluation.skipped,
             round((time.perf_counter() - started) * 1000, 2),
         )
+
+    def _retired(self) -> dict[str, set[int]]:
+        """Masters, keys and provider keys deleted or disabled in the registry (when there is one)."""
+        registry = getattr(self.engine, "registry", None)
+        if registry is None:
+            return {}
+        return {column: registry.inactive(section) for column, section in (
+            ("master_id", "masters"), ("key_id", "keys"), ("provider_key_id", "provider_keys"))}
 
     # -- reading and acting on alerts ---------------------------------------------------------
 

@@ -182,6 +182,10 @@ def _is_loopback(host: str) -> bool:
 
 
 # Command groups that live in their own modules register here, one line each.
-from engine.cli import alerts as _alerts  # noqa: E402
+from engine.cli import alerts, jobs, quotas, registry  # noqa: E402 -- they import this module's helpers
 
-app.add_typer(_alerts.app, name="alerts")
+app.add_typer(jobs.app, name="jobs")
+app.command("scheduler")(jobs.scheduler)
+app.add_typer(quotas.app, name="quotas")
+app.add_typer(registry.app, name="registry")
+app.add_typer(alerts.app, name="alerts")
