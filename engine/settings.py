@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     max_errors_reported: int = Field(
         100, ge=1, description="Most row/field errors listed when a batch is refused."
     )
+    alert_quota_refresh_seconds: int = Field(
+        300,
+        ge=0,
+        description="The alert detector reuses key quota usage computed less than this long ago (0: every run); "
+        "usage is summed from raw records, which costs seconds on a month of data.",
+    )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
 
     @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",

@@ -282,7 +282,7 @@ def test_quota_alert_ends_with_its_period(engine):
     engine.alerts.run_once(NOW)
     (old,) = active(engine, "quota_exceeded")
     engine.quotas = Quotas(Usage(12, 100, 3, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))   # the quota was reset
-    result = engine.alerts.run_once(NOW + minutes(1))
+    result = engine.alerts.run_once(NOW + minutes(1))   # (a new registry object: no reuse of the old usage)
     assert result.resolved == [old.id] and engine.alerts.get(old.id).resolution == "period ended"
     engine.quotas = Quotas(Usage(12, 100, 96, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
     engine.alerts.run_once(NOW + minutes(2))
@@ -340,3 +340,18 @@ def test_a_failing_quota_registry_skips_only_quota(engine):
     result = engine.alerts.run_once(NOW)
     assert result.skipped == ["quota_exceeded: the quota registry failed: registry down"]
     assert [a.type for a in active(engine, "error_spike")] == ["error_spike"]
+
+
+def test_quota_usage_is_reused_for_the_refresh_interval(engine):
+    calls = []
+
+    class Counting(Quotas):
+        def usage(self, now):
+            calls.append(now)
+            return super().usage(now)
+
+    engine.quotas = Counting(Usage(12, 100, 95, PERIOD))
+    for m in (0, 1, 4, 5, 6, 3):     # refresh every 300 s; an earlier instant (a replay) recomputes
+        engine.alerts.run_once(NOW + minutes(m))
+    assert calls == [NOW, NOW + minutes(5), NOW + minutes(3)]
+    assert len(active(engine, "quota_exceeded")) == 1

@@ -76,7 +76,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         con: a connection from `Engine.connect()`.
         thresholds: the settings to judge with.
         now: the evaluation instant (UTC-aware).
-        quotas: the quota registry (`engine.quotas`) or None, in which case quota_exceeded checks nothing.
+        quotas: the quota registry (`engine.quotas`), or a function of `now` giving its usages, or None,
+            in which case quota_exceeded checks nothing.
     """
     out = Evaluation(now)
     t = thresholds
@@ -132,7 +133,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
             out.skipped.append("quota_exceeded: no quota registry")
         else:
             try:
-                usages = quotas.usage(now)
+                usages = quotas(now) if callable(quotas) else quotas.usage(now)
             except Exception as exc:  # another domain's failure must not silence the other four rules
                 log.exception("quota registry failed; quota_exceeded skipped this evaluation")
                 out.skipped.append(f"quota_exceeded: the quota registry failed: {exc}")

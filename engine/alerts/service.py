@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,7 @@ class Alerts:
         self.history = AlertHistory(engine.store)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
+        self._quota_usage: tuple[object, dt.datetime, list[Any]] | None = None
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -109,7 +110,7 @@ class Alerts:
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
-            evaluation = detector.evaluate(con, thresholds, now, getattr(self.engine, "quotas", None))
+            evaluation = detector.evaluate(con, thresholds, now, self._quotas())
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
                                        self._retired())
         return DetectionResult(
@@ -117,6 +118,28 @@ class Alerts:
             changes.resolved, changes.updated, changes.suppressed, evaluation.skipped,
             round((time.perf_counter() - started) * 1000, 2),
         )
+
+    def _quotas(self) -> Callable[[dt.datetime], list[Any]] | None:
+        """Key quota usage for an evaluation, reused for `alert_quota_refresh_seconds` after it was summed.
+
+        Usage comes from raw records (seconds on a month of data), while the rule it feeds moves slowly
+        (a share of a period's quota), so a minute-by-minute detector recomputes it every few minutes.
+        An evaluation at an earlier instant than the cached one (a replay) recomputes.
+        """
+        quotas = getattr(self.engine, "quotas", None)
+        if quotas is None:
+            return None
+        refresh = dt.timedelta(seconds=self.engine.settings.alert_quota_refresh_seconds)
+
+        def usage(now: dt.datetime) -> list[Any]:
+            cached = self._quota_usage
+            if cached is not None and cached[0] is quotas and dt.timedelta(0) <= now - cached[1] < refresh:
+                return cached[2]
+            fresh = list(quotas.usage(now))
+            self._quota_usage = (quotas, now, fresh)
+            return fresh
+
+        return usage
 
     def _retired(self) -> dict[str, set[int]]:
         """Masters, keys and provider keys deleted or disabled in the registry (when there is one)."""
