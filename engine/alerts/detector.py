@@ -91,14 +91,12 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         minute_window = window_ending(now, t.traffic_spike.window_minutes)
         surge, baseline = surge_windows(now, t.traffic_spike.surge_window_minutes,
                                         t.traffic_spike.surge_baseline_minutes)
-        start = min(minute_window.start, baseline.start)
-        jobs["traffic_spike"] = ("alert_traffic_recent", {
-            "start": start, "baseline_start": baseline.start, "surge_start": surge.start,
+        day = day_so_far(now)
+        start = min(minute_window.start, baseline.start, day.start)
+        jobs["traffic_spike"] = ("alert_traffic_live", {
+            "start": start, "day_start": day.start, "baseline_start": baseline.start, "surge_start": surge.start,
             "window_start": minute_window.start, "end": now, "start_day": start.date(),
             "end_day": window_params(surge)["end_day"]})
-        day = day_so_far(now)
-        if day.seconds > 0:
-            jobs["day"] = ("alert_traffic", window_params(day))
     rows = run_all(con, jobs)
 
     if "rate_limit" in rows:
@@ -113,20 +111,22 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         out.observations += rules.provider_down(tally(rows["provider_down"], "provider_key_id", "requests",
                                                       "failures"), t.provider_down, windows["provider_down"])
     if "traffic_spike" in rows:
-        table = rows["traffic_spike"]
-        recent = list(zip(*(table[c].to_pylist() for c in ("master_id", "window_requests", "window_tokens",
-                                                              "surge_requests", "baseline_requests")), strict=True))
-        # Masters quiet in a window are absent from it, as in a replay's sliding sums.
-        minute = {m: (r, tok) for m, r, tok, _, _ in recent if r > 0}
+        table = rows["traffic_spike"].to_pylist()
+        totals = [r for r in table if r["is_total"]]
+        masters_rows = [r for r in table if not r["is_total"]]
+        # A master quiet in a window is absent from it, as in a replay's sliding sums.
+        minute = {r["master_id"]: (r["window_requests"], r["window_tokens"])
+                  for r in masters_rows if r["window_requests"]}
         out.observations += rules.traffic_window(minute, t.traffic_spike, minute_window)
         if minute:
             out.complete = rules.VOLUME_METRICS
-        minutes = table["baseline_minutes"][0].as_py() if table.num_rows else 0
-        out.observations += rules.traffic_surge({m: (s, 0) for m, _, _, s, _ in recent if s > 0},
-                                                {m: (b, 0) for m, _, _, _, b in recent if b > 0},
-                                                minutes, t.traffic_spike, surge, baseline)
-        if "day" in rows:
-            today = tally(rows["day"], "master_id", "requests", "tokens")
+        covered = totals[0]["baseline_minutes"] if totals else 0
+        out.observations += rules.traffic_surge(
+            {r["master_id"]: (r["surge_requests"], 0) for r in masters_rows if r["surge_requests"]},
+            {r["master_id"]: (r["baseline_requests"], 0) for r in masters_rows if r["baseline_requests"]},
+            covered, t.traffic_spike, surge, baseline)
+        if day.seconds > 0:
+            today = {r["master_id"]: (r["day_requests"], r["day_tokens"]) for r in masters_rows if r["day_requests"]}
             out.observations += rules.traffic_day(today, t.traffic_spike, day, now.date())
     if t.quota_exceeded.enabled:
         if quotas is None:
@@ -142,7 +142,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
     return out
 
 
-#: The window query of each rate rule; traffic_spike runs alert_traffic_recent and alert_traffic (day so far).
+#: The window query of each rate rule; traffic_spike's live figures all come from alert_traffic_live.
 _QUERIES = {"rate_limit": "alert_rate_limit", "error_spike": "alert_error_spike",
             "provider_down": "alert_provider_down"}
 
