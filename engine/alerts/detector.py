@@ -96,7 +96,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         jobs["traffic_spike"] = ("alert_traffic_live", {
             "start": start, "day_start": day.start, "baseline_start": baseline.start, "surge_start": surge.start,
             "window_start": minute_window.start, "end": now, "start_day": start.date(),
-            "end_day": window_params(surge)["end_day"]})
+            "end_day": window_params(surge)["end_day"], "baseline_minutes": t.traffic_spike.surge_baseline_minutes})
     rows = run_all(con, jobs)
 
     if "rate_limit" in rows:
@@ -111,16 +111,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         out.observations += rules.provider_down(tally(rows["provider_down"], "provider_key_id", "requests",
                                                       "failures"), t.provider_down, windows["provider_down"])
     if "traffic_spike" in rows:
-        table = rows["traffic_spike"].to_pylist()
-        totals = [r for r in table if r["is_total"]]
-        masters_rows = [r for r in table if not r["is_total"]]
+        masters_rows = rows["traffic_spike"].to_pylist()
         # A master quiet in a window is absent from it, as in a replay's sliding sums.
         minute = {r["master_id"]: (r["window_requests"], r["window_tokens"])
                   for r in masters_rows if r["window_requests"]}
         out.observations += rules.traffic_window(minute, t.traffic_spike, minute_window)
         if minute:
             out.complete = rules.VOLUME_METRICS
-        covered = totals[0]["baseline_minutes"] if totals else 0
+        covered = masters_rows[0]["baseline_minutes"] if masters_rows else 0
         out.observations += rules.traffic_surge(
             {r["master_id"]: (r["surge_requests"], 0) for r in masters_rows if r["surge_requests"]},
             {r["master_id"]: (r["baseline_requests"], 0) for r in masters_rows if r["baseline_requests"]},
