@@ -58,9 +58,11 @@ def floor_queries(files: str, at: dt.datetime, t: Thresholds) -> list[str]:
         f"SELECT master_id, count(*), sum(prompt_tokens + completion_tokens) FROM {src} "
         f"WHERE {window(t.traffic_spike.window_minutes)} GROUP BY 1",
         f"WITH r AS (SELECT master_id, created_at >= TIMESTAMPTZ '{surge_start.isoformat()}' AS w, "
-        f"epoch_us(created_at) // 60000000 AS m FROM {src} WHERE created_at >= TIMESTAMPTZ '{base_start.isoformat()}' "
-        f"AND created_at < TIMESTAMPTZ '{at.isoformat()}') SELECT master_id, count(*) FILTER (WHERE w), "
-        f"count(*) FILTER (WHERE NOT w), (SELECT count(DISTINCT m) FROM r WHERE NOT w) FROM r GROUP BY 1",
+        f"(epoch_us(created_at) - epoch_us(TIMESTAMPTZ '{base_start.isoformat()}')) // 60000000 AS m FROM {src} "
+        f"WHERE created_at >= TIMESTAMPTZ '{base_start.isoformat()}' AND created_at < TIMESTAMPTZ '{at.isoformat()}'), "
+        f"p AS (SELECT master_id, count(*) FILTER (WHERE w) AS a, count(*) FILTER (WHERE NOT w) AS b, "
+        f"bitstring_agg(m, 0, {t.traffic_spike.surge_baseline_minutes - 1}) FILTER (WHERE NOT w) AS bits "
+        f"FROM r GROUP BY 1) SELECT master_id, a, b, bit_count(bit_or(bits) OVER ()) FROM p",
         f"SELECT master_id, count(*), sum(prompt_tokens + completion_tokens) FROM {src} "
         f"WHERE created_at >= TIMESTAMPTZ '{midnight.isoformat()}' AND created_at < TIMESTAMPTZ '{at.isoformat()}' "
         f"GROUP BY 1",
