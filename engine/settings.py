@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_errors_reported: int = Field(
         100, ge=1, description="Most row/field errors listed when a batch is refused."
     )
+    daily_stats_delay_seconds: int = Field(
+        300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
+    )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
 
     @property

@@ -1,0 +1,224 @@
+"""Stats for any period and filter, answered from rollups plus, at most, a few hours of raw records.
+
+A query is planned in hours: whole hours before `split` (the period's end, cut down to the hour) come
+from `rollups_hourly` unless the ledger says a batch committed into them after the last refresh; those
+"dirty" hours and the partial last hour come from raw `log_records`. Counts, sums and distinct counts
+are therefore always exact and current. Latency percentiles are exact when every hour came from raw,
+otherwise read from merged histograms (within 1 %); the answer says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from engine import queries
+from engine.errors import InvalidParameter
+from engine.stats.periods import Period
+from engine.stats.rollups import HOUR, Rollups
+
+if TYPE_CHECKING:
+    from engine.facade import Engine
+
+GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour")
+INTERVALS = ("hour", "day")
+SOURCES = ("auto", "raw")
+TOP_MODELS = 10
+
+COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
+                 "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
+SERIES_METRICS = (*COUNT_METRICS, "error_rate", "latency_avg", "latency_max", "latency_p50", "latency_p95",
+                  "latency_p99")
+
+_ID_GROUPS = {"master", "key", "provider", "provider_key"}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Equality filters on the ids of a record; None means any."""
+
+    master_id: int | None = None
+    key_id: int | None = None
+    model: str | None = None
+    provider_id: int | None = None
+    provider_key_id: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """As query parameters."""
+        return asdict(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The filters that are set."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which hours of a period come from rollups and which from raw records."""
+
+    start: dt.datetime
+    end: dt.datetime
+    split: dt.datetime
+    raw_from: dt.datetime
+    raw_hours: tuple[dt.datetime, ...]
+    rollup_hours: int
+
+    @property
+    def exact(self) -> bool:
+        """Every record is read raw, so percentiles can be exact."""
+        return self.rollup_hours == 0
+
+    def params(self) -> dict[str, Any]:
+        """As query parameters."""
+        return {"start": self.start, "end": self.end, "split": self.split, "raw_from": self.raw_from,
+                "raw_hours": list(self.raw_hours)}
+
+
+def floor_hour(t: dt.datetime) -> dt.datetime:
+    """The start of the hour holding t."""
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+class Reader:
+    """Reads stats for periods; one instance per engine."""
+
+    def __init__(self, engine: Engine, rollups: Rollups) -> None:
+        self.engine = engine
+        self.rollups = rollups
+
+    def plan(self, period: Period, source: str = "auto") -> Plan:
+        """Split a period into rollup-served and raw-served hours (see the module docstring)."""
+        if source not in SOURCES:
+            raise InvalidParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+        start, end = period.start, max(period.end, period.start)
+        split = start if source == "raw" else max(start, floor_hour(end))
+        dirty = sorted(h for h in self.rollups.pending().hours if start <= h < split)
+        raw_from = min([split, *dirty])
+        total_hours = int((split - start) / HOUR)
+        return Plan(start, end, split, raw_from, tuple(dirty), total_hours - len(dirty))
+
+    def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto"
+             ) -> dict[str, Any]:
+        """The SPEC metrics of a period: totals, groups, top models, and how percentiles were computed.
+
+        Raises:
+            InvalidParameter: an unknown group_by or source.
+        """
+        if group_by is not None and group_by not in GROUP_BYS:
+            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
+        plan = self.plan(period, source)
+        metrics, latency = self._query(plan, filters, group_by or "none", "none")
+        rows = metrics.to_pylist()
+        pcts = {(r["kind"], r["g1"]): r for r in latency.to_pylist()} if latency is not None else {}
+        total = next((r for r in rows if r["kind"] == "total"), None)
+        groups = [r for r in rows if r["kind"] == "group"] if group_by else []
+        models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
+        groups.sort(key=lambda r: (r["g1"] is None, r["g1"]) if group_by in ("day", "hour")
+                    else (-r["requests"], str(r["g1"])))
+        return {
+            "period": period.name,
+            "start": plan.start,
+            "end": plan.end,
+            "filters": filters.to_dict(),
+            "group_by": group_by,
+            "totals": _metrics(total, pcts.get(("total", None))),
+            "groups": [{"group": _group_value(group_by, g["g1"]),
+                        **_metrics(g, pcts.get(("group", g["g1"])))} for g in groups],
+            "top_models": [{"model": m["model"], "requests": m["requests"], "total_tokens": m["total_tokens"]}
+                           for m in models[:TOP_MODELS]],
+            "percentiles": "exact" if plan.exact else "approx",
+            "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
+                        + (plan.end > plan.split)},
+        }
+
+    def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
+               source: str = "auto") -> dict[str, Any]:
+        """One metric per interval (and per group): flat rows with ISO times, as Grafana reads them.
+
+        Raises:
+            InvalidParameter: an unknown interval, metric, group_by or source.
+        """
+        if interval not in INTERVALS:
+            raise InvalidParameter(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
+        if metric not in SERIES_METRICS:
+            raise InvalidParameter(f"unknown metric {metric!r}; use one of {', '.join(SERIES_METRICS)}")
+        if group_by is not None and group_by not in GROUP_BYS:
+            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
+        plan = self.plan(period, source)
+        needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
+        metrics, latency = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
+        pcts = {(r["g1"], r["g2"]): r for r in latency.to_pylist()} if latency is not None else {}
+        rows = []
+        for r in metrics.to_pylist():
+            if r["kind"] != "group":
+                continue
+            m = _metrics(r, pcts.get((r["g1"], r["g2"])))
+            value = _pick(m, metric)
+            time = r["g1"] if interval == "hour" else r["g1"] + "T00:00:00Z"
+            row: dict[str, Any] = {"time": time}
+            if group_by:
+                row[group_by] = _group_value(group_by, r["g2"])
+            row[metric] = value
+            rows.append(row)
+        rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
+        return {"period": period.name, "start": plan.start, "end": plan.end, "interval": interval,
+                "metric": metric, "group_by": group_by, "filters": filters.to_dict(),
+                "percentiles": "exact" if plan.exact else "approx", "rows": rows}
+
+    def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
+               ) -> tuple[pa.Table, pa.Table | None]:
+        con = self.engine.connect()
+        try:
+            load_sources(con)
+            params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
+            metrics = queries.run(con, "stats_metrics", **params, exact=plan.exact)
+            latency = None
+            if pcts and not plan.exact:
+                latency = queries.run(con, "stats_latency", **params)
+            return metrics, latency
+        finally:
+            con.close()
+
+
+def load_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the stats_sources macros in a connection."""
+    queries.run(con, "stats_sources")
+
+
+def _metrics(row: dict[str, Any] | None, pct: dict[str, Any] | None) -> dict[str, Any]:
+    row = row or {}
+    n = row.get("requests") or 0
+    source = row if row.get("p50") is not None else (pct or {})
+    out: dict[str, Any] = {name: row.get(name) or 0 for name in COUNT_METRICS}
+    out["error_rate"] = (out["errors"] / n) if n else None
+    out["latency_ms"] = {
+        "avg": row["latency_sum"] / n if n else None,
+        "p50": _round(source.get("p50")),
+        "p95": _round(source.get("p95")),
+        "p99": _round(source.get("p99")),
+        "max": row.get("latency_max"),
+    }
+    ttft_n = row.get("ttft_n") or 0
+    out["ttft_ms"] = {"count": ttft_n, "avg": row["ttft_sum"] / ttft_n if ttft_n else None,
+                      "max": row.get("ttft_max")}
+    return out
+
+
+def _pick(m: dict[str, Any], metric: str) -> Any:
+    if metric.startswith("latency_"):
+        return m["latency_ms"][metric.removeprefix("latency_")]
+    return m[metric]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _group_value(group_by: str | None, text: str | None) -> Any:
+    if text is None or group_by not in _ID_GROUPS:
+        return text
+    return int(text)
