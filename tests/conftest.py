@@ -65,7 +65,7 @@ def edge_records(day: dt.date, prefix: str = "edge") -> pa.Table:
     times = [midnight, midnight + dt.timedelta(days=1) - dt.timedelta(microseconds=1),
              midnight + dt.timedelta(days=1), midnight - dt.timedelta(microseconds=1)]
     base = records(len(times), 99, midnight, midnight + dt.timedelta(hours=1), prefix)
-    return base.set_column(1, "created_at", pa.array(times, pa.timestamp("us", tz="UTC")))
+    return base.set_column(1, "created_at", pa.array(times, pa.timestamp("us", tz="UTC"))).cast(LOG_RECORD_SCHEMA)
 
 
 @pytest.fixture

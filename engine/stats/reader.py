@@ -215,7 +215,7 @@ def _pick(m: dict[str, Any], metric: str) -> Any:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)
+    return None if value is None else float(value)
 
 
 def _group_value(group_by: str | None, text: str | None) -> Any:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries
@@ -130,8 +131,13 @@ class Rollups:
             by_day: dict[dt.date, set[dt.datetime]] = {}
             for hour in todo.hours:
                 by_day.setdefault(hour.date(), set()).add(hour)
-            for day in sorted(by_day):
-                self.recompute(day, by_day[day])
+            if by_day:
+                con = self.engine.connect()
+                try:
+                    for day in sorted(by_day):
+                        self.recompute(day, by_day[day], con)
+                finally:
+                    con.close()
             with self.engine.store.connect() as con:
                 con.execute(
                     "INSERT INTO stats_watermarks (name, value) VALUES (?, ?)"
@@ -140,20 +146,23 @@ class Rollups:
                 )
         return sorted(by_day)
 
-    def recompute(self, day: dt.date, hours: Iterable[dt.datetime] | None = None) -> int:
+    def recompute(self, day: dt.date, hours: Iterable[dt.datetime] | None = None,
+                  con: duckdb.DuckDBPyConnection | None = None) -> int:
         """Recompute some hours of a day (all 24 when None) from raw records and publish the day's file.
 
         Returns the number of rollup rows the day has afterwards. The caller holds `lock()`.
         """
         first = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         wanted = sorted(hours) if hours is not None else [first + i * HOUR for i in range(24)]
-        con = self.engine.connect()
+        own = con is None
+        con = con or self.engine.connect()
         try:
             fresh = queries.run(con, "rollup_hours", day=day, start=wanted[0], end=wanted[-1] + HOUR,
                                 hours=wanted)
             kept = queries.run(con, "rollup_keep", day=day, hours=wanted) if hours is not None else None
         finally:
-            con.close()
+            if own:
+                con.close()
         parts = [fresh.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)]
         if kept is not None and kept.num_rows:
             parts.append(kept.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA))
