@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import health, ingest
+from api.routers import health, ingest, stats
 from engine import Engine, Settings
 
 
@@ -21,6 +21,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     problems.install(app)
     metrics.install(app)
     # One router per resource; add new ones to this tuple.
-    for module in (health, ingest):
+    for module in (health, ingest, stats):
         app.include_router(module.router)
     return app

@@ -160,12 +160,17 @@ class Stats:
         return self.reader.series(self.period(period, first, last), filters or Filters(), interval, metric,
                                   group_by, source)
 
-    def read_daily(self, first: dt.date, last: dt.date, master_id: int | None = None) -> list[dict[str, Any]]:
-        """Stored daily stats of [first, last]: the gateway rows, or one master's rows.
+    def read_daily(self, first: dt.date | None = None, last: dt.date | None = None,
+                   master_id: int | None = None) -> dict[str, Any]:
+        """Stored daily stats of [first, last] (default: the 30 days before today): gateway or one master's rows.
 
         Raises:
             InvalidParameter: first is after last.
         """
+        today = self.engine.clock().date()
+        last = last or today - DAY
+        first = first or min(last, today - 30 * DAY)
         if first > last:
             raise InvalidParameter(f"from ({first}) is after to ({last})")
-        return self.daily.read(first, last, "gateway" if master_id is None else "master", master_id)
+        rows = self.daily.read(first, last, "gateway" if master_id is None else "master", master_id)
+        return {"start": first, "end": last, "master_id": master_id, "days": rows}
