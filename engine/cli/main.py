@@ -180,3 +180,4 @@ def _is_loopback(host: str) -> bool:
 
 
 # Command groups that live in their own modules register here, one line each.
+from engine.cli import stats as _stats  # noqa: E402, F401  (stats, backfill, daily-stats)
