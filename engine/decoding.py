@@ -134,27 +134,26 @@ def _coerce_each(name: str, values: list[Any]) -> tuple[pa.Array, list[tuple[int
     return pa.array(out, TIMESTAMP if name == "created_at" else field.type), problems
 
 
-def read_file(path: Path) -> tuple[pa.Table, list[RecordError]]:
-    """Decode a file by its extension: .ndjson/.jsonl, .json, .csv, .parquet, .arrow."""
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+def read_file(path: Path, data: bytes) -> tuple[pa.Table, list[RecordError]]:
+    """Decode a file's bytes by its extension: .ndjson/.jsonl, .json, .csv, .parquet, .arrow."""
+    suffix = path.suffix.lower()
     if suffix in (".ndjson", ".jsonl"):
-        return decode_ndjson(path.read_bytes())
+        return decode_ndjson(data)
     if suffix == ".json":
-        body = path.read_bytes()
         # A .json file may be a JSON array or, as often exported, JSON lines.
-        return decode_json(body) if body.lstrip()[:1] in (b"[", b"") else decode_ndjson(body)
+        return decode_json(data) if data.lstrip()[:1] in (b"[", b"") else decode_ndjson(data)
     if suffix == ".csv":
-        return _read_csv(path), []
+        return _read_csv(data), []
     if suffix == ".parquet":
-        return pq.read_table(path), []
+        return pq.read_table(pa.BufferReader(data)), []
     if suffix in (".arrow", ".arrows", ".ipc"):
-        return decode_arrow(path.read_bytes()), []
+        return decode_arrow(data), []
     raise UnsupportedFormat(f"{path}: unsupported file type {suffix!r}; use .ndjson, .jsonl, .json, .csv or .parquet")
 
 
-def _read_csv(path: Path) -> pa.Table:
+def _read_csv(data: bytes) -> pa.Table:
     # Every column as text: the validator does the typing, so a bad cell is reported by row
     # instead of failing the whole file; empty cells mean null.
     types = {f.name: pa.string() for f in FIELDS}
     convert = pcsv.ConvertOptions(column_types=types, strings_can_be_null=True)
-    return pcsv.read_csv(path, convert_options=convert)
+    return pcsv.read_csv(pa.BufferReader(data), convert_options=convert)

@@ -68,10 +68,11 @@ class Engine:
         Raises the same errors as `ingest_body`, with the file's name in the message.
         """
         try:
-            table, problems = decoding.read_file(path)
+            data = path.read_bytes()
+            table, problems = decoding.read_file(path, data)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InvalidBatch([RecordError(0, None, f"{path}: cannot read: {exc}")]) from exc
-        return self.ingest_table(table, batch_id or content_batch_id(path.read_bytes()), decode_errors=problems)
+        return self.ingest_table(table, batch_id or content_batch_id(data), decode_errors=problems)
 
     def ingest_table(
         self, table: pa.Table, batch_id: str | None = None, decode_errors: Iterable[RecordError] = ()

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Rows per Parquet row group; ~128k lets a one-day scan use every core.",
     )
+    file_rows: int = Field(
+        524_288,
+        gt=0,
+        description="Most rows per Parquet file a batch writes; larger batches are encoded as several "
+        "files in parallel.",
+    )
     log_retention_days: int = Field(30, ge=1, description="Days of raw log records kept by the log cleaner.")
     log_max_records: int = Field(
         1_000_000, ge=1, description="Most raw log records kept; the oldest whole days go first."

@@ -28,15 +28,19 @@ class ControlStore:
             con.close()
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection whose `with` block is one transaction (committed, or rolled back on error)."""
+    def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection whose `with` block is one transaction (committed, or rolled back on error).
+
+        `write=True` takes the write lock up front (BEGIN IMMEDIATE), so a read-then-write block cannot
+        fail half-way on a lock upgrade; pure reads pass `write=False` and never wait for writers.
+        """
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             con.row_factory = sqlite3.Row
             # FULL: an acknowledged ingest batch must survive power loss, ledger row included.
             con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA foreign_keys=ON")
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield con
             except BaseException:

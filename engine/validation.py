@@ -8,7 +8,8 @@ SPEC.md column by column, so a million-row batch costs a few vectorised passes, 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,8 +65,13 @@ def validate(
 
 def coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
     """Convert one column to the field's Arrow type; values that cannot be converted become null."""
+    out, problems = _coerce(field, arr)
+    return (pa.nulls(len(out), field.type) if pa.types.is_null(out.type) else out), problems
+
+
+def _coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
     if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), field.type), []
+        return arr, []
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
@@ -82,28 +88,57 @@ def coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
 
 def check_rules(field: Field, column: pa.Array, skip: set[int]) -> Problems:
     """Rows of an already coerced column that break the field's SPEC rule."""
-    checks: list[tuple[pa.Array, str]] = []
-    if field.required:
-        checks.append((column.is_null(), "is required"))
-    if field.non_empty:
-        checks.append((pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0), "must not be empty"))
-    if field.minimum is not None and field.maximum is not None:
-        bad = pc.or_(pc.less(column, field.minimum), pc.greater(column, field.maximum))
-        checks.append((bad, f"must be between {field.minimum} and {field.maximum}"))
-    elif field.minimum is not None:
-        checks.append((pc.less(column, field.minimum), f"must be >= {field.minimum}"))
-    if pa.types.is_timestamp(field.type):
-        early, late = pa.scalar(EARLIEST, TIMESTAMP), pa.scalar(LATEST, TIMESTAMP)
-        bad = pc.or_(pc.less(column, early), pc.greater_equal(column, late))
-        checks.append((bad, "must be between 2000-01-01 and 2100-01-01 (epoch seconds given as milliseconds?)"))
+    # Each check first asks a cheap question of the whole column (null count, min/max) and builds
+    # a per-row mask only when that answer shows a violation: valid batches pay almost nothing.
+    checks: list[tuple[Callable[[], pa.Array], str]] = []
+    if field.required and column.null_count:
+        checks.append((column.is_null, "is required"))
+    if field.non_empty and len(column):
+        checks.append((lambda: _blank(column), "must not be empty"))
+    low, high = _bounds(field)
+    if low is not None or high is not None:
+        stats = pc.min_max(column)
+        lo, hi = stats["min"].as_py(), stats["max"].as_py()
+        if lo is not None and ((low is not None and lo < low) or (high is not None and hi >= high)):
+            checks.append((lambda: _outside(column, low, high), _range_reason(field)))
     problems: Problems = []
     for mask, reason in checks:
-        for i in _rows(mask):
+        for i in _rows(mask()):
             if i not in skip:
                 skip.add(i)
                 got = column[i]
                 problems.append((i, reason if not got.is_valid else f"{reason}, got {_show(got)}"))
     return problems
+
+
+def _bounds(field: Field) -> tuple[Any, Any]:
+    """[low, high) of a field's valid values; None where unbounded."""
+    if pa.types.is_timestamp(field.type):
+        return EARLIEST, LATEST
+    high = field.maximum + 1 if field.maximum is not None else None
+    return field.minimum, high
+
+
+def _range_reason(field: Field) -> str:
+    if pa.types.is_timestamp(field.type):
+        return "must be between 2000-01-01 and 2100-01-01 (epoch seconds given as milliseconds?)"
+    if field.maximum is not None:
+        return f"must be between {field.minimum} and {field.maximum}"
+    return f"must be >= {field.minimum}"
+
+
+def _outside(column: pa.Array, low: Any, high: Any) -> pa.Array:
+    masks = []
+    if low is not None:
+        masks.append(pc.less(column, pa.scalar(low, column.type)))
+    if high is not None:
+        masks.append(pc.greater_equal(column, pa.scalar(high, column.type)))
+    return masks[0] if len(masks) == 1 else pc.or_(*masks)
+
+
+def _blank(column: pa.Array) -> pa.Array:
+    # utf8_is_space stops at the first non-space character, far cheaper than trimming every string.
+    return pc.or_(pc.equal(pc.binary_length(column), 0), pc.utf8_is_space(column))
 
 
 def _to_int(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
@@ -120,6 +155,10 @@ def _to_int(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
     elif pa.types.is_boolean(arr.type) or not pa.types.is_integer(arr.type):
         return _expect(arr, False, "an integer")
     info = _int_range(field.type)
+    if arr.type == field.type:
+        return arr, problems
+    if info is not None and not pa.types.is_unsigned_integer(arr.type) and _within(arr, info):
+        return arr.cast(field.type), problems
     if info is not None and not pa.types.is_unsigned_integer(arr.type):
         wide = arr.cast(pa.int64())
         out = pc.or_(pc.less(wide, info[0]), pc.greater(wide, info[1]))
@@ -130,6 +169,12 @@ def _to_int(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
         problems += [(i, f"does not fit {field.type}, got {_show(arr[i])}") for i in _rows(big)]
         arr = pc.if_else(big, pa.scalar(None, arr.type), arr)
     return arr.cast(field.type), problems
+
+
+def _within(arr: pa.Array, bounds: tuple[int, int]) -> bool:
+    stats = pc.min_max(arr)
+    lo, hi = stats["min"].as_py(), stats["max"].as_py()
+    return lo is None or (bounds[0] <= lo and hi <= bounds[1])
 
 
 def _int_range(target: pa.DataType) -> tuple[int, int] | None:
@@ -199,7 +244,7 @@ def _expect(arr: pa.Array, ok: bool, what: str) -> tuple[pa.Array, Problems]:
     if ok:
         return arr, []
     kind = _kind(arr.type)
-    return pa.nulls(len(arr), pa.string()), [(i, f"expected {what}, got {kind}") for i in _rows(arr.is_valid())]
+    return pa.nulls(len(arr)), [(i, f"expected {what}, got {kind}") for i in _rows(arr.is_valid())]
 
 
 def _kind(t: pa.DataType) -> str:
@@ -218,10 +263,9 @@ def _kind(t: pa.DataType) -> str:
 
 def _rows(mask: pa.Array | pa.ChunkedArray) -> list[int]:
     """Indices where a boolean mask is true (nulls count as false)."""
-    filled = pc.fill_null(mask, False)
-    if not pc.any(filled).as_py():
+    if not pc.any(mask).as_py():
         return []
-    return pc.indices_nonzero(filled).to_pylist()
+    return pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
 
 
 def _first_set_row(col: pa.ChunkedArray) -> int:

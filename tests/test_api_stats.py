@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from engine import Engine, Settings
-from tests.conftest import NOW, records
 from tests.stats_oracle import check, expected, frame
+from tests.stats_records import NOW, records
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from engine import Engine, Settings
 from engine.cli import app
 from engine.settings import get_settings
 from engine.stats.periods import midnight
-from tests.conftest import records
 from tests.stats_oracle import expected, frame
+from tests.stats_records import records
 
 FIRST, LAST = dt.date(2025, 6, 1), dt.date(2025, 6, 4)
 

@@ -11,8 +11,8 @@ import pytest
 from engine import Engine, Settings
 from engine.stats.daily import partition_path
 from engine.stats.periods import midnight
-from tests.conftest import NOW, edge_records, records
 from tests.stats_oracle import COLUMNS, expected, frame
+from tests.stats_records import NOW, edge_records, records
 
 DAYS = [dt.date(2026, 3, d) for d in range(12, 18)]
 

@@ -9,8 +9,8 @@ import pytest
 from engine import Engine, Settings
 from engine.stats import GROUP_BYS, Filters
 from engine.stats.periods import midnight
-from tests.conftest import NOW, edge_records, records
 from tests.stats_oracle import check, expected, frame
+from tests.stats_records import NOW, edge_records, records
 
 PERIODS = ["today", "week", "month", "last7d", "last30d", "all", "custom"]
 CUSTOM = (dt.date(2026, 2, 27), dt.date(2026, 3, 18))
@@ -124,7 +124,13 @@ def test_raw_source_gives_exact_percentiles_equal_to_recomputation(lake):
         check(g, want[g["group"]], exact=True)
 
 
-def test_a_period_inside_the_open_hour_is_exact(engine):
+@pytest.fixture
+def clocked(tmp_path):
+    return Engine(Settings(data_dir=tmp_path / "data"), clock=lambda: NOW)
+
+
+def test_a_period_inside_the_open_hour_is_exact(clocked):
+    engine = clocked
     hour = NOW.replace(minute=0, second=0)
     t = records(500, 5, hour, NOW)
     engine.ingest_table(t)
@@ -138,7 +144,8 @@ def test_a_period_inside_the_open_hour_is_exact(engine):
     check(fresh["totals"], expected(frame(t), fresh["start"], fresh["end"])[None], exact=True)
 
 
-def test_empty_lake_answers_zeros(engine):
+def test_empty_lake_answers_zeros(clocked):
+    engine = clocked
     got = engine.stats.read("all", group_by="model")
     assert got["totals"]["requests"] == 0
     assert got["totals"]["latency_ms"]["p50"] is None

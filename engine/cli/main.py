@@ -55,12 +55,14 @@ def serve(
     settings = engine.settings
     host = host or settings.host
     port = port or settings.port
-    if not _is_loopback(host) and (settings.ingest_token is None or settings.admin_token is None):
+    if settings.ingest_token is None or settings.admin_token is None:
+        moved = "" if _is_loopback(host) else f" instead of {host}"
         err.print(
-            f"[yellow]warning:[/] EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN are not both set, so the API is "
-            f"unauthenticated: binding 127.0.0.1 instead of {host}."
+            "[yellow]warning:[/] EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN are not both set, so parts of the API "
+            f"are unauthenticated: binding 127.0.0.1 only{moved}.",
+            soft_wrap=True,
         )
-        host = "127.0.0.1"
+        host = host if _is_loopback(host) else "127.0.0.1"
     err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
               f"(API docs: http://{host}:{port}/docs, metrics: /metrics)")
     uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())

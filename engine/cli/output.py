@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):  # DuckDB sums of integers are HUGEINT/DECIMAL
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
