@@ -1,4 +1,5 @@
--- daily_stats: the immutable statistics of one closed UTC day, read from that day's hourly rollups.
+-- daily_stats: the immutable statistics of one closed UTC day, read from that day's daily rollups
+-- (rollups_daily for counts, latency_daily for the histograms), never from raw records.
 -- Grain: day x grain, grain being 'gateway' (one row), 'master', 'key', 'model', 'provider' or
 --   'provider_key' (one row per id; a NULL provider id is the group of requests refused before routing).
 -- Parameters: $day (DATE), $top (INTEGER: how many top models each row lists).
@@ -8,7 +9,12 @@
 --   latency_p95, latency_p99, latency_max, ttft_avg, ttft_p95, ttft_max (ms; percentiles from merged
 --   histograms, within 1 %), top_models (list of {model, requests, total_tokens}, by requests desc).
 WITH r AS (
-    SELECT * FROM rollups_hourly WHERE date = $day
+    SELECT * FROM rollups_daily WHERE date = $day
+),
+hist AS (
+    SELECT CASE WHEN dim = 'gateway' THEN 'gateway' ELSE dim END AS grain, coalesce(id, '') AS scope, metric, b, n
+    FROM latency_daily
+    WHERE date = $day
 ),
 scoped AS (
     SELECT
@@ -52,11 +58,6 @@ m AS (
     FROM scoped
     GROUP BY grain, scope
 ),
-lat_h AS (
-    SELECT grain, scope, b, sum(n) AS n
-    FROM (SELECT grain, scope, unnest(lat_bucket) AS b, unnest(lat_count) AS n FROM scoped)
-    GROUP BY ALL
-),
 lat AS (
     SELECT
         grain,
@@ -67,21 +68,18 @@ lat AS (
     FROM (
         SELECT *, sum(n) OVER (PARTITION BY grain, scope ORDER BY b ROWS UNBOUNDED PRECEDING) AS cum,
                   sum(n) OVER (PARTITION BY grain, scope) AS total
-        FROM lat_h
+        FROM hist
+        WHERE metric = 'latency'
     )
     GROUP BY grain, scope
-),
-ttft_h AS (
-    SELECT grain, scope, b, sum(n) AS n
-    FROM (SELECT grain, scope, unnest(ttft_bucket) AS b, unnest(ttft_count) AS n FROM scoped)
-    GROUP BY ALL
 ),
 ttft AS (
     SELECT grain, scope, bucket_value(min(b) FILTER (WHERE cum >= ceil(0.95 * total))) AS ttft_p95
     FROM (
         SELECT *, sum(n) OVER (PARTITION BY grain, scope ORDER BY b ROWS UNBOUNDED PRECEDING) AS cum,
                   sum(n) OVER (PARTITION BY grain, scope) AS total
-        FROM ttft_h
+        FROM hist
+        WHERE metric = 'ttft'
     )
     GROUP BY grain, scope
 ),

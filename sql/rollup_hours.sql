@@ -3,45 +3,34 @@
 -- Parameters: $day (DATE, the partition), $start, $end (TIMESTAMPTZ, [start, end) spans the hours and
 --   lets DuckDB skip files and row groups), $hours (TIMESTAMPTZ[], the hours wanted).
 -- Output: the rollups_hourly columns (engine/stats/rollups.py ROLLUP_SCHEMA): counts and BIGINT sums,
---   latency sum/max, stream and ttft sums/counts/max, and two histograms as parallel lists
---   (lat_bucket/lat_count, ttft_bucket/ttft_count; buckets of latency_bucket()), sorted by the grain.
-WITH grouped AS (
-    SELECT
-        date_trunc('hour', created_at) AS hour,
-        master_id,
-        key_id,
-        model,
-        provider_id,
-        provider_key_id,
-        status_class(status_code) AS status_class,
-        count(*) AS requests,
-        count(*) FILTER (WHERE is_success(status_code)) AS successes,
-        count(*) FILTER (WHERE is_error(status_code)) AS errors,
-        count(*) FILTER (WHERE is_rate_limited(status_code)) AS rate_limited,
-        count(*) FILTER (WHERE is_provider_failure(provider_key_id, status_code)) AS provider_failures,
-        CAST(sum(prompt_tokens) AS BIGINT) AS prompt_tokens,
-        CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens,
-        CAST(sum(total_tokens(prompt_tokens, completion_tokens)) AS BIGINT) AS total_tokens,
-        CAST(sum(quota_cost) AS BIGINT) AS quota_cost,
-        CAST(sum(latency_ms) AS BIGINT) AS latency_sum,
-        max(latency_ms) AS latency_max,
-        count(*) FILTER (WHERE is_stream) AS streams,
-        count(ttft_ms) AS ttft_n,
-        CAST(sum(ttft_ms) AS BIGINT) AS ttft_sum,
-        max(ttft_ms) AS ttft_max,
-        histogram(CAST(latency_bucket(latency_ms) AS SMALLINT)) AS lat_hist,
-        histogram(CAST(latency_bucket(ttft_ms) AS SMALLINT)) FILTER (WHERE ttft_ms IS NOT NULL) AS ttft_hist
-    FROM log_records
-    WHERE date = $day
-      AND created_at >= $start AND created_at < $end
-      AND list_contains($hours, date_trunc('hour', created_at))
-    GROUP BY ALL
-)
+--   latency sum/max, stream and ttft sums/counts/max, sorted by the grain. (Latency histograms are
+--   kept per dimension in latency_hourly, see latency_hours.sql.)
 SELECT
-    * EXCLUDE (lat_hist, ttft_hist),
-    map_keys(lat_hist) AS lat_bucket,
-    CAST(map_values(lat_hist) AS BIGINT[]) AS lat_count,
-    map_keys(ttft_hist) AS ttft_bucket,
-    CAST(map_values(ttft_hist) AS BIGINT[]) AS ttft_count
-FROM grouped
+    date_trunc('hour', created_at) AS hour,
+    master_id,
+    key_id,
+    model,
+    provider_id,
+    provider_key_id,
+    status_class(status_code) AS status_class,
+    count(*) AS requests,
+    count(*) FILTER (WHERE is_success(status_code)) AS successes,
+    count(*) FILTER (WHERE is_error(status_code)) AS errors,
+    count(*) FILTER (WHERE is_rate_limited(status_code)) AS rate_limited,
+    count(*) FILTER (WHERE is_provider_failure(provider_key_id, status_code)) AS provider_failures,
+    CAST(sum(prompt_tokens) AS BIGINT) AS prompt_tokens,
+    CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens,
+    CAST(sum(total_tokens(prompt_tokens, completion_tokens)) AS BIGINT) AS total_tokens,
+    CAST(sum(quota_cost) AS BIGINT) AS quota_cost,
+    CAST(sum(latency_ms) AS BIGINT) AS latency_sum,
+    max(latency_ms) AS latency_max,
+    count(*) FILTER (WHERE is_stream) AS streams,
+    count(ttft_ms) AS ttft_n,
+    CAST(sum(ttft_ms) AS BIGINT) AS ttft_sum,
+    max(ttft_ms) AS ttft_max
+FROM log_records
+WHERE date = $day
+  AND created_at >= $start AND created_at < $end
+  AND list_contains($hours, date_trunc('hour', created_at))
+GROUP BY ALL
 ORDER BY hour, master_id, key_id, model, provider_id NULLS FIRST, provider_key_id NULLS FIRST, status_class

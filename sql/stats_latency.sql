@@ -1,19 +1,20 @@
--- stats_latency: approximate latency percentiles (within 1 %) of a period and filter, from merged
--- log-scale histograms: rollup histograms plus one bucket per raw record.
+-- stats_latency: approximate latency percentiles (within 1 %) of a period, from merged log-scale
+-- histograms of one dimension: daily and hourly histograms plus one bucket per raw record.
 -- Grain: the total, and per (g1, g2) group; `kind` says which.
--- Parameters: $start, $end, $split, $raw_from, $raw_hours (sources, see stats_sources.sql);
---   $master_id, $key_id, $model, $provider_id, $provider_key_id (filters, NULL = any);
---   $group_by, $then_by (a stats_group dimension or 'none').
--- Output: kind ('total' | 'group'), g1, g2, p50, p95, p99 (ms, DOUBLE; nearest-rank percentile of the
---   bucket holding that rank, reported as the bucket's representative value).
+-- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql);
+--   $dim (the histogram dimension: 'gateway' or the one id dimension the query filters or groups by),
+--   $dim_id (only this id of it, or NULL); $group_by, $then_by ('none', 'day', 'hour' or $dim).
+-- Output: kind ('total' | 'group'), g1, g2, p50, p95, p99 (ms, DOUBLE; the nearest-rank percentile's
+--   bucket, reported as the bucket's representative value).
 WITH r AS (
     SELECT
-        stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
-        stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
+        CASE $group_by WHEN 'none' THEN NULL WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
+            WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z') ELSE id END AS g1,
+        CASE $then_by WHEN 'none' THEN NULL WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
+            WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z') ELSE id END AS g2,
         b,
         n
-    FROM stats_latency_rows($start, $end, $split, $raw_from, $raw_hours,
-                            $master_id, $key_id, $model, $provider_id, $provider_key_id)
+    FROM stats_latency_rows($start, $end, $split, $raw_from, $raw_hours, $daily_days, $dim, $dim_id)
 ),
 h AS (
     SELECT GROUPING(g1, g2) AS gset, g1, g2, b, sum(n) AS n

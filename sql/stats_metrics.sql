@@ -1,6 +1,6 @@
 -- stats_metrics: the SPEC metrics of a period and filter, in total, per group and per model.
 -- Grain: GROUPING SETS (), (g1, g2), (model); `kind` says which set a row belongs to.
--- Parameters: $start, $end, $split, $raw_from, $raw_hours (sources, see stats_sources.sql);
+-- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql);
 --   $master_id, $key_id, $model, $provider_id, $provider_key_id (filters, NULL = any);
 --   $group_by, $then_by (a stats_group dimension or 'none'); $exact (BOOLEAN: every row is a raw
 --   record, so exact percentiles can be computed; otherwise p50..p99 are NULL).
@@ -13,7 +13,7 @@ WITH r AS (
         stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
         stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
         *
-    FROM stats_rows($start, $end, $split, $raw_from, $raw_hours,
+    FROM stats_rows($start, $end, $split, $raw_from, $raw_hours, $daily_days,
                     $master_id, $key_id, $model, $provider_id, $provider_key_id)
 )
 SELECT

@@ -1,21 +1,50 @@
 -- stats_sources: table macros that give stats queries their rows from the cheapest exact source.
--- Hours in [start_ts, split_ts) not listed in raw_hours come from rollups_hourly; everything else in
--- [start_ts, end_ts) (the open or partial hour, hours dirtied since the last rollup refresh) comes from
--- raw log_records, one row per record (requests = 1). raw_from (<= every raw hour) bounds the raw scan.
--- Grain: stats_rows: rollup grain (hour x master x key x model x provider x provider key), raw rows are
---   single records; stats_latency_rows: the same ids plus a latency bucket and its count.
--- Parameters: none (the macros take start_ts, end_ts, split_ts, raw_from, raw_hours, and the filters
---   f_master, f_key, f_model, f_provider, f_pkey where NULL means any).
--- Output: macros stats_rows(...) (ids, hour, requests .. ttft_max) and stats_latency_rows(...) (ids,
---   hour, b, n), and stats_group(dim, ...) turning a group_by name into the group's text value.
-CREATE OR REPLACE MACRO stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours,
+-- Days listed in daily_days (closed, clean, wholly in the period) come from the daily tier; other
+-- hours in [start_ts, split_ts) not listed in raw_hours from the hourly tier; everything else in
+-- [start_ts, end_ts) (the partial last hour, hours dirtied since the last rollup refresh) from raw
+-- log_records, one row per record (requests = 1). raw_from (<= every raw hour) bounds the raw scan.
+-- Grain: stats_rows: rollup grain (hour or day x master x key x model x provider x provider key);
+--   stats_latency_rows: hour or day x id of one dimension x latency bucket.
+-- Parameters: none (the macros take start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, then
+--   for stats_rows the filters f_master, f_key, f_model, f_provider, f_pkey (NULL = any), for
+--   stats_latency_rows a dimension dim and an optional id f_id of it).
+-- Output: macros stats_rows(...) (hour, ids, requests .. ttft_max), stats_latency_rows(...) (hour,
+--   id, b, n), dim_id(dim, ...) (a record's id in a dimension, as text) and stats_group(dim, ...)
+--   (the text value a group_by name gives a row).
+CREATE OR REPLACE MACRO dim_id(dim, master_id, key_id, model, provider_id, provider_key_id) AS
+CASE dim
+    WHEN 'master' THEN CAST(master_id AS VARCHAR)
+    WHEN 'key' THEN CAST(key_id AS VARCHAR)
+    WHEN 'model' THEN model
+    WHEN 'provider' THEN CAST(provider_id AS VARCHAR)
+    WHEN 'provider_key' THEN CAST(provider_key_id AS VARCHAR)
+END;
+
+CREATE OR REPLACE MACRO stats_group(dim, hour, master_id, key_id, model, provider_id, provider_key_id) AS
+CASE dim
+    WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
+    WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z')
+    ELSE dim_id(dim, master_id, key_id, model, provider_id, provider_key_id)
+END;
+
+CREATE OR REPLACE MACRO stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days,
                                    f_master, f_key, f_model, f_provider, f_pkey) AS TABLE
+SELECT hour, master_id, key_id, model, provider_id, provider_key_id, requests, successes, errors,
+       rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
+       latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max
+FROM rollups_daily
+WHERE date >= list_min(daily_days) AND date <= list_max(daily_days) AND list_contains(daily_days, date)
+  AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
+  AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
+  AND (f_pkey IS NULL OR provider_key_id = f_pkey)
+UNION ALL
 SELECT hour, master_id, key_id, model, provider_id, provider_key_id, requests, successes, errors,
        rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
        latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max
 FROM rollups_hourly
 WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND hour >= start_ts AND hour < split_ts AND NOT list_contains(raw_hours, hour)
+  AND NOT list_contains(daily_days, date)
   AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
   AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
   AND (f_pkey IS NULL OR provider_key_id = f_pkey)
@@ -34,34 +63,24 @@ WHERE date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
   AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
   AND (f_pkey IS NULL OR provider_key_id = f_pkey);
 
-CREATE OR REPLACE MACRO stats_latency_rows(start_ts, end_ts, split_ts, raw_from, raw_hours,
-                                           f_master, f_key, f_model, f_provider, f_pkey) AS TABLE
-SELECT hour, master_id, key_id, model, provider_id, provider_key_id,
-       unnest(lat_bucket) AS b, unnest(lat_count) AS n
-FROM rollups_hourly
+CREATE OR REPLACE MACRO stats_latency_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days,
+                                           dim_name, f_id) AS TABLE
+SELECT hour, id, b, n
+FROM latency_daily
+WHERE date >= list_min(daily_days) AND date <= list_max(daily_days) AND list_contains(daily_days, date)
+  AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id)
+UNION ALL
+SELECT hour, id, b, n
+FROM latency_hourly
 WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND hour >= start_ts AND hour < split_ts AND NOT list_contains(raw_hours, hour)
-  AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
-  AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
-  AND (f_pkey IS NULL OR provider_key_id = f_pkey)
+  AND NOT list_contains(daily_days, date)
+  AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id)
 UNION ALL
-SELECT date_trunc('hour', created_at), master_id, key_id, model, provider_id, provider_key_id,
+SELECT date_trunc('hour', created_at), dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id),
        CAST(latency_bucket(latency_ms) AS SMALLINT), CAST(1 AS BIGINT)
 FROM log_records
 WHERE date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
   AND created_at >= greatest(start_ts, raw_from) AND created_at < end_ts
   AND (created_at >= split_ts OR list_contains(raw_hours, date_trunc('hour', created_at)))
-  AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
-  AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
-  AND (f_pkey IS NULL OR provider_key_id = f_pkey);
-
-CREATE OR REPLACE MACRO stats_group(dim, hour, master_id, key_id, model, provider_id, provider_key_id) AS
-CASE dim
-    WHEN 'master' THEN CAST(master_id AS VARCHAR)
-    WHEN 'key' THEN CAST(key_id AS VARCHAR)
-    WHEN 'model' THEN model
-    WHEN 'provider' THEN CAST(provider_id AS VARCHAR)
-    WHEN 'provider_key' THEN CAST(provider_key_id AS VARCHAR)
-    WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
-    WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z')
-END;
+  AND (f_id IS NULL OR dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) = f_id);

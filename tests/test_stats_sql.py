@@ -68,9 +68,9 @@ def test_rollup_hours(engine):
         (1, 1, 0, 1, 1, 20)
     big = key[(10, 10, "3xx")]
     assert big["successes"] == 1 and big["total_tokens"] == 2 * BIG and big["prompt_tokens"] == BIG
-    assert big["ttft_bucket"] is None and big["lat_bucket"] == [bucket(300)] and big["lat_count"] == [1]
+    assert (big["ttft_n"], big["ttft_sum"], big["latency_sum"], big["latency_max"]) == (0, None, 300, 300)
     limited = key[(10, 10, "4xx")]
-    assert (limited["rate_limited"], limited["errors"], limited["lat_bucket"]) == (1, 0, [0])
+    assert (limited["rate_limited"], limited["errors"], limited["latency_max"]) == (1, 0, 0)
     refused = key[(11, 20, "5xx")]
     assert (refused["errors"], refused["provider_failures"], refused["provider_id"]) == (1, 0, None)
     assert key[(11, 11, "5xx")]["provider_failures"] == 1
@@ -84,31 +84,68 @@ def test_rollup_keep(engine):
         (H11, 11, "5xx"), (H11, 20, "4xx"), (H11, 20, "5xx")]
 
 
-def _sources(split, raw_hours=()):
+def _sources(split, raw_hours=(), daily_days=()):
     return {"start": HOURS[0], "end": HOURS[-1] + dt.timedelta(hours=1), "split": split,
-            "raw_from": min([split, *raw_hours]), "raw_hours": list(raw_hours)}
+            "raw_from": min([split, *raw_hours]), "raw_hours": list(raw_hours), "daily_days": list(daily_days)}
+
+
+def test_latency_hours(engine):
+    rows = run(engine, "latency_hours", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+               hours=[H11])
+    got = {(r["dim"], r["id"], r["metric"], r["b"]): r["n"] for r in rows}
+    assert {r["hour"] for r in rows} == {H11}
+    at11 = [r for r in RECORDS if r["created_at"].startswith("2026-01-01T11")]
+    assert got[("gateway", None, "latency", bucket(50))] == 1
+    assert sum(n for (dim, _, metric, _), n in got.items() if dim == "gateway" and metric == "latency") == len(at11)
+    assert got[("provider", None, "latency", bucket(1000))] == 1  # records without a provider: id NULL
+    assert got[("model", "模型", "latency", bucket(50))] == 1
+    assert got[("key", "11", "latency", bucket(2000))] == 1
+    assert not [k for k in got if k[2] == "ttft"]  # no stream at 11:00
+    assert {k[0] for k in got} == {"gateway", "master", "key", "model", "provider", "provider_key"}
+
+
+def test_latency_keep_rollup_day_and_latency_day(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    kept = run(engine, "latency_keep", day=DAY, hours=[H10])
+    assert {r["hour"] for r in kept} == {H11}
+    daily = run(engine, "rollup_day", day=DAY)
+    by = {(r["key_id"], r["provider_key_id"]): r for r in daily}
+    assert set(by) == {(10, 70), (11, 71), (20, None)}
+    assert (by[(10, 70)]["requests"], by[(10, 70)]["successes"], by[(10, 70)]["total_tokens"]) == (3, 2, 2 * BIG + 30)
+    assert by[(10, 70)]["status_class"] is None and by[(10, 70)]["hour"] == HOURS[0]
+    hist = run(engine, "latency_day", day=DAY)
+    gateway = sorted((r["b"], r["n"]) for r in hist if r["dim"] == "gateway" and r["metric"] == "latency")
+    assert gateway == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
+    assert [(r["b"], r["n"]) for r in hist if r["dim"] == "gateway" and r["metric"] == "ttft"] == [(bucket(20), 1)]
 
 
 FILTERS = {"master_id": None, "key_id": None, "model": None, "provider_id": None, "provider_key_id": None}
 
 
 def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
-    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))  # the day is closed: daily tier too
     con = engine.connect()
     try:
         run(engine, "stats_sources")  # defines the macros without error
         load_sources(con)
         # 10:00 from rollups (3 grain rows), 11:00 from raw (3 single records), nothing counted twice
-        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], NULL, NULL, NULL, NULL,"
+        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], [], NULL, NULL, NULL, NULL,"
                        " NULL) ORDER BY hour", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()
         assert [r[1] for r in rows] == [1, 1, 1, 1, 1, 1] and sum(r[0] == H10 for r in rows) == 3
         # the dirty hour 10:00 comes from raw too; the split at midnight puts every hour raw
         dirty = con.sql("SELECT count(*), sum(requests) FROM stats_rows($s, $e, $split, $s, [$s + INTERVAL 10 HOUR],"
-                        " 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
+                        " [], 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
         assert dirty == (4, 4)
-        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], NULL, NULL, NULL, NULL, NULL)"
+        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [], 'gateway', NULL)"
                        " GROUP BY b ORDER BY b", params={"s": HOURS[0], "e": HOURS[-1]}).fetchall()
         assert hist == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
+        # a closed day from the daily tier: the same rows, nothing from the hourly tier or raw
+        day = con.sql("SELECT sum(requests) FROM stats_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], NULL, NULL,"
+                      " NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
+        assert day == [(len(RECORDS),)]
+        key = con.sql("SELECT id, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'key', '20')"
+                      " GROUP BY id", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
+        assert key == [("20", 2)]
     finally:
         con.close()
 
@@ -130,13 +167,17 @@ def test_stats_metrics(engine):
 
 def test_stats_latency(engine):
     engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    rows = run(engine, "stats_latency", **_sources(HOURS[-1]), **FILTERS, group_by="key", then_by="none")
+    rows = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="key", dim_id=None, group_by="key",
+               then_by="none")
     total = next(r for r in rows if r["kind"] == "total")
     assert abs(total["p50"] - 100) <= 1 and abs(total["p95"] - 2000) <= 20
     by_key = {r["g1"]: r for r in rows if r["kind"] == "group"}
     assert set(by_key) == {"10", "11", "20"}
     assert by_key["10"]["p50"] == pytest.approx(100, rel=0.01)  # [0, 100, 300]
     assert by_key["20"]["p99"] == pytest.approx(1000, rel=0.01)
+    one = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="model", dim_id="模型", group_by="none",
+              then_by="none")
+    assert [r["p50"] for r in one if r["kind"] == "total"] == [pytest.approx(50, rel=0.01)]
 
 
 def test_daily_stats(engine):

@@ -119,7 +119,7 @@ class Stats:
             return
         with self.rollups.lock():
             if has_raw:
-                result.rollup_rows = self.rollups.recompute(day)
+                result.rollup_rows = self.rollups.recompute(day, closed=is_closed)
             if write_daily:
                 self.daily.write(day)
         result.daily = "written" if write_daily else ("open day" if not is_closed else "kept")

@@ -87,7 +87,9 @@ class Daily:
         return sorted(dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in root.glob(f"*/{FILE_NAME}"))
 
     def compute(self, day: dt.date) -> pa.Table:
-        """The day's stats rows from its rollups (nothing is written)."""
+        """The day's stats rows from its daily rollups (built first if missing); nothing else is written."""
+        if day not in self.rollups.daily_days():
+            self.rollups.build_daily(day)
         con = self.engine.connect()
         try:
             table = queries.run(con, "daily_stats", day=day, top=TOP_MODELS)

@@ -1,10 +1,16 @@
 """Stats for any period and filter, answered from rollups plus, at most, a few hours of raw records.
 
 A query is planned in hours: whole hours before `split` (the period's end, cut down to the hour) come
-from `rollups_hourly` unless the ledger says a batch committed into them after the last refresh; those
-"dirty" hours and the partial last hour come from raw `log_records`. Counts, sums and distinct counts
-are therefore always exact and current. Latency percentiles are exact when every hour came from raw,
-otherwise read from merged histograms (within 1 %); the answer says which.
+from the rollups unless the ledger says a batch committed into them after the last refresh; those
+"dirty" hours and the partial last hour come from raw `log_records`. Whole closed days without a
+dirty hour come from the daily tier. Counts, sums and distinct counts are therefore always exact and
+current.
+
+Latency percentiles are exact when every hour came from raw. Otherwise they come from the merged
+histograms of one dimension (within 1 %) when the query involves at most one id dimension (a filter
+on it and/or a group_by of it); a query filtering or grouping on two dimensions computes them
+exactly from the raw records instead, or reports them unavailable where raw records are no longer
+retained. The answer says which.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import pyarrow as pa
 
 from engine import queries
 from engine.errors import InvalidParameter
-from engine.stats.periods import Period
-from engine.stats.rollups import HOUR, Rollups
+from engine.stats.periods import Period, midnight
+from engine.stats.rollups import DAY, HOUR, Rollups
 
 if TYPE_CHECKING:
     from engine.facade import Engine
@@ -65,6 +71,7 @@ class Plan:
     split: dt.datetime
     raw_from: dt.datetime
     raw_hours: tuple[dt.datetime, ...]
+    daily_days: tuple[dt.date, ...]
     rollup_hours: int
 
     @property
@@ -75,7 +82,7 @@ class Plan:
     def params(self) -> dict[str, Any]:
         """As query parameters."""
         return {"start": self.start, "end": self.end, "split": self.split, "raw_from": self.raw_from,
-                "raw_hours": list(self.raw_hours)}
+                "raw_hours": list(self.raw_hours), "daily_days": list(self.daily_days)}
 
 
 def floor_hour(t: dt.datetime) -> dt.datetime:
@@ -90,8 +97,11 @@ class Reader:
         self.engine = engine
         self.rollups = rollups
 
-    def plan(self, period: Period, source: str = "auto") -> Plan:
-        """Split a period into rollup-served and raw-served hours (see the module docstring)."""
+    def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
+        """Split a period into daily-tier days, hourly-tier hours and raw hours (see the module docstring).
+
+        `daily=False` keeps whole days out of the daily tier (answers grouped by hour need hours).
+        """
         if source not in SOURCES:
             raise InvalidParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
         start, end = period.start, max(period.end, period.start)
@@ -99,7 +109,12 @@ class Reader:
         dirty = sorted(h for h in self.rollups.pending().hours if start <= h < split)
         raw_from = min([split, *dirty])
         total_hours = int((split - start) / HOUR)
-        return Plan(start, end, split, raw_from, tuple(dirty), total_hours - len(dirty))
+        days: tuple[dt.date, ...] = ()
+        if daily and split > start:
+            dirty_days = {h.date() for h in dirty}
+            days = tuple(d for d in self.rollups.daily_days()
+                         if d not in dirty_days and start <= midnight(d) and midnight(d) + DAY <= split)
+        return Plan(start, end, split, raw_from, tuple(dirty), days, total_hours - len(dirty))
 
     def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto"
              ) -> dict[str, Any]:
@@ -110,8 +125,8 @@ class Reader:
         """
         if group_by is not None and group_by not in GROUP_BYS:
             raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
-        plan = self.plan(period, source)
-        metrics, latency = self._query(plan, filters, group_by or "none", "none")
+        plan = self.plan(period, source, daily=group_by != "hour")
+        metrics, latency, mode = self._query(plan, filters, group_by or "none", "none")
         rows = metrics.to_pylist()
         pcts = {(r["kind"], r["g1"]): r for r in latency.to_pylist()} if latency is not None else {}
         total = next((r for r in rows if r["kind"] == "total"), None)
@@ -130,9 +145,9 @@ class Reader:
                         **_metrics(g, pcts.get(("group", g["g1"])))} for g in groups],
             "top_models": [{"model": m["model"], "requests": m["requests"], "total_tokens": m["total_tokens"]}
                            for m in models[:TOP_MODELS]],
-            "percentiles": "exact" if plan.exact else "approx",
+            "percentiles": mode,
             "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
-                        + (plan.end > plan.split)},
+                        + (plan.end > plan.split), "daily_days": len(plan.daily_days)},
         }
 
     def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
@@ -148,9 +163,9 @@ class Reader:
             raise InvalidParameter(f"unknown metric {metric!r}; use one of {', '.join(SERIES_METRICS)}")
         if group_by is not None and group_by not in GROUP_BYS:
             raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
-        plan = self.plan(period, source)
+        plan = self.plan(period, source, daily=interval != "hour" and group_by != "hour")
         needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
-        metrics, latency = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
+        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
         pcts = {(r["g1"], r["g2"]): r for r in latency.to_pylist()} if latency is not None else {}
         rows = []
         for r in metrics.to_pylist():
@@ -167,21 +182,57 @@ class Reader:
         rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
         return {"period": period.name, "start": plan.start, "end": plan.end, "interval": interval,
                 "metric": metric, "group_by": group_by, "filters": filters.to_dict(),
-                "percentiles": "exact" if plan.exact else "approx", "rows": rows}
+                "percentiles": mode if needs_pcts else "none", "rows": rows}
 
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
-               ) -> tuple[pa.Table, pa.Table | None]:
+               ) -> tuple[pa.Table, pa.Table | None, str]:
+        """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
         con = self.engine.connect()
         try:
             load_sources(con)
             params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
             metrics = queries.run(con, "stats_metrics", **params, exact=plan.exact)
-            latency = None
-            if pcts and not plan.exact:
-                latency = queries.run(con, "stats_latency", **params)
-            return metrics, latency
+            if not pcts:
+                return metrics, None, "none"
+            if plan.exact:
+                return metrics, None, "exact"
+            dim = _histogram_dim(filters, group_by, then_by)
+            if dim is not None:
+                dim_id = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
+                latency = queries.run(con, "stats_latency", **plan.params(), dim=dim,
+                                      dim_id=None if dim_id is None else str(dim_id),
+                                      group_by=group_by, then_by=then_by)
+                return metrics, latency, "approx"
+            if not self._raw_retained(plan):
+                return metrics, None, "unavailable"
+            raw = Plan(plan.start, plan.end, plan.start, plan.start, (), (), 0)
+            exact = queries.run(con, "stats_metrics", **raw.params(), **filters.params(), group_by=group_by,
+                                then_by=then_by, exact=True)
+            rows = [{"kind": r["kind"], "g1": r["g1"], "g2": r["g2"], "p50": r["p50"], "p95": r["p95"],
+                     "p99": r["p99"]} for r in exact.to_pylist() if r["kind"] != "model"]
+            return metrics, pa.Table.from_pylist(rows), "exact"
         finally:
             con.close()
+
+    def _raw_retained(self, plan: Plan) -> bool:
+        """Whether raw records still cover every day of the plan that has rollups."""
+        raw = self.engine.stats.raw_days()
+        first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
+        return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
+
+
+_FILTER_OF = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",
+              "provider_key": "provider_key_id"}
+
+
+def _histogram_dim(filters: Filters, group_by: str, then_by: str) -> str | None:
+    """The one histogram dimension that answers a query's percentiles, or None if it needs two."""
+    by_filter = {dim for dim, name in _FILTER_OF.items() if getattr(filters, name) is not None}
+    by_group = {g for g in (group_by, then_by) if g in _FILTER_OF}
+    dims = by_filter | by_group
+    if len(dims) > 1:
+        return None
+    return dims.pop() if dims else "gateway"
 
 
 def load_sources(con: duckdb.DuckDBPyConnection) -> None:

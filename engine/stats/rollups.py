@@ -1,12 +1,19 @@
-"""Hourly rollups: the lake table every stats answer for closed time is read from, kept current.
+"""Rollups: the lake tables every stats answer for closed time is read from, kept current.
 
-`rollups_hourly/date=YYYY-MM-DD/rollup.parquet` holds one day at the grain hour x master x key x
-model x provider x provider key x status class, with exact counts and sums and mergeable latency
-histograms. Keeping it current uses the ingest ledger: every committed batch lists the UTC hours it
-touched. `refresh` recomputes exactly those hours from raw records (the rest of the day's rows are
-kept), publishes the day's file atomically, and only then moves its watermark past the batches, so
-an hour is served from rollups only once the rollup holds every batch committed into it. Hours of
-batches past the watermark are "dirty": readers take them from raw records instead.
+Four tables, one file per day each, recomputed whole and published atomically:
+
+- `rollups_hourly`: hour x master x key x model x provider x provider key x status class, with exact
+  counts and BIGINT sums (the grain holds the ids, so distinct masters and keys stay exact);
+- `latency_hourly`: hour x dimension (gateway, master, key, model, provider, provider key) x id x
+  log-scale bucket: mergeable latency and ttft histograms, percentiles within 1 %;
+- `rollups_daily` and `latency_daily`: the same merged to whole days, built for closed days, so a
+  month of reads opens ~30 small files.
+
+Keeping them current uses the ingest ledger: every committed batch lists the UTC hours it touched.
+`refresh` recomputes exactly those hours from raw records (the rest of the day's rows are kept),
+publishes the day's files, and only then moves its watermark past the batches, so an hour is served
+from rollups only once they hold every batch committed into it. Hours of batches past the
+watermark are "dirty": readers take them from raw records instead.
 """
 
 from __future__ import annotations
@@ -56,16 +63,24 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("ttft_n", pa.int64()),
     pa.field("ttft_sum", pa.int64()),
     pa.field("ttft_max", pa.int32()),
-    pa.field("lat_bucket", pa.list_(pa.int16())),
-    pa.field("lat_count", pa.list_(pa.int64())),
-    pa.field("ttft_bucket", pa.list_(pa.int16())),
-    pa.field("ttft_count", pa.list_(pa.int64())),
+])
+
+HIST_SCHEMA = pa.schema([
+    pa.field("hour", TIMESTAMP),
+    pa.field("dim", pa.string()),
+    pa.field("id", pa.string()),
+    pa.field("metric", pa.string()),
+    pa.field("b", pa.int16()),
+    pa.field("n", pa.int64()),
 ])
 
 ROLLUPS_HOURLY = catalog.LakeTable("rollups_hourly", "rollups_hourly", ROLLUP_SCHEMA)
-catalog.TABLES.append(ROLLUPS_HOURLY)
+LATENCY_HOURLY = catalog.LakeTable("latency_hourly", "latency_hourly", HIST_SCHEMA)
+ROLLUPS_DAILY = catalog.LakeTable("rollups_daily", "rollups_daily", ROLLUP_SCHEMA)
+LATENCY_DAILY = catalog.LakeTable("latency_daily", "latency_daily", HIST_SCHEMA)
+catalog.TABLES.extend([ROLLUPS_HOURLY, LATENCY_HOURLY, ROLLUPS_DAILY, LATENCY_DAILY])
 
-FILE_NAME = "rollup.parquet"
+FILE_NAME = "part.parquet"
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS stats_watermarks (
@@ -86,9 +101,14 @@ class Pending:
     hours: frozenset[dt.datetime]  # hours of committed batches past the watermark
 
 
-def partition_path(day: dt.date) -> Path:
-    """The rollup file of a day, relative to the data dir."""
-    return Path(ROLLUPS_HOURLY.folder) / f"{PARTITION_COLUMN}={day.isoformat()}" / FILE_NAME
+def partition_path(table: catalog.LakeTable, day: dt.date) -> Path:
+    """The file of a day in one of the rollup tables, relative to the data dir."""
+    return Path(table.folder) / f"{PARTITION_COLUMN}={day.isoformat()}" / FILE_NAME
+
+
+def _days(data_dir: Path, table: catalog.LakeTable) -> list[dt.date]:
+    root = data_dir / table.folder
+    return sorted(dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in root.glob(f"*/{FILE_NAME}"))
 
 
 class Rollups:
@@ -123,23 +143,26 @@ class Rollups:
     def refresh(self, now: dt.datetime) -> list[dt.date]:
         """Recompute every hour dirtied since the watermark and advance it; returns the days rewritten.
 
-        `now` is accepted for the scheduler's uniform signature; which hours to redo comes from the ledger.
+        Also builds the daily tier of closed days that lack it (the day just ended, typically).
         """
-        del now
+        today = now.astimezone(dt.UTC).date()
         with self.lock():
             todo = self.pending()
             by_day: dict[dt.date, set[dt.datetime]] = {}
             for hour in todo.hours:
                 by_day.setdefault(hour.date(), set()).add(hour)
-            if by_day:
-                con = self.engine.connect()
-                try:
-                    for day in sorted(by_day):
-                        self.recompute(day, by_day[day], con)
-                finally:
-                    con.close()
-            with self.engine.store.connect() as con:
-                con.execute(
+            missing = set(self.days()) - set(self.daily_days())
+            con = self.engine.connect()
+            try:
+                for day in sorted(by_day):
+                    self.recompute(day, by_day[day], con, closed=day < today)
+                for day in sorted(missing - set(by_day)):
+                    if day < today:
+                        self.build_daily(day)
+            finally:
+                con.close()
+            with self.engine.store.connect() as con_:
+                con_.execute(
                     "INSERT INTO stats_watermarks (name, value) VALUES (?, ?)"
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (WATERMARK, todo.last),
@@ -147,35 +170,63 @@ class Rollups:
         return sorted(by_day)
 
     def recompute(self, day: dt.date, hours: Iterable[dt.datetime] | None = None,
-                  con: duckdb.DuckDBPyConnection | None = None) -> int:
-        """Recompute some hours of a day (all 24 when None) from raw records and publish the day's file.
+                  con: duckdb.DuckDBPyConnection | None = None, closed: bool = False) -> int:
+        """Recompute some hours of a day (all 24 when None) from raw records and publish the day's files.
 
-        Returns the number of rollup rows the day has afterwards. The caller holds `lock()`.
+        With `closed`, the day's daily tier is rebuilt too. Returns the number of hourly rollup rows
+        the day has afterwards. The caller holds `lock()`.
         """
         first = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         wanted = sorted(hours) if hours is not None else [first + i * HOUR for i in range(24)]
         own = con is None
         con = con or self.engine.connect()
         try:
-            fresh = queries.run(con, "rollup_hours", day=day, start=wanted[0], end=wanted[-1] + HOUR,
-                                hours=wanted)
-            kept = queries.run(con, "rollup_keep", day=day, hours=wanted) if hours is not None else None
+            span = {"day": day, "start": wanted[0], "end": wanted[-1] + HOUR, "hours": wanted}
+            rows = self._merge(con, "rollup_hours", "rollup_keep", span, hours is not None, ROLLUP_SCHEMA)
+            hist = self._merge(con, "latency_hours", "latency_keep", span, hours is not None, HIST_SCHEMA)
+            data_dir = self.engine.settings.data_dir
+            if rows.num_rows == 0 and not (data_dir / partition_path(ROLLUPS_HOURLY, day)).exists():
+                return 0
+            # Histograms first: a reader that sees the new counts file also finds matching histograms.
+            self.engine.lake.publish_file(hist, partition_path(LATENCY_HOURLY, day))
+            self.engine.lake.publish_file(rows, partition_path(ROLLUPS_HOURLY, day))
+            if closed:
+                self.build_daily(day)
+            return rows.num_rows
         finally:
             if own:
                 con.close()
-        parts = [fresh.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)]
-        if kept is not None and kept.num_rows:
-            parts.append(kept.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA))
-        table = pa.concat_tables(parts).sort_by([("hour", "ascending")])
-        if table.num_rows == 0 and not (self.engine.settings.data_dir / partition_path(day)).exists():
-            return 0
-        self.engine.lake.publish_file(table, partition_path(day))
-        return table.num_rows
+
+    def build_daily(self, day: dt.date) -> None:
+        """Merge a closed day's hourly files into its daily tier files."""
+        # A fresh connection: one opened before the hourly files existed has empty views of them.
+        con = self.engine.connect()
+        try:
+            rows = queries.run(con, "rollup_day", day=day).select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
+            hist = queries.run(con, "latency_day", day=day).select(HIST_SCHEMA.names).cast(HIST_SCHEMA)
+        finally:
+            con.close()
+        self.engine.lake.publish_file(hist, partition_path(LATENCY_DAILY, day))
+        self.engine.lake.publish_file(rows, partition_path(ROLLUPS_DAILY, day))
+
+    @staticmethod
+    def _merge(con: duckdb.DuckDBPyConnection, fresh_query: str, keep_query: str, span: dict[str, object],
+               partial: bool, schema: pa.Schema) -> pa.Table:
+        fresh = queries.run(con, fresh_query, **span).select(schema.names).cast(schema)
+        if not partial:
+            return fresh
+        kept = queries.run(con, keep_query, day=span["day"], hours=span["hours"])
+        if kept.num_rows == 0:
+            return fresh
+        return pa.concat_tables([kept.select(schema.names).cast(schema), fresh]).sort_by([("hour", "ascending")])
 
     def days(self) -> list[dt.date]:
-        """The days that have a rollup file."""
-        root = self.engine.settings.data_dir / ROLLUPS_HOURLY.folder
-        return sorted(dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in root.glob(f"*/{FILE_NAME}"))
+        """The days that have hourly rollups."""
+        return _days(self.engine.settings.data_dir, ROLLUPS_HOURLY)
+
+    def daily_days(self) -> list[dt.date]:
+        """The days that have the daily tier."""
+        return _days(self.engine.settings.data_dir, ROLLUPS_DAILY)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
