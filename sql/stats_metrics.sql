@@ -2,19 +2,37 @@
 -- Grain: GROUPING SETS (), (g1, g2), (model); `kind` says which set a row belongs to.
 -- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql);
 --   $master_id, $key_id, $model, $provider_id, $provider_key_id (filters, NULL = any);
---   $group_by, $then_by (a stats_group dimension or 'none'); $exact (BOOLEAN: every row is a raw
---   record, so exact percentiles can be computed; otherwise p50..p99 are NULL).
+--   $group_by, $then_by (a stats_group dimension or 'none').
 -- Output: kind ('total' | 'group' | 'model'), g1, g2, model, requests, successes, errors,
 --   rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
---   masters, keys (distinct counts), latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max,
---   p50, p95, p99 (exact latency percentiles, nearest rank).
-WITH r AS (
+--   masters, keys (distinct counts), latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max.
+WITH fine AS MATERIALIZED (
+    -- Summed down to the ids the distinct counts and the three groupings need, so the grouping
+    -- sets below run over thousands of rows, not over every rollup row.
     SELECT
         stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
         stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
-        *
+        model,
+        master_id,
+        key_id,
+        sum(requests) AS requests,
+        sum(successes) AS successes,
+        sum(errors) AS errors,
+        sum(rate_limited) AS rate_limited,
+        sum(provider_failures) AS provider_failures,
+        sum(prompt_tokens) AS prompt_tokens,
+        sum(completion_tokens) AS completion_tokens,
+        sum(total_tokens) AS total_tokens,
+        sum(quota_cost) AS quota_cost,
+        sum(latency_sum) AS latency_sum,
+        max(latency_max) AS latency_max,
+        sum(streams) AS streams,
+        sum(ttft_n) AS ttft_n,
+        sum(ttft_sum) AS ttft_sum,
+        max(ttft_max) AS ttft_max
     FROM stats_rows($start, $end, $split, $raw_from, $raw_hours, $daily_days,
                     $master_id, $key_id, $model, $provider_id, $provider_key_id)
+    GROUP BY ALL
 )
 SELECT
     CASE WHEN GROUPING(model) = 0 THEN 'model' WHEN GROUPING(g1, g2) = 0 THEN 'group' ELSE 'total' END AS kind,
@@ -37,9 +55,6 @@ SELECT
     CAST(sum(streams) AS BIGINT) AS streams,
     CAST(sum(ttft_n) AS BIGINT) AS ttft_n,
     CAST(sum(ttft_sum) AS BIGINT) AS ttft_sum,
-    max(ttft_max) AS ttft_max,
-    CAST(quantile_disc(latency_sum, 0.50) FILTER (WHERE $exact) AS DOUBLE) AS p50,
-    CAST(quantile_disc(latency_sum, 0.95) FILTER (WHERE $exact) AS DOUBLE) AS p95,
-    CAST(quantile_disc(latency_sum, 0.99) FILTER (WHERE $exact) AS DOUBLE) AS p99
-FROM r
+    max(ttft_max) AS ttft_max
+FROM fine
 GROUP BY GROUPING SETS ((), (g1, g2), (model))

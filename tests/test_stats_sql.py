@@ -152,17 +152,24 @@ def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
 
 def test_stats_metrics(engine):
     engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    rows = run(engine, "stats_metrics", **_sources(H11), **FILTERS, group_by="model", then_by="none", exact=False)
+    rows = run(engine, "stats_metrics", **_sources(H11), **FILTERS, group_by="model", then_by="none")
     total = next(r for r in rows if r["kind"] == "total")
     assert (total["requests"], total["successes"], total["errors"], total["rate_limited"]) == (6, 2, 3, 1)
     assert (total["masters"], total["keys"], total["total_tokens"]) == (2, 3, 2 * BIG + 10 + 4 * 15 + 5)
-    assert total["latency_max"] == 2000 and total["p50"] is None
+    assert total["latency_max"] == 2000 and total["latency_sum"] == 3450
     groups = {r["g1"]: r["requests"] for r in rows if r["kind"] == "group"}
     assert groups == {"gpt-4o": 4, "模型": 2}
-    raw = run(engine, "stats_metrics", **_sources(HOURS[0]), **FILTERS, group_by="none", then_by="none", exact=True)
-    total = next(r for r in raw if r["kind"] == "total")
+    models = {r["model"]: r["total_tokens"] for r in rows if r["kind"] == "model"}
+    assert models == {"gpt-4o": 2 * BIG + 45, "模型": 30}
+
+
+def test_stats_exact(engine):
+    rows = run(engine, "stats_exact", start=HOURS[0], end=HOURS[-1], **FILTERS, group_by="master", then_by="none")
+    total = next(r for r in rows if r["kind"] == "total")
     # nearest rank of [0, 50, 100, 300, 1000, 2000]: p50 = 3rd, p95 = p99 = 6th
     assert (total["p50"], total["p95"], total["p99"]) == (100, 2000, 2000)
+    by_master = {r["g1"]: (r["p50"], r["p99"]) for r in rows if r["kind"] == "group"}
+    assert by_master == {"1": (100, 2000), "2": (50, 1000)}
 
 
 def test_stats_latency(engine):

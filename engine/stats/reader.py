@@ -191,26 +191,21 @@ class Reader:
         try:
             load_sources(con)
             params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
-            metrics = queries.run(con, "stats_metrics", **params, exact=plan.exact)
+            metrics = queries.run(con, "stats_metrics", **params)
             if not pcts:
                 return metrics, None, "none"
-            if plan.exact:
-                return metrics, None, "exact"
             dim = _histogram_dim(filters, group_by, then_by)
-            if dim is not None:
+            if not plan.exact and dim is not None:
                 dim_id = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
                 latency = queries.run(con, "stats_latency", **plan.params(), dim=dim,
                                       dim_id=None if dim_id is None else str(dim_id),
                                       group_by=group_by, then_by=then_by)
                 return metrics, latency, "approx"
-            if not self._raw_retained(plan):
+            if not plan.exact and not self._raw_retained(plan):
                 return metrics, None, "unavailable"
-            raw = Plan(plan.start, plan.end, plan.start, plan.start, (), (), 0)
-            exact = queries.run(con, "stats_metrics", **raw.params(), **filters.params(), group_by=group_by,
-                                then_by=then_by, exact=True)
-            rows = [{"kind": r["kind"], "g1": r["g1"], "g2": r["g2"], "p50": r["p50"], "p95": r["p95"],
-                     "p99": r["p99"]} for r in exact.to_pylist() if r["kind"] != "model"]
-            return metrics, pa.Table.from_pylist(rows), "exact"
+            exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
+                                group_by=group_by, then_by=then_by)
+            return metrics, exact, "exact"
         finally:
             con.close()
 
@@ -243,7 +238,7 @@ def load_sources(con: duckdb.DuckDBPyConnection) -> None:
 def _metrics(row: dict[str, Any] | None, pct: dict[str, Any] | None) -> dict[str, Any]:
     row = row or {}
     n = row.get("requests") or 0
-    source = row if row.get("p50") is not None else (pct or {})
+    source = pct or {}
     out: dict[str, Any] = {name: row.get(name) or 0 for name in COUNT_METRICS}
     out["error_rate"] = (out["errors"] / n) if n else None
     out["latency_ms"] = {
