@@ -17,23 +17,27 @@ WITH r AS (
     FROM stats_latency_rows($start, $end, $split, $raw_from, $raw_hours, $daily_days, $dim, $dim_id)
 ),
 h AS (
-    SELECT GROUPING(g1, g2) AS gset, g1, g2, b, sum(n) AS n
-    FROM r
-    GROUP BY GROUPING SETS ((b), (g1, g2, b))
+    SELECT kind, g1, g2, b, sum(n) AS n
+    FROM (
+        SELECT 'total' AS kind, NULL AS g1, NULL AS g2, b, n FROM r
+        UNION ALL
+        SELECT 'group', g1, g2, b, n FROM r WHERE $group_by <> 'none' OR $then_by <> 'none'
+    )
+    GROUP BY kind, g1, g2, b
 ),
 c AS (
     SELECT
         *,
-        sum(n) OVER (PARTITION BY gset, g1, g2 ORDER BY b ROWS UNBOUNDED PRECEDING) AS cum,
-        sum(n) OVER (PARTITION BY gset, g1, g2) AS total
+        sum(n) OVER (PARTITION BY kind, g1, g2 ORDER BY b ROWS UNBOUNDED PRECEDING) AS cum,
+        sum(n) OVER (PARTITION BY kind, g1, g2) AS total
     FROM h
 )
 SELECT
-    CASE WHEN gset = 0 THEN 'group' ELSE 'total' END AS kind,
+    kind,
     g1,
     g2,
     bucket_value(min(b) FILTER (WHERE cum >= ceil(0.50 * total))) AS p50,
     bucket_value(min(b) FILTER (WHERE cum >= ceil(0.95 * total))) AS p95,
     bucket_value(min(b) FILTER (WHERE cum >= ceil(0.99 * total))) AS p99
 FROM c
-GROUP BY gset, g1, g2
+GROUP BY kind, g1, g2

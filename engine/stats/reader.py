@@ -16,13 +16,14 @@ retained. The answer says which.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from engine import queries
+from engine import catalog, queries
 from engine.errors import InvalidParameter
 from engine.stats.periods import Period, midnight
 from engine.stats.rollups import DAY, HOUR, Rollups
@@ -96,6 +97,25 @@ class Reader:
     def __init__(self, engine: Engine, rollups: Rollups) -> None:
         self.engine = engine
         self.rollups = rollups
+        self._local = threading.local()
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """This thread's reading connection, kept open: its macros, views and Parquet metadata cache
+        are paid for once, not on every request (DuckDB connections must not cross threads)."""
+        data_dir = self.engine.settings.data_dir
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self.engine.connect()
+            load_sources(con)
+            con.execute("SET parquet_metadata_cache = true")
+            self._local.con, self._local.globbed = con, set()
+        for table in catalog.TABLES:
+            # A view made while its table had no file reads an empty stand-in; point it at the files
+            # once they exist (the view of a table with files globs them at every query).
+            if table.name not in self._local.globbed and table.has_files(data_dir):
+                catalog.register(con, table, data_dir)
+                self._local.globbed.add(table.name)
+        return con
 
     def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
         """Split a period into daily-tier days, hourly-tier hours and raw hours (see the module docstring).
@@ -187,27 +207,23 @@ class Reader:
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
                ) -> tuple[pa.Table, pa.Table | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
-        con = self.engine.connect()
-        try:
-            load_sources(con)
-            params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
-            metrics = queries.run(con, "stats_metrics", **params)
-            if not pcts:
-                return metrics, None, "none"
-            dim = _histogram_dim(filters, group_by, then_by)
-            if not plan.exact and dim is not None:
-                dim_id = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
-                latency = queries.run(con, "stats_latency", **plan.params(), dim=dim,
-                                      dim_id=None if dim_id is None else str(dim_id),
-                                      group_by=group_by, then_by=then_by)
-                return metrics, latency, "approx"
-            if not plan.exact and not self._raw_retained(plan):
-                return metrics, None, "unavailable"
-            exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
-                                group_by=group_by, then_by=then_by)
-            return metrics, exact, "exact"
-        finally:
-            con.close()
+        con = self.connection()
+        params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
+        metrics = queries.run(con, "stats_metrics", **params)
+        if not pcts:
+            return metrics, None, "none"
+        dim = _histogram_dim(filters, group_by, then_by)
+        if not plan.exact and dim is not None:
+            dim_id = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
+            latency = queries.run(con, "stats_latency", **plan.params(), dim=dim,
+                                  dim_id=None if dim_id is None else str(dim_id),
+                                  group_by=group_by, then_by=then_by)
+            return metrics, latency, "approx"
+        if not plan.exact and not self._raw_retained(plan):
+            return metrics, None, "unavailable"
+        exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
+                            group_by=group_by, then_by=then_by)
+        return metrics, exact, "exact"
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
