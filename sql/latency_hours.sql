@@ -12,7 +12,7 @@ WITH r AS MATERIALIZED (
     FROM log_records
     WHERE date = $day
       AND created_at >= $start AND created_at < $end
-      AND list_contains($hours, date_trunc('hour', created_at))
+      AND (len($hours) = 24 OR list_contains($hours, date_trunc('hour', created_at)))
 ),
 measured AS (
     SELECT * EXCLUDE (latency_ms, ttft_ms), 'latency' AS metric, CAST(latency_bucket(latency_ms) AS SMALLINT) AS b

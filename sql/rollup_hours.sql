@@ -31,6 +31,6 @@ SELECT
 FROM log_records
 WHERE date = $day
   AND created_at >= $start AND created_at < $end
-  AND list_contains($hours, date_trunc('hour', created_at))
+  AND (len($hours) = 24 OR list_contains($hours, date_trunc('hour', created_at)))
 GROUP BY ALL
 ORDER BY hour, master_id, key_id, model, provider_id NULLS FIRST, provider_key_id NULLS FIRST, status_class

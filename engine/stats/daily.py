@@ -115,8 +115,10 @@ class Daily:
         return [d for d in self.rollups.days() if d <= last_closed and d not in written]
 
     def run(self, now: dt.datetime) -> list[dt.date]:
-        """The daily job: write every due day whose rollups are complete; returns the days written."""
-        self.rollups.refresh(now)
+        """The daily job: write every due day whose rollups are complete; returns the days written.
+
+        The caller refreshes the rollups first (see `Stats.run_daily`).
+        """
         done = []
         with self.rollups.lock():
             pending_days = {h.date() for h in self.rollups.pending().hours}

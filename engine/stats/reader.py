@@ -108,13 +108,14 @@ class Reader:
             con = self.engine.connect()
             load_sources(con)
             con.execute("SET parquet_metadata_cache = true")
-            self._local.con, self._local.globbed = con, set()
+            self._local.con, self._local.globbed = con, {}
         for table in catalog.TABLES:
-            # A view made while its table had no file reads an empty stand-in; point it at the files
-            # once they exist (the view of a table with files globs them at every query).
-            if table.name not in self._local.globbed and table.has_files(data_dir):
+            # A view made while its table had no file reads an empty stand-in, and a glob that matches
+            # nothing fails: re-point a view when its table gains its first file or loses its last.
+            has = table.has_files(data_dir)
+            if self._local.globbed.get(table.name) != has:
                 catalog.register(con, table, data_dir)
-                self._local.globbed.add(table.name)
+                self._local.globbed[table.name] = has
         return con
 
     def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
