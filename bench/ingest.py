@@ -33,9 +33,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.demo import generate_day  # noqa: E402
-
 from engine import Engine, Settings  # noqa: E402
+from engine.demo import generate_day  # noqa: E402
 
 HTTP_TARGET = 300_000
 FILE_TARGET = 0.70

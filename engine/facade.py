@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +19,12 @@ from engine.settings import Settings, get_settings
 from engine.stats import Stats
 from engine.store import ControlStore
 from engine.validation import validate
+
+if TYPE_CHECKING:
+    from engine.jobs import Jobs
+    from engine.quotas import Quotas
+    from engine.registry import Registry
+    from engine.schedules import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,35 @@ class Engine:
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         self.stats = Stats(self)
+
+    # -- jobs, quotas, registry ------------------------------------------------------------------
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        """Scheduled jobs: list, run now, run what is due, read their runs (`engine.jobs`)."""
+        from engine.jobs import Jobs
+
+        return Jobs(self)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        """Key quotas and their usage (`engine.quotas`)."""
+        from engine.quotas import Quotas
+
+        return Quotas(self)
+
+    @cached_property
+    def registry(self) -> Registry:
+        """Names and status of masters, keys and providers (`engine.registry`)."""
+        from engine.registry import Registry
+
+        return Registry(self)
+
+    def job_specs(self) -> list[JobSpec]:
+        """Every scheduled job with its schedule from the `EZ_SCHEDULE_*` settings."""
+        from engine.jobs import standard_specs
+
+        return standard_specs(self)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -100,7 +137,7 @@ class Engine:
         """
         con = self.connect()
         try:
-            return queries.to_arrow(con.sql(query))
+            return queries.retrying(lambda: queries.to_arrow(con.sql(query)))
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
         finally:
@@ -129,4 +166,7 @@ class Engine:
             receipts.append(receipt)
             if progress:
                 progress(day, receipt)
+        demo_quotas = getattr(demo, "DEMO_QUOTAS", None)
+        if demo_quotas:
+            self.quotas.seed(demo_quotas)
         return receipts

@@ -26,7 +26,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,6 +282,10 @@ class Lake:
                 "SELECT 1 FROM ingest_batches WHERE staging = ? AND state = 'publishing'", (folder.name,)
             ).fetchone()
         return row is not None
+
+    def publish_lock(self) -> AbstractContextManager[None]:
+        """The data dir's publish lock: hold it to change partition folders (compaction, retention)."""
+        return self._publish_lock()
 
     @contextmanager
     def _publish_lock(self) -> Iterator[None]:

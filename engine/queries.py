@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 #: Loaded into every connection before any query; see its header.
 DEFINITIONS = "definitions"
 
+T = TypeVar("T")
+_VANISHED = ("No such file or directory", "No files found that match the pattern")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'", re.S)
 
@@ -78,12 +81,30 @@ def run(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
         raise QueryError(f"query {name!r} takes {sorted(query.params)}; missing {missing}, unexpected {extra}")
     started = time.perf_counter()
     try:
-        result = to_arrow(con.sql(query.text, params=params or None))
+        result = retrying(lambda: to_arrow(con.sql(query.text, params=params or None)))
     except duckdb.Error as exc:
         raise QueryError(f"query {name!r} failed: {exc}") from exc
     log.info("query %s %s: %d rows in %.1f ms", name, params, result.num_rows,
              (time.perf_counter() - started) * 1000)
     return result
+
+
+def retrying(read: Callable[[], T], attempts: int = 4) -> T:
+    """Run `read`, again when a file it listed vanished before it opened it.
+
+    Compaction and the log cleaner swap or remove whole partition folders (see `engine.partitions`);
+    a query that listed a folder just before fails on a missing file rather than miscount, and a rerun
+    lists the folder as it is now.
+    """
+    for attempt in range(attempts):
+        try:
+            return read()
+        except duckdb.IOException as exc:
+            if attempt + 1 == attempts or not any(m in str(exc) for m in _VANISHED):
+                raise
+            log.info("a lake file vanished mid-query (compaction or retention); rerunning: %s", exc)
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def to_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:

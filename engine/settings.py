@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,27 @@ class Settings(BaseSettings):
     log_max_records: int = Field(
         1_000_000, ge=1, description="Most raw log records kept; the oldest whole days go first."
     )
+    scheduler_enabled: bool = Field(
+        True, description="Run the job scheduler inside `ezstats serve` (else run `ezstats scheduler` on its own)."
+    )
+    schedule_rollups: str = Field("60", description="When the rollups job runs: seconds ('60') or cron ('* * * * *').")
+    schedule_daily_stats: str = Field("5 0 * * *", description="When the daily stats job runs (UTC cron or seconds).")
+    schedule_alert_detector: str = Field("60", description="When the alert detector runs (seconds or UTC cron).")
+    schedule_log_cleaner: str = Field("30 0 * * *", description="When the log cleaner runs (UTC cron or seconds).")
+    schedule_compaction: str = Field("15 * * * *", description="When partition compaction runs (UTC cron or seconds).")
+    schedule_quota_reset: str = Field(
+        "60", description="How often key quota periods are checked and advanced (seconds or UTC cron)."
+    )
+    job_runs_retention_days: int = Field(30, ge=1, description="Days of job run records kept.")
+    lake_grace_seconds: int = Field(
+        300, ge=0,
+        description="How long a partition folder replaced by compaction or dropped by the log cleaner is kept "
+        "(outside the table) before it is deleted, so a reader that listed it just before still reads it whole.",
+    )
+    compaction_target_rows: int = Field(
+        1_048_576, gt=0,
+        description="Rows per file compaction aims at; files under half of it count as small and get merged.",
+    )
     max_errors_reported: int = Field(
         100, ge=1, description="Most row/field errors listed when a batch is refused."
     )
@@ -51,6 +72,19 @@ class Settings(BaseSettings):
         300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
     )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
+
+    @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",
+                     "schedule_compaction", "schedule_quota_reset")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        from engine.errors import InvalidParameter
+        from engine.schedules import Schedule
+
+        try:
+            Schedule.parse(value)  # a bad value stops the process at start, not the scheduler every tick
+        except InvalidParameter as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
     def log_records_dir(self) -> Path:

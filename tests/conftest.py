@@ -44,7 +44,8 @@ def make_record(i: int = 0, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    # The scheduler only runs in tests that ask for it (tests/test_jobs.py).
+    return Settings(data_dir=tmp_path / "data", scheduler_enabled=False)
 
 
 @pytest.fixture

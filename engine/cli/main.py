@@ -64,7 +64,7 @@ def serve(
         )
         host = host if _is_loopback(host) else "127.0.0.1"
     err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
-              f"(API docs: http://{host}:{port}/docs, metrics: /metrics)")
+              f"(API docs: http://{host}:{port}/docs, metrics: /metrics)", soft_wrap=True)
     uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
 
 
@@ -182,4 +182,10 @@ def _is_loopback(host: str) -> bool:
 
 
 # Command groups that live in their own modules register here, one line each.
+from engine.cli import jobs, quotas, registry  # noqa: E402 -- they import this module's helpers
+
+app.add_typer(jobs.app, name="jobs")
+app.command("scheduler")(jobs.scheduler)
+app.add_typer(quotas.app, name="quotas")
+app.add_typer(registry.app, name="registry")
 from engine.cli import stats as _stats  # noqa: E402, F401  (stats, backfill, daily-stats)

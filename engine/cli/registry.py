@@ -1,0 +1,51 @@
+"""`ezstats registry ...`: names and status of masters, keys and providers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.cli.main import JsonFlag, open_engine
+from engine.cli.output import err, fail, print_json
+
+app: typer.Typer = typer.Typer(help="The registry of masters, keys, providers and provider keys.", no_args_is_help=True)
+
+
+@app.command("import")
+def import_registry(
+    file: Annotated[Path, typer.Argument(help="A JSON document (see PUT /admin/registry).", exists=True,
+                                         dir_okay=False, readable=True)],
+    replace: Annotated[bool, typer.Option("--replace", help="Also delete entities of the given sections "
+                                          "that the file does not list.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Upsert (and delete) registry entities from a JSON file, in one transaction.
+
+    Example: ezstats registry import registry.json --replace
+    """
+    from engine.errors import EzError
+
+    try:
+        document = json.loads(file.read_text())
+        result = open_engine().registry.sync(document, replace=replace)
+    except (ValueError, EzError) as exc:
+        raise fail(f"{file}: {exc}") from None
+    if json_out:
+        print_json(dataclasses.asdict(result))
+    else:
+        err.print("upserted " + (", ".join(f"{n} {s}" for s, n in result.upserted.items() if n) or "nothing"))
+        if any(result.deleted.values()):
+            err.print("deleted " + ", ".join(f"{n} {s}" for s, n in result.deleted.items() if n))
+
+
+@app.command("show")
+def show_registry() -> None:
+    """Print the whole registry as JSON.
+
+    Example: ezstats registry show > registry.json
+    """
+    print_json(open_engine().registry.read())

@@ -1,0 +1,145 @@
+"""Compaction: merge a partition's small files into well-sized ones without a reader ever seeing a mix.
+
+The merged files are written into a new folder outside the table (`<data>/_compaction/`); under the
+lake's publish lock the files that arrived meanwhile and the big files are hard-linked into it, and the
+new folder is swapped with the partition in one atomic step (see `engine.partitions` for what a
+concurrent glob reader sees). The old folder is kept, whole, until `EZ_LAKE_GRACE_SECONDS` have passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.lake import write_parquet
+from engine.partitions import Partition, exchange, fsync_dir, list_partitions, purge, retire
+from engine.schedules import JobOutcome
+from engine.schema import LOG_RECORD_SCHEMA
+
+if TYPE_CHECKING:
+    from engine.facade import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionCompaction:
+    """What compacting one partition did (or would do)."""
+
+    day: dt.date
+    files_in: int
+    files_out: int
+    rows: int
+    skipped: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        return {"day": self.day.isoformat(), "files_in": self.files_in, "files_out": self.files_out,
+                "rows": self.rows, "skipped": self.skipped}
+
+
+class Compactor:
+    """Merges small `log_records` files, partition by partition."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.table_dir = engine.settings.log_records_dir
+        self.work = engine.settings.data_dir / "_compaction"
+        self.retired = engine.settings.data_dir / "_retired" / self.table_dir.name
+        self.target = engine.settings.compaction_target_rows
+
+    def small_files(self, part: Partition) -> list[str]:
+        """The files worth merging (under half the target size), when there are at least two of them."""
+        small = sorted(name for name, rows in part.files.items() if rows < self.target // 2)
+        return small if len(small) >= 2 else []
+
+    def dry_run(self, now: dt.datetime) -> JobOutcome:
+        """Which partitions `run` would compact, changing nothing."""
+        plans = [PartitionCompaction(p.day, len(s), -(-sum(p.files[n] for n in s) // self.target),
+                                     sum(p.files[n] for n in s))
+                 for p in list_partitions(self.table_dir) if (s := self.small_files(p))]
+        return _outcome(plans, done=False)
+
+    def run(self, now: dt.datetime) -> JobOutcome:
+        """Compact every partition that has small files; purge folders retired past the grace period."""
+        grace = self.engine.settings.lake_grace_seconds
+        purge(self.work, now, max(grace, 3600))  # build folders left by a crashed run
+        results = [self.compact(p, now) for p in list_partitions(self.table_dir) if self.small_files(p)]
+        purge(self.retired, now, grace)
+        return _outcome(results, done=True)
+
+    def compact(self, part: Partition, now: dt.datetime) -> PartitionCompaction:
+        """Merge `part`'s small files (sorted by created_at, `target` rows per file) and swap the folder."""
+        small = self.small_files(part)
+        rows = sum(part.files[n] for n in small)
+        self.work.mkdir(exist_ok=True)
+        build = self.work / f"{part.path.name}.{int(now.timestamp() * 1000)}.{uuid.uuid4().hex[:8]}"
+        build.mkdir()
+        swapped = False
+        try:
+            try:
+                written = self._merge(part.path, small, build)
+            except FileNotFoundError:  # dropped by the cleaner while we read it
+                return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
+            with self.engine.lake.publish_lock():
+                present = set(os.listdir(part.path)) if part.path.is_dir() else set()
+                if not set(small) <= present:
+                    return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
+                for name in sorted(present - set(small)):
+                    os.link(part.path / name, build / name)  # arrivals and big files, same inodes
+                fsync_dir(build)
+                exchange(build, part.path)
+                swapped = True
+                fsync_dir(part.path.parent)
+                retire(build, self.retired, now)  # `build` now names the old folder
+        finally:
+            if not swapped:  # after the swap `build` names the old folder, which must outlive the grace period
+                shutil.rmtree(build, ignore_errors=True)
+        log.info("compacted %s: %d files (%d rows) into %d", part.day, len(small), rows, written)
+        return PartitionCompaction(part.day, len(small), written, rows)
+
+    def _merge(self, folder: Path, names: list[str], build: Path) -> int:
+        """Write the rows of `names` into `build`, grouped into files of about `target` rows; returns files."""
+        token = uuid.uuid4().hex[:16]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        group: list[pa.Table] = []
+        count = written = 0
+
+        def flush() -> None:
+            nonlocal group, count, written
+            table = pa.concat_tables(group)
+            table = table.take(pc.sort_indices(table.column("created_at")))
+            write_parquet(table, build / f"part-{stamp}-{token}-c{written}.parquet",
+                          self.engine.settings.row_group_rows)
+            written += 1
+            group, count = [], 0
+
+        for name in names:
+            # ParquetFile, not read_table: no hive `date` column inferred from the folder name.
+            table = pq.ParquetFile(folder / name).read().select(LOG_RECORD_SCHEMA.names).cast(LOG_RECORD_SCHEMA)
+            group.append(table)
+            count += table.num_rows
+            if count >= self.target:
+                flush()
+        if group:
+            flush()
+        return written
+
+
+def _outcome(results: list[PartitionCompaction], done: bool) -> JobOutcome:
+    merged = [r for r in results if r.skipped is None]
+    verb = "compacted" if done else "would compact"
+    message = (f"{verb} {len(merged)} partition(s): {sum(r.files_in for r in merged)} files into "
+               f"{sum(r.files_out for r in merged)}")
+    return JobOutcome(rows=sum(r.rows for r in merged), message=message,
+                      details={"dry_run": not done, "partitions": [r.to_dict() for r in results]})

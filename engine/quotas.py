@@ -1,0 +1,263 @@
+"""Key quotas: a limit in quota units per key, a reset period, and usage computed from the lake.
+
+A key's period at `now` is the calendar period containing it (UTC day, ISO week from Monday, month
+from the 1st), starting later only if the key was reset by hand inside it; a `never` quota counts from
+its last reset (by default: all retained history). Usage is therefore right even before the reset job
+has advanced `last_reset_at`; the job makes each reset durable and records the closed period's usage
+in `quota_resets`, once per key and period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine import queries
+from engine.errors import InvalidParameter, NotFound
+from engine.jobs import iso
+from engine.schedules import JobOutcome
+
+if TYPE_CHECKING:
+    from engine.facade import Engine
+
+QUOTAS_DDL = """
+CREATE TABLE IF NOT EXISTS key_quotas (
+    key_id        INTEGER PRIMARY KEY,
+    quota_limit   INTEGER NOT NULL CHECK (quota_limit > 0),
+    reset_period  TEXT NOT NULL CHECK (reset_period IN ('daily', 'weekly', 'monthly', 'never')),
+    last_reset_at TEXT NOT NULL,  -- ISO UTC, usage counts quota_cost of records with created_at >= this
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quota_resets (
+    key_id       INTEGER NOT NULL,
+    period_start TEXT NOT NULL,   -- the new period's start (ISO UTC)
+    previous     TEXT NOT NULL,   -- the closed period's start
+    used         INTEGER NOT NULL, -- quota units used in the closed period
+    reset_at     TEXT NOT NULL,   -- when the job ran
+    PRIMARY KEY (key_id, period_start)
+)
+"""
+
+PERIODS = ("daily", "weekly", "monthly", "never")
+#: Where a `never` quota counts from unless told otherwise: all the history the lake retains.
+NEVER_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class KeyQuota:
+    """A key's quota as stored."""
+
+    key_id: int
+    quota_limit: int
+    reset_period: str
+    last_reset_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A key's usage in its current period: `used` is the exact sum of quota_cost since `period_start`."""
+
+    key_id: int
+    quota_limit: int
+    used: int
+    period_start: dt.datetime
+    reset_period: str = "never"
+    key_name: str | None = None  # from the registry, when it has the key
+
+    @property
+    def ratio(self) -> float:
+        """used / quota_limit (1.0 and above: at or over quota)."""
+        return self.used / self.quota_limit
+
+    @property
+    def period_end(self) -> dt.datetime | None:
+        """When the current period ends (the next reset), or None for `never`."""
+        return period_end(self.reset_period, self.period_start)
+
+
+def period_floor(period: str, now: dt.datetime) -> dt.datetime | None:
+    """The start of the calendar period containing `now` (UTC), or None for `never`."""
+    day = dt.datetime.combine(now.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - dt.timedelta(days=day.weekday())
+    if period == "monthly":
+        return day.replace(day=1)
+    return None
+
+
+def period_end(period: str, start: dt.datetime) -> dt.datetime | None:
+    """When the period starting at or containing `start` ends (the next reset), or None for `never`."""
+    floor = period_floor(period, start)
+    if floor is None:
+        return None
+    if period == "daily":
+        return floor + dt.timedelta(days=1)
+    if period == "weekly":
+        return floor + dt.timedelta(days=7)
+    return (floor + dt.timedelta(days=32)).replace(day=1)
+
+
+class Quotas:
+    """The quota registry (`engine.quotas`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        engine.store.ensure(QUOTAS_DDL)
+
+    def get(self, key_id: int) -> KeyQuota:
+        """One key's quota.
+
+        Raises:
+            NotFound: the key has no quota.
+        """
+        with self.engine.store.connect(write=False) as con:
+            row = con.execute("SELECT * FROM key_quotas WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"key {key_id} has no quota")
+        return _quota(row)
+
+    def list_all(self) -> list[KeyQuota]:
+        """Every quota, by key id."""
+        with self.engine.store.connect(write=False) as con:
+            return [_quota(row) for row in con.execute("SELECT * FROM key_quotas ORDER BY key_id")]
+
+    def put(self, key_id: int, quota_limit: int, reset_period: str,
+            last_reset_at: dt.datetime | None = None) -> KeyQuota:
+        """Set a key's quota.
+
+        A new quota's period starts at the current calendar period (daily, weekly, monthly) or counts
+        all retained history (never), unless `last_reset_at` (a manual reset) is given; changing only
+        the limit keeps `last_reset_at`, changing the period starts the new period's.
+
+        Raises:
+            InvalidParameter: key_id or quota_limit not positive, unknown period, last_reset_at in the future.
+        """
+        now = self.engine.clock()
+        if key_id <= 0 or quota_limit <= 0:
+            raise InvalidParameter("key_id and quota_limit must be positive")
+        if reset_period not in PERIODS:
+            raise InvalidParameter(f"reset_period must be one of {', '.join(PERIODS)}, got {reset_period!r}")
+        if last_reset_at is not None and (last_reset_at.tzinfo is None or last_reset_at > now):
+            raise InvalidParameter("last_reset_at must be a UTC time that is not in the future")
+        start = last_reset_at or period_floor(reset_period, now) or NEVER_START
+        with self.engine.store.connect() as con:
+            con.execute(
+                "INSERT INTO key_quotas (key_id, quota_limit, reset_period, last_reset_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET quota_limit = excluded.quota_limit, "
+                "reset_period = excluded.reset_period, updated_at = excluded.updated_at, last_reset_at = "
+                + ("excluded.last_reset_at" if last_reset_at else
+                   "CASE WHEN key_quotas.reset_period = excluded.reset_period THEN key_quotas.last_reset_at "
+                   "ELSE excluded.last_reset_at END"),
+                (key_id, quota_limit, reset_period, iso(start), iso(now)),
+            )
+        return self.get(key_id)
+
+    def seed(self, quotas: dict[int, tuple[int, str]]) -> int:
+        """Set the quotas of keys that have none (e.g. the demo's); returns how many were added."""
+        have = {q.key_id for q in self.list_all()}
+        for key_id, (limit, period) in sorted(quotas.items()):
+            if key_id not in have:
+                self.put(key_id, limit, period)
+        return len(set(quotas) - have)
+
+    def delete(self, key_id: int) -> None:
+        """Remove a key's quota (its history stays in the lake).
+
+        Raises:
+            NotFound: the key has no quota.
+        """
+        with self.engine.store.connect() as con:
+            if con.execute("DELETE FROM key_quotas WHERE key_id = ?", (key_id,)).rowcount == 0:
+                raise NotFound(f"key {key_id} has no quota")
+
+    def usage(self, now: dt.datetime, key_ids: list[int] | None = None) -> list[QuotaUsage]:
+        """Every quota's (or the given keys') usage in its current period, exact, from the raw records."""
+        quotas = [q for q in self.list_all() if key_ids is None or q.key_id in key_ids]
+        starts = {q.key_id: current_start(q, now) for q in quotas}
+        used = self._sums(starts, now)
+        names = self.engine.registry.names("keys", starts)
+        return [QuotaUsage(q.key_id, q.quota_limit, used.get(q.key_id, 0), starts[q.key_id], q.reset_period,
+                           names.get(q.key_id)) for q in quotas]
+
+    def key_usage(self, key_id: int, now: dt.datetime) -> QuotaUsage:
+        """One key's usage in its current period.
+
+        Raises:
+            NotFound: the key has no quota.
+        """
+        self.get(key_id)
+        return self.usage(now, [key_id])[0]
+
+    def over(self, ratio: float, now: dt.datetime) -> list[QuotaUsage]:
+        """Keys whose usage is at least `ratio` of their quota, highest ratio first."""
+        if ratio < 0:
+            raise InvalidParameter("over must be >= 0")
+        hits = [u for u in self.usage(now) if u.used >= ratio * u.quota_limit]
+        return sorted(hits, key=lambda u: (-u.ratio, u.key_id))
+
+    def reset_due(self, now: dt.datetime) -> JobOutcome:
+        """The quota_reset job: start the current period of every key whose last reset is before it.
+
+        A key's `last_reset_at` moves to the period boundary (not to `now`), so a late run resets exactly
+        as an on-time one would, and after downtime each key is reset once, to the current period.
+        """
+        due = [(q, boundary) for q in self.list_all()
+               if (boundary := period_floor(q.reset_period, now)) is not None and q.last_reset_at < boundary]
+        if not due:
+            return JobOutcome(message="no quota period ended")
+        closed: dict[int, int] = {}
+        for end in sorted({b for _, b in due}):  # closed periods end at their own boundaries
+            closed.update(self._sums({q.key_id: q.last_reset_at for q, b in due if b == end}, end))
+        done = 0
+        with self.engine.store.connect() as con:
+            for quota, boundary in due:
+                # Guarded on the old value: a concurrent reset or a PUT in between wins, no double reset.
+                changed = con.execute(
+                    "UPDATE key_quotas SET last_reset_at = ? WHERE key_id = ? AND last_reset_at = ?",
+                    (iso(boundary), quota.key_id, iso(quota.last_reset_at)),
+                ).rowcount
+                if changed:
+                    con.execute("INSERT OR IGNORE INTO quota_resets VALUES (?, ?, ?, ?, ?)",
+                                (quota.key_id, iso(boundary), iso(quota.last_reset_at),
+                                 closed.get(quota.key_id, 0), iso(now)))
+                    done += changed
+        return JobOutcome(rows=done, message=f"reset {done} key quota(s)",
+                          details={"keys": [q.key_id for q, _ in due]})
+
+    def resets(self, key_id: int) -> list[dict[str, object]]:
+        """The reset history of a key, newest first: each closed period's start, end and usage."""
+        with self.engine.store.connect(write=False) as con:
+            rows = con.execute("SELECT * FROM quota_resets WHERE key_id = ? ORDER BY period_start DESC",
+                               (key_id,)).fetchall()
+        return [dict(row) for row in rows]
+
+    def _sums(self, starts: dict[int, dt.datetime], end: dt.datetime) -> dict[int, int]:
+        if not starts:
+            return {}
+        keys = sorted(starts)
+        con = self.engine.connect()
+        try:
+            table = queries.run(con, "quota_usage", key_ids=keys, starts=[starts[k] for k in keys],
+                                since=min(starts.values()), end=end)
+        finally:
+            con.close()
+        return dict(zip(table.column("key_id").to_pylist(), table.column("used").to_pylist(), strict=True))
+
+
+def current_start(quota: KeyQuota, now: dt.datetime) -> dt.datetime:
+    """Where the key's period containing `now` starts: the calendar period's start, or a manual reset
+    inside it; for `never`, the last reset. Works for any `now`, so past moments can be evaluated too."""
+    floor = period_floor(quota.reset_period, now)
+    if floor is None:
+        return quota.last_reset_at
+    return quota.last_reset_at if floor <= quota.last_reset_at <= now else floor
+
+
+def _quota(row: object) -> KeyQuota:
+    return KeyQuota(row["key_id"], row["quota_limit"], row["reset_period"],  # type: ignore[index]
+                    dt.datetime.fromisoformat(row["last_reset_at"]),  # type: ignore[index]
+                    dt.datetime.fromisoformat(row["updated_at"]))  # type: ignore[index]
