@@ -16,7 +16,9 @@ retained. The answer says which.
 from __future__ import annotations
 
 import datetime as dt
-import threading
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour"
 INTERVALS = ("hour", "day")
 SOURCES = ("auto", "raw")
 TOP_MODELS = 10
+POOL_SIZE = 4  # reading connections kept open (the API serves stats from a thread pool)
 
 COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
                  "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
@@ -97,26 +100,35 @@ class Reader:
     def __init__(self, engine: Engine, rollups: Rollups) -> None:
         self.engine = engine
         self.rollups = rollups
-        self._local = threading.local()
+        self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
 
-    def connection(self) -> duckdb.DuckDBPyConnection:
-        """This thread's reading connection, kept open: its macros, views and Parquet metadata cache
-        are paid for once, not on every request (DuckDB connections must not cross threads)."""
-        data_dir = self.engine.settings.data_dir
-        con = getattr(self._local, "con", None)
-        if con is None:
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reading connection from a small pool: macros, views and the Parquet metadata cache are
+        paid for once, not on every request. One user at a time; closed explicitly when not kept
+        (a DuckDB connection must not be left to a garbage collector on another thread)."""
+        try:
+            pooled = self._pool.get_nowait()
+        except queue.Empty:
             con = self.engine.connect()
             load_sources(con)
             con.execute("SET parquet_metadata_cache = true")
-            self._local.con, self._local.globbed = con, {}
+            pooled = _Pooled(con, {})
+        data_dir = self.engine.settings.data_dir
         for table in catalog.TABLES:
             # A view made while its table had no file reads an empty stand-in, and a glob that matches
             # nothing fails: re-point a view when its table gains its first file or loses its last.
             has = table.has_files(data_dir)
-            if self._local.globbed.get(table.name) != has:
-                catalog.register(con, table, data_dir)
-                self._local.globbed[table.name] = has
-        return con
+            if pooled.globbed.get(table.name) != has:
+                catalog.register(pooled.con, table, data_dir)
+                pooled.globbed[table.name] = has
+        try:
+            yield pooled.con
+        finally:
+            if self._pool.qsize() < POOL_SIZE:
+                self._pool.put(pooled)
+            else:
+                pooled.con.close()
 
     def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
         """Split a period into daily-tier days, hourly-tier hours and raw hours (see the module docstring).
@@ -208,7 +220,11 @@ class Reader:
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
                ) -> tuple[pa.Table, pa.Table | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
-        con = self.connection()
+        with self.connection() as con:
+            return self._run(con, plan, filters, group_by, then_by, pcts)
+
+    def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
+             pcts: bool) -> tuple[pa.Table, pa.Table | None, str]:
         params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
         metrics = queries.run(con, "stats_metrics", **params)
         if not pcts:
@@ -231,6 +247,12 @@ class Reader:
         raw = self.engine.stats.raw_days()
         first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
         return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
+
+
+@dataclass
+class _Pooled:
+    con: duckdb.DuckDBPyConnection
+    globbed: dict[str, bool]
 
 
 _FILTER_OF = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",
