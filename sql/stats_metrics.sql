@@ -1,38 +1,19 @@
 -- stats_metrics: the SPEC metrics of a period and filter, in total, per group and per model.
 -- Grain: the total, each (g1, g2) group, each model; `kind` says which.
--- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql);
+-- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql;
+--   the daily_days part is read from the relation stats_fine_cache the reader registers, see stats_fine.sql);
 --   $master_id, $key_id, $model, $provider_id, $provider_key_id (filters, NULL = any);
 --   $group_by, $then_by (a stats_group dimension or 'none').
 -- Output: kind ('total' | 'group' | 'model'), g1, g2, model, requests, successes, errors,
 --   rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
 --   masters, keys (distinct counts), latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max.
 WITH fine AS MATERIALIZED (
-    -- Summed down to the ids the distinct counts and the three groupings need, so the grouping
-    -- sets below run over thousands of rows, not over every rollup row.
-    SELECT
-        stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
-        stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
-        model,
-        master_id,
-        key_id,
-        sum(requests) AS requests,
-        sum(successes) AS successes,
-        sum(errors) AS errors,
-        sum(rate_limited) AS rate_limited,
-        sum(provider_failures) AS provider_failures,
-        sum(prompt_tokens) AS prompt_tokens,
-        sum(completion_tokens) AS completion_tokens,
-        sum(total_tokens) AS total_tokens,
-        sum(quota_cost) AS quota_cost,
-        sum(latency_sum) AS latency_sum,
-        max(latency_max) AS latency_max,
-        sum(streams) AS streams,
-        sum(ttft_n) AS ttft_n,
-        sum(ttft_sum) AS ttft_sum,
-        max(ttft_max) AS ttft_max
-    FROM stats_rows($start, $end, $split, $raw_from, $raw_hours, $daily_days,
-                    $master_id, $key_id, $model, $provider_id, $provider_key_id)
-    GROUP BY ALL
+    -- The closed days (cached by the reader, registered as stats_fine_cache) and the live rest,
+    -- summed down to the ids the distinct counts and the three groupings need.
+    SELECT * FROM stats_fine_cache
+    UNION ALL
+    SELECT * FROM stats_fine($start, $end, $split, $raw_from, $raw_hours, $daily_days, FALSE,
+                             $master_id, $key_id, $model, $provider_id, $provider_key_id, $group_by, $then_by)
 ),
 keyed AS (
     -- Each fine row once per set it belongs to, then one plain GROUP BY: DuckDB runs GROUPING SETS

@@ -147,3 +147,18 @@ def test_days_without_raw_records_keep_their_rollups(summarized):
     (result,) = engine.stats.backfill(day, day, force=True)
     assert result.ok and result.rollup_rows is None
     assert engine.stats.read("custom", day, day)["totals"]["requests"] == before
+
+
+def test_cached_closed_days_are_recomputed_after_late_data(summarized):
+    engine, tables = summarized
+    first = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key")  # fills the closed-day cache
+    assert first["sources"]["daily_days"] == 5
+    late = records(30, 78, midnight(DAYS[2]) + dt.timedelta(hours=7), midnight(DAYS[2]) + dt.timedelta(hours=8),
+                   "late2")
+    engine.ingest_table(late)
+    engine.stats.refresh_rollups(NOW)  # rebuilds the day's daily tier files: new cache key
+    again = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key")
+    assert again["sources"]["daily_days"] == 5
+    want = expected(frame(*tables, late), again["start"], again["end"], "key")
+    assert again["totals"]["requests"] == first["totals"]["requests"] + 30
+    assert {g["group"]: g["requests"] for g in again["groups"]} == {k: v["requests"] for k, v in want.items()}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,7 +30,7 @@ import pyarrow as pa
 from engine import catalog, queries
 from engine.errors import InvalidParameter
 from engine.stats.periods import Period, midnight
-from engine.stats.rollups import DAY, HOUR, Rollups
+from engine.stats.rollups import DAY, HOUR, LATENCY_DAILY, ROLLUPS_DAILY, Rollups, partition_path
 
 if TYPE_CHECKING:
     from engine.facade import Engine
@@ -38,6 +40,8 @@ INTERVALS = ("hour", "day")
 SOURCES = ("auto", "raw")
 TOP_MODELS = 10
 POOL_SIZE = 4  # reading connections kept open (the API serves stats from a thread pool)
+CACHE_ENTRIES = 64  # cached closed-day parts of answers
+CACHE_MAX_ROWS = 500_000
 
 COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
                  "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
@@ -101,6 +105,8 @@ class Reader:
         self.engine = engine
         self.rollups = rollups
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
+        self._cache: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -226,14 +232,19 @@ class Reader:
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
              pcts: bool) -> tuple[pa.Table, pa.Table | None, str]:
         params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
+        days = list(plan.daily_days)
+        con.register("stats_fine_cache", self._closed(con, plan, "stats_fine", daily_days=days,
+                                                      **filters.params(), group_by=group_by, then_by=then_by))
         metrics = queries.run(con, "stats_metrics", **params)
         if not pcts:
             return metrics, None, "none"
         dim = _histogram_dim(filters, group_by, then_by)
         if not plan.exact and dim is not None:
-            dim_id = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
-            latency = queries.run(con, "stats_latency", **plan.params(), dim=dim,
-                                  dim_id=None if dim_id is None else str(dim_id),
+            found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
+            dim_id = None if found is None else str(found)
+            con.register("stats_hist_cache", self._closed(con, plan, "stats_hist", daily_days=days, dim=dim,
+                                                          dim_id=dim_id, group_by=group_by, then_by=then_by))
+            latency = queries.run(con, "stats_latency", **plan.params(), dim=dim, dim_id=dim_id,
                                   group_by=group_by, then_by=then_by)
             return metrics, latency, "approx"
         if not plan.exact and not self._raw_retained(plan):
@@ -241,6 +252,37 @@ class Reader:
         exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
                             group_by=group_by, then_by=then_by)
         return metrics, exact, "exact"
+
+    def _closed(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, **params: Any) -> pa.Table:
+        """The daily-tier part of an answer, cached: closed days change only when late data rewrites
+        their daily files, and the key holds each file's identity (inode, mtime, size)."""
+        key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())),
+               self._versions(plan.daily_days))
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        table = queries.run(con, name, **params)
+        if table.num_rows <= CACHE_MAX_ROWS:
+            with self._cache_lock:
+                self._cache[key] = table
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return table
+
+    def _versions(self, days: tuple[dt.date, ...]) -> tuple[tuple[int, int, int], ...]:
+        data_dir = self.engine.settings.data_dir
+        out = []
+        for day in days:
+            for table in (ROLLUPS_DAILY, LATENCY_DAILY):
+                try:
+                    st = (data_dir / partition_path(table, day)).stat()
+                except FileNotFoundError:
+                    out.append((0, 0, 0))
+                    continue
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
