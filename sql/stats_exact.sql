@@ -10,7 +10,7 @@ WITH r AS (
         stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
         stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
         latency_sum AS latency_ms
-    FROM stats_rows($start, $end, $start, $start, [], [], FALSE, $master_id, $key_id, $model, $provider_id,
+    FROM stats_rows($start, $end, $start, $start, [], [], 'all', $master_id, $key_id, $model, $provider_id,
                     $provider_key_id)
 )
 SELECT

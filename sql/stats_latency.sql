@@ -2,16 +2,16 @@
 -- histograms of one dimension: daily and hourly histograms plus one bucket per raw record.
 -- Grain: the total, and per (g1, g2) group; `kind` says which.
 -- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql;
---   the daily_days part is read from the relation stats_hist_cache the reader registers, see stats_hist.sql);
+--   the rollup part is read from the relation stats_hist_cache the reader registers, see stats_hist.sql);
 --   $dim (the histogram dimension: 'gateway' or the one id dimension the query filters or groups by),
 --   $dim_id (only this id of it, or NULL); $group_by, $then_by ('none', 'day', 'hour' or $dim).
 -- Output: kind ('total' | 'group'), g1, g2, p50, p95, p99 (ms, DOUBLE; the nearest-rank percentile's
 --   bucket, reported as the bucket's representative value).
 WITH r AS (
-    -- The closed days (cached by the reader, registered as stats_hist_cache) and the live rest.
+    -- The rollup-served part (cached by the reader, registered as stats_hist_cache) and the raw part.
     SELECT * FROM stats_hist_cache
     UNION ALL
-    SELECT * FROM stats_hist($start, $end, $split, $raw_from, $raw_hours, $daily_days, FALSE, $dim, $dim_id,
+    SELECT * FROM stats_hist($start, $end, $split, $raw_from, $raw_hours, $daily_days, 'raw', $dim, $dim_id,
                              $group_by, $then_by)
 ),
 h AS (

@@ -1,18 +1,18 @@
 -- stats_metrics: the SPEC metrics of a period and filter, in total, per group and per model.
 -- Grain: the total, each (g1, g2) group, each model; `kind` says which.
 -- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (sources, see stats_sources.sql;
---   the daily_days part is read from the relation stats_fine_cache the reader registers, see stats_fine.sql);
+--   the rollup part is read from the relation stats_fine_cache the reader registers, see stats_fine.sql);
 --   $master_id, $key_id, $model, $provider_id, $provider_key_id (filters, NULL = any);
 --   $group_by, $then_by (a stats_group dimension or 'none').
 -- Output: kind ('total' | 'group' | 'model'), g1, g2, model, requests, successes, errors,
 --   rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
 --   masters, keys (distinct counts), latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max.
 WITH fine AS MATERIALIZED (
-    -- The closed days (cached by the reader, registered as stats_fine_cache) and the live rest,
+    -- The rollup-served part (cached by the reader, registered as stats_fine_cache) and the raw part,
     -- summed down to the ids the distinct counts and the three groupings need.
     SELECT * FROM stats_fine_cache
     UNION ALL
-    SELECT * FROM stats_fine($start, $end, $split, $raw_from, $raw_hours, $daily_days, FALSE,
+    SELECT * FROM stats_fine($start, $end, $split, $raw_from, $raw_hours, $daily_days, 'raw',
                              $master_id, $key_id, $model, $provider_id, $provider_key_id, $group_by, $then_by)
 ),
 keyed AS (

@@ -1,13 +1,15 @@
 -- stats_sources: table macros that give stats queries their rows from the cheapest exact source.
--- Days listed in daily_days (closed, clean, wholly in the period) come from the daily tier (when
--- daily_on; the reader caches that part); other hours in [start_ts, split_ts) not listed in
--- raw_hours and not in daily_days from the hourly tier; everything else in
+-- Days listed in daily_days (closed, clean, wholly in the period) come from the daily tier; other
+-- hours in [start_ts, split_ts) not listed in raw_hours and not in daily_days from the hourly tier;
+-- everything else in
 -- [start_ts, end_ts) (the partial last hour, hours dirtied since the last rollup refresh) from raw
 -- log_records, one row per record (requests = 1). raw_from (<= every raw hour) bounds the raw scan.
+-- part ('rollups', 'raw' or 'all') selects the rollup branches, the raw branch or both: the reader
+-- caches the rollup part of an answer and computes only the raw part per request.
 -- Grain: stats_rows: rollup grain (hour or day x master x key x model x provider x provider key);
 --   stats_latency_rows: hour or day x id of one dimension x latency bucket.
 -- Parameters: none (the macros take start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days,
---   daily_on, then for stats_rows/stats_fine the filters f_master, f_key, f_model, f_provider, f_pkey
+--   part, then for stats_rows/stats_fine the filters f_master, f_key, f_model, f_provider, f_pkey
 --   (NULL = any), for stats_latency_rows/stats_hist a dimension dim and an optional id f_id of it;
 --   stats_fine and stats_hist also take the group_by and then_by names).
 -- Output: macros stats_rows(...) (hour, ids, requests .. ttft_max), stats_latency_rows(...) (hour,
@@ -31,13 +33,13 @@ CASE dim
     ELSE dim_id(dim, master_id, key_id, model, provider_id, provider_key_id)
 END;
 
-CREATE OR REPLACE MACRO stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, daily_on,
+CREATE OR REPLACE MACRO stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, part,
                                    f_master, f_key, f_model, f_provider, f_pkey) AS TABLE
 SELECT hour, master_id, key_id, model, provider_id, provider_key_id, requests, successes, errors,
        rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
        latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max
 FROM rollups_daily
-WHERE daily_on AND date >= list_min(daily_days) AND date <= list_max(daily_days)
+WHERE part <> 'raw' AND date >= list_min(daily_days) AND date <= list_max(daily_days)
   AND list_contains(daily_days, date)
   AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
   AND (f_model IS NULL OR model = f_model) AND (f_provider IS NULL OR provider_id = f_provider)
@@ -47,7 +49,7 @@ SELECT hour, master_id, key_id, model, provider_id, provider_key_id, requests, s
        rate_limited, provider_failures, prompt_tokens, completion_tokens, total_tokens, quota_cost,
        latency_sum, latency_max, streams, ttft_n, ttft_sum, ttft_max
 FROM rollups_hourly
-WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
+WHERE part <> 'raw' AND date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND hour >= start_ts AND hour < split_ts AND NOT list_contains(raw_hours, hour)
   AND NOT list_contains(daily_days, date)
   AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
@@ -61,7 +63,7 @@ SELECT date_trunc('hour', created_at), master_id, key_id, model, provider_id, pr
        prompt_tokens, completion_tokens, total_tokens(prompt_tokens, completion_tokens), quota_cost,
        latency_ms, latency_ms, CAST(is_stream AS BIGINT), CAST(ttft_ms IS NOT NULL AS BIGINT), ttft_ms, ttft_ms
 FROM log_records
-WHERE date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
+WHERE part <> 'rollups' AND date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
   AND created_at >= greatest(start_ts, raw_from) AND created_at < end_ts
   AND (created_at >= split_ts OR list_contains(raw_hours, date_trunc('hour', created_at)))
   AND (f_master IS NULL OR master_id = f_master) AND (f_key IS NULL OR key_id = f_key)
@@ -69,16 +71,16 @@ WHERE date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
   AND (f_pkey IS NULL OR provider_key_id = f_pkey);
 
 CREATE OR REPLACE MACRO stats_latency_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days,
-                                           daily_on, dim_name, f_id) AS TABLE
+                                           part, dim_name, f_id) AS TABLE
 SELECT hour, id, b, n
 FROM latency_daily
-WHERE daily_on AND date >= list_min(daily_days) AND date <= list_max(daily_days)
+WHERE part <> 'raw' AND date >= list_min(daily_days) AND date <= list_max(daily_days)
   AND list_contains(daily_days, date)
   AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id)
 UNION ALL
 SELECT hour, id, b, n
 FROM latency_hourly
-WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
+WHERE part <> 'raw' AND date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND hour >= start_ts AND hour < split_ts AND NOT list_contains(raw_hours, hour)
   AND NOT list_contains(daily_days, date)
   AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id)
@@ -86,12 +88,12 @@ UNION ALL
 SELECT date_trunc('hour', created_at), dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id),
        CAST(latency_bucket(latency_ms) AS SMALLINT), CAST(1 AS BIGINT)
 FROM log_records
-WHERE date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
+WHERE part <> 'rollups' AND date >= CAST(raw_from AS DATE) AND date <= CAST(end_ts AS DATE)
   AND created_at >= greatest(start_ts, raw_from) AND created_at < end_ts
   AND (created_at >= split_ts OR list_contains(raw_hours, date_trunc('hour', created_at)))
   AND (f_id IS NULL OR dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) = f_id);
 
-CREATE OR REPLACE MACRO stats_fine(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, daily_on,
+CREATE OR REPLACE MACRO stats_fine(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, part,
                                    f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by) AS TABLE
 SELECT
     stats_group(group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
@@ -114,11 +116,11 @@ SELECT
     CAST(sum(ttft_n) AS BIGINT) AS ttft_n,
     CAST(sum(ttft_sum) AS BIGINT) AS ttft_sum,
     max(ttft_max) AS ttft_max
-FROM stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, daily_on,
+FROM stats_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, part,
                 f_master, f_key, f_model, f_provider, f_pkey)
 GROUP BY ALL;
 
-CREATE OR REPLACE MACRO stats_hist(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, daily_on,
+CREATE OR REPLACE MACRO stats_hist(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, part,
                                    dim_name, f_id, group_by, then_by) AS TABLE
 SELECT
     CASE group_by WHEN 'none' THEN NULL WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
@@ -127,5 +129,5 @@ SELECT
         WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z') ELSE id END AS g2,
     b,
     CAST(sum(n) AS BIGINT) AS n
-FROM stats_latency_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, daily_on, dim_name, f_id)
+FROM stats_latency_rows(start_ts, end_ts, split_ts, raw_from, raw_hours, daily_days, part, dim_name, f_id)
 GROUP BY ALL;

@@ -167,3 +167,22 @@ def test_series_rows_are_flat_with_iso_times(lake):
     assert [r["time"] for r in hourly["rows"]] == sorted(want_h)
     for row in hourly["rows"]:
         assert abs(row["latency_p95"] - want_h[row["time"]]["p95"]) <= 0.01 * want_h[row["time"]]["p95"]
+
+
+def test_cached_rollup_hours_are_recomputed_after_late_data(clocked):
+    engine = clocked
+    midnight_today = midnight(NOW.date())
+    t = records(400, 12, midnight_today, NOW)
+    engine.ingest_table(t)
+    engine.stats.refresh_rollups(NOW)
+    first = engine.stats.read("today", group_by="model")  # caches the hourly part of today
+    late = records(25, 13, midnight_today + dt.timedelta(hours=3), midnight_today + dt.timedelta(hours=4), "late")
+    engine.ingest_table(late)
+    dirty = engine.stats.read("today", group_by="model")  # hour 03:00 read raw, the rest still cached
+    engine.stats.refresh_rollups(NOW)
+    fresh = engine.stats.read("today", group_by="model")  # hour 03:00 has a new version: recomputed
+    want = expected(frame(t, late), fresh["start"], fresh["end"], "model")
+    assert fresh["sources"]["raw_hours"] == 1 and dirty["sources"]["raw_hours"] == 2
+    for got in (dirty, fresh):
+        assert got["totals"]["requests"] == first["totals"]["requests"] + 25
+        assert {g["group"]: g["requests"] for g in got["groups"]} == {k: v["requests"] for k, v in want.items()}

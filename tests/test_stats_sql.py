@@ -48,18 +48,22 @@ def engine(tmp_path):
     return engine
 
 
-def run(engine, name, cached=None, **params):
-    """Run one query; stats_metrics/stats_latency read their closed-day part from a registered relation."""
+def run(engine, name, **params):
+    """Run one query. stats_metrics and stats_latency read their rollup part from a relation the reader
+    registers: computed here as the reader does, with stats_fine / stats_hist."""
     con = engine.connect()
     try:
         load_sources(con)
-        fine = queries.run(con, "stats_fine", daily_days=cached or [], **FILTERS, group_by=params.get("group_by", "none"),
-                           then_by=params.get("then_by", "none"))
-        con.register("stats_fine_cache", fine)
-        hist = queries.run(con, "stats_hist", daily_days=cached or [], dim=params.get("dim", "gateway"),
-                           dim_id=params.get("dim_id"), group_by=params.get("group_by", "none"),
-                           then_by=params.get("then_by", "none"))
-        con.register("stats_hist_cache", hist)
+        if name in ("stats_metrics", "stats_latency"):
+            plan = {k: params[k] for k in ("start", "split", "raw_hours", "daily_days")}
+            part = {**plan, "end": params["split"], "raw_from": params["split"],
+                    "group_by": params["group_by"], "then_by": params["then_by"]}
+            if name == "stats_metrics":
+                filters = {k: params[k] for k in FILTERS}
+                con.register("stats_fine_cache", queries.run(con, "stats_fine", **part, **filters))
+            else:
+                con.register("stats_hist_cache", queries.run(con, "stats_hist", **part, dim=params["dim"],
+                                                             dim_id=params["dim_id"]))
         return queries.run(con, name, **params).to_pylist()
     finally:
         con.close()
@@ -137,21 +141,21 @@ def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
         run(engine, "stats_sources")  # defines the macros without error
         load_sources(con)
         # 10:00 from rollups (3 grain rows), 11:00 from raw (3 single records), nothing counted twice
-        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], [], FALSE, NULL, NULL, NULL, NULL,"
+        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], [], 'all', NULL, NULL, NULL, NULL,"
                        " NULL) ORDER BY hour", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()
         assert [r[1] for r in rows] == [1, 1, 1, 1, 1, 1] and sum(r[0] == H10 for r in rows) == 3
         # the dirty hour 10:00 comes from raw too; the split at midnight puts every hour raw
         dirty = con.sql("SELECT count(*), sum(requests) FROM stats_rows($s, $e, $split, $s, [$s + INTERVAL 10 HOUR],"
-                        " [], FALSE, 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
+                        " [], 'all', 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
         assert dirty == (4, 4)
-        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [], FALSE, 'gateway', NULL)"
+        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [], 'all', 'gateway', NULL)"
                        " GROUP BY b ORDER BY b", params={"s": HOURS[0], "e": HOURS[-1]}).fetchall()
         assert hist == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
         # a closed day from the daily tier: the same rows, nothing from the hourly tier or raw
-        day = con.sql("SELECT sum(requests) FROM stats_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], TRUE, NULL, NULL,"
+        day = con.sql("SELECT sum(requests) FROM stats_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', NULL, NULL,"
                       " NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
         assert day == [(len(RECORDS),)]
-        key = con.sql("SELECT id, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], TRUE, 'key', '20')"
+        key = con.sql("SELECT id, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', 'key', '20')"
                       " GROUP BY id", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
         assert key == [("20", 2)]
     finally:
@@ -171,18 +175,22 @@ def test_stats_metrics(engine):
     assert models == {"gpt-4o": 2 * BIG + 45, "模型": 30}
 
 
-def test_stats_fine_and_stats_hist_read_only_the_daily_tier(engine):
+def test_stats_fine_and_stats_hist_read_only_rollups(engine):
     engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    fine = run(engine, "stats_fine", daily_days=[DAY], **FILTERS, group_by="model", then_by="none")
+    day = _sources(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY])
+    fine = run(engine, "stats_fine", **day, **FILTERS, group_by="model", then_by="none")
     assert sorted((r["g1"], r["key_id"], r["requests"]) for r in fine) == [
         ("gpt-4o", 10, 3), ("gpt-4o", 11, 1), ("模型", 20, 2)]
-    assert run(engine, "stats_fine", daily_days=[], **FILTERS, group_by="none", then_by="none") == []
-    hist = run(engine, "stats_hist", daily_days=[DAY], dim="key", dim_id="10", group_by="day", then_by="none")
+    # the same day from the hourly tier (not listed in daily_days), minus a dirty hour left to raw
+    hourly = run(engine, "stats_fine", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
+                 group_by="none", then_by="none")
+    assert sum(r["requests"] for r in hourly) == 3
+    assert run(engine, "stats_fine", **_sources(HOURS[0]), **FILTERS, group_by="none", then_by="none") == []
+    hist = run(engine, "stats_hist", **day, dim="key", dim_id="10", group_by="day", then_by="none")
     assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
         ("2026-01-01", bucket(ms), 1) for ms in (100, 300, 0))
-    # stats_metrics over the cached closed day plus an empty live part equals the raw answer
-    both = run(engine, "stats_metrics", cached=[DAY], **_sources(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY]),
-               **FILTERS,
+    # stats_metrics: the rollup part (registered) plus the raw part, here the dirty hour 11:00
+    both = run(engine, "stats_metrics", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
                group_by="none", then_by="none")
     total = next(r for r in both if r["kind"] == "total")
     assert (total["requests"], total["keys"]) == (6, 3)

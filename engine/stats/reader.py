@@ -232,9 +232,11 @@ class Reader:
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
              pcts: bool) -> tuple[pa.Table, pa.Table | None, str]:
         params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
-        days = list(plan.daily_days)
-        con.register("stats_fine_cache", self._closed(con, plan, "stats_fine", daily_days=days,
-                                                      **filters.params(), group_by=group_by, then_by=then_by))
+        # The rollup part does not depend on the period's end or the raw bounds: normalized, its
+        # cache entry serves every request until the hour changes or a rolled-up hour is recomputed.
+        rollup_part = {**plan.params(), "end": plan.split, "raw_from": plan.split}
+        con.register("stats_fine_cache", self._cached(con, plan, "stats_fine", **rollup_part, **filters.params(),
+                                                      group_by=group_by, then_by=then_by))
         metrics = queries.run(con, "stats_metrics", **params)
         if not pcts:
             return metrics, None, "none"
@@ -242,7 +244,7 @@ class Reader:
         if not plan.exact and dim is not None:
             found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
             dim_id = None if found is None else str(found)
-            con.register("stats_hist_cache", self._closed(con, plan, "stats_hist", daily_days=days, dim=dim,
+            con.register("stats_hist_cache", self._cached(con, plan, "stats_hist", **rollup_part, dim=dim,
                                                           dim_id=dim_id, group_by=group_by, then_by=then_by))
             latency = queries.run(con, "stats_latency", **plan.params(), dim=dim, dim_id=dim_id,
                                   group_by=group_by, then_by=then_by)
@@ -253,11 +255,12 @@ class Reader:
                             group_by=group_by, then_by=then_by)
         return metrics, exact, "exact"
 
-    def _closed(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, **params: Any) -> pa.Table:
-        """The daily-tier part of an answer, cached: closed days change only when late data rewrites
-        their daily files, and the key holds each file's identity (inode, mtime, size)."""
+    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, **params: Any) -> pa.Table:
+        """The rollup-served part of an answer, cached. Its key holds each daily file's identity
+        (inode, mtime, size) and the version of each rolled-up hour read: late data rewrites a daily
+        file or bumps an hour's version, so a stale entry is never looked up again."""
         key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())),
-               self._versions(plan.daily_days))
+               self._versions(plan.daily_days), self.rollups.versions(plan.start, plan.split))
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:

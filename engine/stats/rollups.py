@@ -22,6 +22,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ STATE_DDL = """
 CREATE TABLE IF NOT EXISTS stats_watermarks (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL   -- ingest_batches rowid: every batch at or below it is in the rollups
+);
+CREATE TABLE IF NOT EXISTS rollup_hour_versions (
+    hour    TEXT PRIMARY KEY,  -- ISO UTC hour
+    version INTEGER NOT NULL   -- changes whenever the hour's rollup rows are recomputed (cache keys)
 )
 """
 
@@ -190,12 +195,31 @@ class Rollups:
             # Histograms first: a reader that sees the new counts file also finds matching histograms.
             self.engine.lake.publish_file(hist, partition_path(LATENCY_HOURLY, day))
             self.engine.lake.publish_file(rows, partition_path(ROLLUPS_HOURLY, day))
+            self._bump(wanted)
             if closed:
                 self.build_daily(day)
             return rows.num_rows
         finally:
             if own:
                 con.close()
+
+    def _bump(self, hours: list[dt.datetime]) -> None:
+        version = time.time_ns()
+        with self.engine.store.connect() as con:
+            con.executemany(
+                "INSERT INTO rollup_hour_versions (hour, version) VALUES (?, ?)"
+                " ON CONFLICT (hour) DO UPDATE SET version = excluded.version",
+                [(h.isoformat(), version) for h in hours],
+            )
+
+    def versions(self, start: dt.datetime, end: dt.datetime) -> tuple[tuple[str, int], ...]:
+        """The versions of the rolled-up hours in [start, end): equal versions, equal rollup rows."""
+        with self.engine.store.connect() as con:
+            rows = con.execute(
+                "SELECT hour, version FROM rollup_hour_versions WHERE hour >= ? AND hour < ? ORDER BY hour",
+                (start.isoformat(), end.isoformat()),
+            ).fetchall()
+        return tuple((r["hour"], r["version"]) for r in rows)
 
     def build_daily(self, day: dt.date) -> None:
         """Merge a closed day's hourly files into its daily tier files."""
