@@ -180,7 +180,9 @@ def part_api(engine: Engine, repeat: int) -> list[dict[str, object]]:
     for period in ("last7d", "last30d"):
         for group_by in (None, "model", "key"):
             params = {"period": period, **({"group_by": group_by} if group_by else {})}
-            client.get("/admin/stats", params=params)  # warm the OS cache and the process
+            # The first request computes and caches the rollup part of the answer (cold); the others
+            # reuse it and scan only the raw records of the open hour (warm).
+            cold = timed(lambda p=params: client.get("/admin/stats", params=p))
             times = []
             for _ in range(repeat):
                 start = time.perf_counter()
@@ -192,7 +194,7 @@ def part_api(engine: Engine, repeat: int) -> list[dict[str, object]]:
             sql = RAW_PERIOD.format(group={"model": "model", "key": "key_id"}.get(group_by or "", "NULL"))
             raw = min(timed(lambda s=sql, st=start: con.sql(s, params={"first": st.date(), "start": st,
                                                                        "end": NOW}).fetchall()) for _ in range(2))
-            results.append({"period": period, "group_by": group_by or "-", "p50": pct(times, 50),
+            results.append({"period": period, "group_by": group_by or "-", "cold": cold, "p50": pct(times, 50),
                             "p95": pct(times, 95), "raw": raw, "percentiles": body["percentiles"],
                             "requests": body["totals"]["requests"]})
             print(f"  {period} {group_by}: p95 {pct(times, 95) * 1000:.0f} ms, raw {raw:.2f} s", file=sys.stderr,
@@ -242,12 +244,13 @@ def report_daily_and_backfill(fill: dict[str, float], daily: dict[str, float] | 
 def report_api(api: list[dict[str, object]], repeat: int) -> bool:
     ok = True
     print(f"\n2. GET /admin/stats (now = {NOW:%Y-%m-%d %H:%M} UTC, {repeat} requests each)")
-    print("   period   group_by    p50 ms   p95 ms   raw scan s   p95/raw   percentiles")
+    print("   period   group_by   cold ms    p50 ms   p95 ms   raw scan s   p95/raw   cold/raw   percentiles")
     for r in api:
         ratio = r["p95"] / r["raw"]  # type: ignore[operator]
         ok &= ratio <= 0.02
-        print(f"   {r['period']:8} {r['group_by']:8} {r['p50'] * 1000:8.1f} {r['p95'] * 1000:8.1f} "  # type: ignore[operator]
-              f"{r['raw']:12.2f} {ratio:8.2%}   {r['percentiles']}")
+        print(f"   {r['period']:8} {r['group_by']:8} {r['cold'] * 1000:8.1f} "  # type: ignore[operator]
+              f"{r['p50'] * 1000:9.1f} {r['p95'] * 1000:8.1f} "  # type: ignore[operator]
+              f"{r['raw']:12.2f} {ratio:8.2%} {r['cold'] / r['raw']:9.2%}   {r['percentiles']}")  # type: ignore[operator]
     return ok
 
 
