@@ -26,6 +26,137 @@ class Health(BaseModel):
     version: str
 
 
+class LatencyStats(BaseModel):
+    """Request latency in ms; percentiles are exact or within 1 % (see `percentiles`)."""
+
+    avg: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    max: int | None
+
+
+class TtftStats(BaseModel):
+    """Time to first token of streamed requests, in ms."""
+
+    count: int
+    avg: float | None
+    max: int | None
+
+
+class StatsMetrics(BaseModel):
+    """SPEC metrics of a set of records: exact counts, sums and distinct counts."""
+
+    requests: int
+    successes: int
+    errors: int
+    rate_limited: int
+    provider_failures: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    quota_cost: int
+    masters: int = Field(description="Distinct masters.")
+    keys: int = Field(description="Distinct keys.")
+    streams: int
+    error_rate: float | None = Field(description="errors / requests; null without requests.")
+    latency_ms: LatencyStats
+    ttft_ms: TtftStats
+
+
+class StatsGroup(StatsMetrics):
+    """The metrics of one group; `group` is the id, model name, day or hour (ISO) grouped by."""
+
+    group: int | str | None
+
+
+class TopModel(BaseModel):
+    """A model by its request count."""
+
+    model: str
+    requests: int
+    total_tokens: int
+
+
+class StatsSources(BaseModel):
+    """Where the answer was read from: whole hours of rollups, hours (some partial) of raw records."""
+
+    rollup_hours: int
+    raw_hours: int
+
+
+class StatsRead(BaseModel):
+    """Stats of a period `[start, end)`."""
+
+    period: str
+    start: dt.datetime
+    end: dt.datetime
+    filters: dict[str, int | str]
+    group_by: str | None
+    totals: StatsMetrics
+    groups: list[StatsGroup]
+    top_models: list[TopModel]
+    percentiles: str = Field(description="'exact' (computed from raw records) or 'approx' (within 1 %).")
+    sources: StatsSources
+
+
+class StatsSeries(BaseModel):
+    """One metric per interval (and group), flat rows with ISO `time`: Grafana Infinity reads them as is."""
+
+    period: str
+    start: dt.datetime
+    end: dt.datetime
+    interval: str
+    metric: str
+    group_by: str | None
+    filters: dict[str, int | str]
+    percentiles: str
+    rows: list[dict[str, int | float | str | None]]
+
+
+class DailyTopModel(TopModel):
+    """A model of a day's top list."""
+
+
+class DailyStat(BaseModel):
+    """One immutable daily stats row (seed DailyStat)."""
+
+    date: dt.date
+    grain: str
+    master_id: int | None
+    requests: int
+    successes: int
+    errors: int
+    rate_limited: int
+    provider_failures: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    quota_cost: int
+    masters: int
+    keys: int
+    streams: int
+    latency_avg: float | None
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    latency_max: int | None
+    ttft_avg: float | None
+    ttft_p95: float | None
+    ttft_max: int | None
+    top_models: list[DailyTopModel]
+    late_data: bool = Field(description="Records arrived after the row was written; `ezstats backfill` fixes it.")
+
+
+class DailyStats(BaseModel):
+    """Stored daily stats of a day range."""
+
+    start: dt.date
+    end: dt.date
+    master_id: int | None
+    days: list[DailyStat]
+
+
 class JobRunPublic(BaseModel):
     """One run of a job."""
 

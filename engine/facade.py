@@ -16,6 +16,7 @@ from engine import catalog, decoding, queries
 from engine.errors import InvalidBatch, QueryError, RecordError
 from engine.lake import BatchReceipt, Lake, content_batch_id
 from engine.settings import Settings, get_settings
+from engine.stats import Stats
 from engine.store import ControlStore
 from engine.validation import validate
 
@@ -48,6 +49,7 @@ class Engine:
         recovered = self.lake.recover()
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
+        self.stats = Stats(self)
 
     # -- jobs, quotas, registry ------------------------------------------------------------------
 

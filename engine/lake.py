@@ -148,6 +148,25 @@ class Lake:
                 self._commit(batch_id)
         return BatchReceipt(batch_id, table.num_rows, tuple(final for _, final in staged))
 
+    def publish_file(self, table: pa.Table, relative: Path) -> Path:
+        """Write `table` as one Parquet file at `<data>/relative`, atomically replacing any file there.
+
+        For derived tables (rollups, daily stats) whose partitions are recomputed whole: a reader sees
+        the old file or the new one, never neither and never a partial file.
+        """
+        target = self.settings.data_dir / relative
+        with self._staging_folder() as folder:
+            staged = folder / target.name
+            write_parquet(table, staged, self.settings.row_group_rows)
+            _fsync_dir(folder)
+            created = not target.parent.exists()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staged, target)
+            _fsync_dir(target.parent)
+            if created:
+                _fsync_dir(target.parent.parent)
+        return target
+
     def recover(self) -> int:
         """Finish or remove what crashed writers left; returns how many staging folders were handled."""
         handled = 0
@@ -306,7 +325,8 @@ def write_parquet(table: pa.Table, path: Path, row_group_rows: int) -> None:
         # Dictionaries only where values repeat: on ids and measures they cost time and grow files.
         use_dictionary=[name for name in table.column_names if name not in _NO_DICTIONARY],
         write_statistics=True,
-        sorting_columns=[pq.SortingColumn(table.schema.get_field_index("created_at"))],
+        sorting_columns=[pq.SortingColumn(table.schema.get_field_index("created_at"))]
+        if "created_at" in table.schema.names else None,
     )
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         description="The alert detector reuses key quota usage computed less than this long ago (0: every run); "
         "usage is summed from raw records, which costs seconds on a month of data.",
     )
+    daily_stats_delay_seconds: int = Field(
+        300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
+    )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
 
     @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",

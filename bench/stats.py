@@ -1,0 +1,258 @@
+"""Stats benchmark: the daily stats job, /admin/stats latency and backfill throughput vs raw scans.
+
+One command: `python bench/stats.py [--lake /work/bench-data/lake-30x5m] [--work /work/bench-data/stats-bench]`.
+The lake (30 days x 5M demo records, made once by bench/lake.py) is only read: its log_records folder
+is linked into --work, where the rollups and daily stats are written. The first run builds every
+day's rollups through `backfill` and times it; later runs reuse them (--rebuild to redo) and time a
+two-day backfill instead. Baselines are measured in the same run over the same records:
+
+1. daily stats job for one day (the figures of every grain from the day's rollups) vs the same
+   figures by one raw DuckDB query over the day's Parquet, and vs a SQLite table with indexes
+   (the seed's row-store design; it computes per-grain counts and gateway percentiles only);
+   target: job <= 0.5x raw DuckDB, >= 20x faster than SQLite.
+2. GET /admin/stats p50/p95 over --repeat requests (last7d, last30d, without and with group_by)
+   vs one raw DuckDB scan computing the same answer; target: p95 <= 2 % of the raw scan.
+3. backfill rows/s vs raw DuckDB rows/s (the day's figures from raw, as in 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from engine import Engine, Settings  # noqa: E402
+
+NOW = dt.datetime(2026, 1, 30, 18, 30, tzinfo=dt.UTC)  # mid-afternoon of the lake's last day
+DAY = dt.date(2026, 1, 29)                              # the closed day of part 1
+
+# The baseline: every figure of the daily stats rows, straight from raw records, in one query.
+RAW_DAILY = """
+WITH r AS (SELECT * FROM log_records WHERE date = $day),
+m AS (
+    SELECT master_id, key_id, model, provider_id, provider_key_id, count(*) AS requests,
+           count(*) FILTER (WHERE is_success(status_code)) AS successes,
+           count(*) FILTER (WHERE is_error(status_code)) AS errors,
+           count(*) FILTER (WHERE is_rate_limited(status_code)) AS rate_limited,
+           count(*) FILTER (WHERE is_provider_failure(provider_key_id, status_code)) AS provider_failures,
+           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens(prompt_tokens, completion_tokens)),
+           sum(quota_cost), count(DISTINCT master_id), count(DISTINCT key_id), count(*) FILTER (WHERE is_stream),
+           avg(latency_ms), quantile_disc(latency_ms, [0.5, 0.95, 0.99]), max(latency_ms),
+           avg(ttft_ms), quantile_disc(ttft_ms, 0.95), max(ttft_ms)
+    FROM r
+    GROUP BY GROUPING SETS ((), (master_id), (key_id), (model), (provider_id), (provider_key_id))
+),
+t AS (
+    SELECT master_id, key_id, provider_id, provider_key_id, model, count(*) AS requests,
+           sum(total_tokens(prompt_tokens, completion_tokens)) AS total_tokens
+    FROM r
+    GROUP BY GROUPING SETS ((model), (master_id, model), (key_id, model), (provider_id, model),
+                            (provider_key_id, model))
+)
+SELECT (SELECT count(*) FROM m), (SELECT sum(requests) FROM m), (SELECT count(*) FROM t)
+"""
+
+# The baseline of part 2: the same answer as /admin/stats from one raw scan of the period.
+RAW_PERIOD = """
+SELECT {group} AS g, count(*), count(*) FILTER (WHERE is_success(status_code)),
+       count(*) FILTER (WHERE is_error(status_code)), count(*) FILTER (WHERE is_rate_limited(status_code)),
+       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens(prompt_tokens, completion_tokens)),
+       sum(quota_cost), count(DISTINCT master_id), count(DISTINCT key_id), avg(latency_ms),
+       quantile_disc(latency_ms, [0.5, 0.95, 0.99]), max(latency_ms)
+FROM log_records
+WHERE date >= $first AND created_at >= $start AND created_at < $end
+GROUP BY ALL
+"""
+
+SQLITE_COLUMNS = ("created_at", "master_id", "key_id", "model", "provider_id", "provider_key_id", "status_code",
+                  "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "quota_cost", "is_stream")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * p // 100) - 1)] if ordered else float("nan")
+
+
+def setup(lake: Path, work: Path) -> Engine:
+    if not (lake / "READY").exists():
+        sys.exit(f"{lake} is not a ready lake; make it with `python bench/lake.py --out {lake}`")
+    work.mkdir(parents=True, exist_ok=True)
+    link = work / "log_records"
+    if not link.exists():
+        link.symlink_to(lake / "log_records", target_is_directory=True)
+    return Engine(Settings(data_dir=work), clock=lambda: NOW)
+
+
+def raw_con(engine: Engine):
+    con = engine.connect()
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def part_backfill(engine: Engine, rebuild: bool) -> dict[str, float]:
+    marker = engine.settings.data_dir / "ROLLUPS_READY"
+    days = engine.stats.raw_days()
+    first, last = (days[0], days[-1]) if rebuild or not marker.exists() else (DAY - dt.timedelta(days=1), DAY)
+    con = raw_con(engine)
+    rows = con.sql("SELECT count(*) FROM log_records WHERE date >= $f AND date <= $l",
+                   params={"f": first, "l": last}).fetchall()[0][0]
+    print(f"backfill {first} .. {last} ({rows:,} records) ...", file=sys.stderr, flush=True)
+    seconds = timed(lambda: engine.stats.backfill(first, last, force=True, now=NOW,
+                                                  progress=lambda r: print(f"  {r.day} {r.daily}", file=sys.stderr,
+                                                                           flush=True)))
+    marker.write_text(f"{days[0]} .. {days[-1]}\n")
+    day_rows = con.sql("SELECT count(*) FROM log_records WHERE date = $d", params={"d": DAY}).fetchall()[0][0]
+    raw = statistics.median(timed(lambda: con.sql(RAW_DAILY, params={"day": DAY}).fetchall()) for _ in range(3))
+    con.close()
+    return {"backfill_rows_per_s": rows / seconds, "raw_rows_per_s": day_rows / raw, "raw_daily_s": raw,
+            "day_rows": day_rows}
+
+
+def part_daily(engine: Engine, raw_daily_s: float, repeat: int) -> dict[str, float]:
+    # The job as the scheduler runs it: read the day's rollups, write its immutable rows.
+    job = statistics.median(timed(lambda: engine.stats.daily.write(DAY)) for _ in range(repeat))
+    sqlite_s = sqlite_baseline(engine)
+    return {"job_s": job, "raw_s": raw_daily_s, "sqlite_s": sqlite_s}
+
+
+def sqlite_baseline(engine: Engine) -> float:
+    path = engine.settings.data_dir / "seed-rowstore.db"
+    fresh = not path.exists()
+    db = sqlite3.connect(path)
+    if fresh:
+        print("loading one day into SQLite (once) ...", file=sys.stderr, flush=True)
+        db.execute(f"CREATE TABLE log_records ({', '.join(SQLITE_COLUMNS)})")
+        con = raw_con(engine)
+        cur = con.execute(f"SELECT epoch_ms(created_at), {', '.join(SQLITE_COLUMNS[1:])} FROM log_records "
+                          "WHERE date = $d", {"d": DAY})
+        while batch := cur.fetchmany(100_000):
+            db.executemany(f"INSERT INTO log_records VALUES ({', '.join('?' * len(SQLITE_COLUMNS))})", batch)
+        for col in ("created_at", "master_id", "key_id", "model", "provider_id", "provider_key_id"):
+            db.execute(f"CREATE INDEX log_{col} ON log_records ({col}, latency_ms)")
+        db.commit()
+        con.close()
+    start = int(dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
+    window = (start, start + 86_400_000)
+    where = "created_at >= ? AND created_at < ?"
+
+    def figures() -> None:
+        for col in ("NULL", "master_id", "key_id", "model", "provider_id", "provider_key_id"):
+            db.execute(f"SELECT {col}, count(*), sum(status_code < 400),"
+                       f" sum(status_code >= 400 AND status_code <> 429),"
+                       f" sum(status_code = 429), sum(prompt_tokens), sum(completion_tokens),"
+                       f" sum(prompt_tokens + completion_tokens), sum(quota_cost), count(DISTINCT master_id),"
+                       f" count(DISTINCT key_id), avg(latency_ms), max(latency_ms), avg(ttft_ms)"
+                       f" FROM log_records WHERE {where} GROUP BY {col}", window).fetchall()
+            if col != "model":
+                db.execute(f"SELECT {col}, model, count(*), sum(prompt_tokens + completion_tokens) FROM log_records"
+                           f" WHERE {where} GROUP BY {col}, model", window).fetchall()
+        n = db.execute(f"SELECT count(*) FROM log_records WHERE {where}", window).fetchone()[0]
+        for p in (0.5, 0.95, 0.99):
+            db.execute(f"SELECT latency_ms FROM log_records WHERE {where} ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                       (*window, max(0, int(n * p) - 1))).fetchall()
+
+    seconds = timed(figures)
+    db.close()
+    return seconds
+
+
+def part_api(engine: Engine, repeat: int) -> list[dict[str, object]]:
+    client = TestClient(create_app(engine=engine))
+    con = raw_con(engine)
+    results = []
+    for period in ("last7d", "last30d"):
+        for group_by in (None, "model", "key"):
+            params = {"period": period, **({"group_by": group_by} if group_by else {})}
+            # The first request computes and caches the rollup part of the answer (cold); the others
+            # reuse it and scan only the raw records of the open hour (warm).
+            cold = timed(lambda p=params: client.get("/admin/stats", params=p))
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                r = client.get("/admin/stats", params=params)
+                times.append(time.perf_counter() - start)
+                assert r.status_code == 200, r.text
+            body = r.json()
+            start = dt.datetime.fromisoformat(body["start"])
+            sql = RAW_PERIOD.format(group={"model": "model", "key": "key_id"}.get(group_by or "", "NULL"))
+            raw = min(timed(lambda s=sql, st=start: con.sql(s, params={"first": st.date(), "start": st,
+                                                                       "end": NOW}).fetchall()) for _ in range(2))
+            results.append({"period": period, "group_by": group_by or "-", "cold": cold, "p50": pct(times, 50),
+                            "p95": pct(times, 95), "raw": raw, "percentiles": body["percentiles"],
+                            "requests": body["totals"]["requests"]})
+            print(f"  {period} {group_by}: p95 {pct(times, 95) * 1000:.0f} ms, raw {raw:.2f} s", file=sys.stderr,
+                  flush=True)
+    con.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lake", type=Path, default=Path("/work/bench-data/lake-30x5m"))
+    parser.add_argument("--work", type=Path, default=Path("/work/bench-data/stats-bench"))
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--rebuild", action="store_true", help="Rebuild every day's rollups (and time it).")
+    parser.add_argument("--parts", default="123", help="Which parts to run, e.g. 2 (part 2 needs built rollups).")
+    args = parser.parse_args()
+    engine = setup(args.lake, args.work)
+
+    ok = True
+    if "1" in args.parts or "3" in args.parts:
+        fill = part_backfill(engine, args.rebuild)
+        ok &= report_daily_and_backfill(fill, part_daily(engine, fill["raw_daily_s"], 5) if "1" in args.parts
+                                        else None)
+    if "2" in args.parts:
+        ok &= report_api(part_api(engine, args.repeat), args.repeat)
+    return 0 if ok else 1
+
+
+def report_daily_and_backfill(fill: dict[str, float], daily: dict[str, float] | None) -> bool:
+    ok = True
+    print("\n3. backfill")
+    print(f"   backfill     {fill['backfill_rows_per_s']:12,.0f} records/s")
+    print(f"   raw DuckDB   {fill['raw_rows_per_s']:12,.0f} records/s   backfill/raw = "
+          f"{fill['backfill_rows_per_s'] / fill['raw_rows_per_s']:.2f}")
+    if daily is None:
+        return ok
+    print(f"\n1. daily stats job, {DAY} ({fill['day_rows']:,} records)")
+    print(f"   job (from rollups)  {daily['job_s']:8.3f} s")
+    print(f"   raw DuckDB          {daily['raw_s']:8.3f} s   job/raw    = {daily['job_s'] / daily['raw_s']:.3f}"
+          "  (target <= 0.5)")
+    print(f"   SQLite + indexes    {daily['sqlite_s']:8.3f} s   sqlite/job = {daily['sqlite_s'] / daily['job_s']:.0f}x"
+          "  (target >= 20x)")
+    ok &= daily["job_s"] <= 0.5 * daily["raw_s"] and daily["sqlite_s"] >= 20 * daily["job_s"]
+    return ok
+
+
+def report_api(api: list[dict[str, object]], repeat: int) -> bool:
+    ok = True
+    print(f"\n2. GET /admin/stats (now = {NOW:%Y-%m-%d %H:%M} UTC, {repeat} requests each)")
+    print("   period   group_by   cold ms    p50 ms   p95 ms   raw scan s   p95/raw   cold/raw   percentiles")
+    for r in api:
+        ratio = r["p95"] / r["raw"]  # type: ignore[operator]
+        ok &= ratio <= 0.02
+        print(f"   {r['period']:8} {r['group_by']:8} {r['cold'] * 1000:8.1f} "  # type: ignore[operator]
+              f"{r['p50'] * 1000:9.1f} {r['p95'] * 1000:8.1f} "  # type: ignore[operator]
+              f"{r['raw']:12.2f} {ratio:8.2%} {r['cold'] / r['raw']:9.2%}   {r['percentiles']}")  # type: ignore[operator]
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""Stats for any period and filter, answered from rollups plus, at most, a few hours of raw records.
+
+A query is planned in hours: whole hours before `split` (the period's end, cut down to the hour) come
+from the rollups unless the ledger says a batch committed into them after the last refresh; those
+"dirty" hours and the partial last hour come from raw `log_records`. Whole closed days without a
+dirty hour come from the daily tier. Counts, sums and distinct counts are therefore always exact and
+current.
+
+Latency percentiles are exact when every hour came from raw. Otherwise they come from the merged
+histograms of one dimension (within 1 %) when the query involves at most one id dimension (a filter
+on it and/or a group_by of it); a query filtering or grouping on two dimensions computes them
+exactly from the raw records instead, or reports them unavailable where raw records are no longer
+retained. The answer says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from engine import catalog, queries
+from engine.errors import InvalidParameter
+from engine.stats.periods import Period, midnight
+from engine.stats.rollups import DAY, HOUR, LATENCY_DAILY, ROLLUPS_DAILY, Rollups, partition_path
+
+if TYPE_CHECKING:
+    from engine.facade import Engine
+
+GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour")
+INTERVALS = ("hour", "day")
+SOURCES = ("auto", "raw")
+TOP_MODELS = 10
+POOL_SIZE = 4  # reading connections kept open (the API serves stats from a thread pool)
+CACHE_ENTRIES = 64  # cached closed-day parts of answers
+CACHE_MAX_ROWS = 500_000
+
+COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
+                 "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
+SERIES_METRICS = (*COUNT_METRICS, "error_rate", "latency_avg", "latency_max", "latency_p50", "latency_p95",
+                  "latency_p99")
+
+_ID_GROUPS = {"master", "key", "provider", "provider_key"}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Equality filters on the ids of a record; None means any."""
+
+    master_id: int | None = None
+    key_id: int | None = None
+    model: str | None = None
+    provider_id: int | None = None
+    provider_key_id: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """As query parameters."""
+        return asdict(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The filters that are set."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which hours of a period come from rollups and which from raw records."""
+
+    start: dt.datetime
+    end: dt.datetime
+    split: dt.datetime
+    raw_from: dt.datetime
+    raw_hours: tuple[dt.datetime, ...]
+    daily_days: tuple[dt.date, ...]
+    rollup_hours: int
+
+    @property
+    def exact(self) -> bool:
+        """Every record is read raw, so percentiles can be exact."""
+        return self.rollup_hours == 0
+
+    def params(self) -> dict[str, Any]:
+        """As query parameters."""
+        return {"start": self.start, "end": self.end, "split": self.split, "raw_from": self.raw_from,
+                "raw_hours": list(self.raw_hours), "daily_days": list(self.daily_days)}
+
+
+def floor_hour(t: dt.datetime) -> dt.datetime:
+    """The start of the hour holding t."""
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+class Reader:
+    """Reads stats for periods; one instance per engine."""
+
+    def __init__(self, engine: Engine, rollups: Rollups) -> None:
+        self.engine = engine
+        self.rollups = rollups
+        self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
+        self._cache: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reading connection from a small pool: macros, views and the Parquet metadata cache are
+        paid for once, not on every request. One user at a time; closed explicitly when not kept
+        (a DuckDB connection must not be left to a garbage collector on another thread)."""
+        try:
+            pooled = self._pool.get_nowait()
+        except queue.Empty:
+            con = self.engine.connect()
+            load_sources(con)
+            con.execute("SET parquet_metadata_cache = true")
+            pooled = _Pooled(con, {})
+        data_dir = self.engine.settings.data_dir
+        for table in catalog.TABLES:
+            # A view made while its table had no file reads an empty stand-in, and a glob that matches
+            # nothing fails: re-point a view when its table gains its first file or loses its last.
+            has = table.has_files(data_dir)
+            if pooled.globbed.get(table.name) != has:
+                catalog.register(pooled.con, table, data_dir)
+                pooled.globbed[table.name] = has
+        try:
+            yield pooled.con
+        finally:
+            if self._pool.qsize() < POOL_SIZE:
+                self._pool.put(pooled)
+            else:
+                pooled.con.close()
+
+    def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
+        """Split a period into daily-tier days, hourly-tier hours and raw hours (see the module docstring).
+
+        `daily=False` keeps whole days out of the daily tier (answers grouped by hour need hours).
+        """
+        if source not in SOURCES:
+            raise InvalidParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+        start, end = period.start, max(period.end, period.start)
+        split = start if source == "raw" else max(start, floor_hour(end))
+        dirty = sorted(h for h in self.rollups.pending().hours if start <= h < split)
+        raw_from = min([split, *dirty])
+        total_hours = int((split - start) / HOUR)
+        days: tuple[dt.date, ...] = ()
+        if daily and split > start:
+            dirty_days = {h.date() for h in dirty}
+            days = tuple(d for d in self.rollups.daily_days()
+                         if d not in dirty_days and start <= midnight(d) and midnight(d) + DAY <= split)
+        return Plan(start, end, split, raw_from, tuple(dirty), days, total_hours - len(dirty))
+
+    def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto"
+             ) -> dict[str, Any]:
+        """The SPEC metrics of a period: totals, groups, top models, and how percentiles were computed.
+
+        Raises:
+            InvalidParameter: an unknown group_by or source.
+        """
+        if group_by is not None and group_by not in GROUP_BYS:
+            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
+        plan = self.plan(period, source, daily=group_by != "hour")
+        metrics, latency, mode = self._query(plan, filters, group_by or "none", "none")
+        rows = metrics.to_pylist()
+        pcts = {(r["kind"], r["g1"]): r for r in latency.to_pylist()} if latency is not None else {}
+        total = next((r for r in rows if r["kind"] == "total"), None)
+        groups = [r for r in rows if r["kind"] == "group"] if group_by else []
+        models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
+        groups.sort(key=lambda r: (r["g1"] is None, r["g1"]) if group_by in ("day", "hour")
+                    else (-r["requests"], str(r["g1"])))
+        return {
+            "period": period.name,
+            "start": plan.start,
+            "end": plan.end,
+            "filters": filters.to_dict(),
+            "group_by": group_by,
+            "totals": _metrics(total, pcts.get(("total", None))),
+            "groups": [{"group": _group_value(group_by, g["g1"]),
+                        **_metrics(g, pcts.get(("group", g["g1"])))} for g in groups],
+            "top_models": [{"model": m["model"], "requests": m["requests"], "total_tokens": m["total_tokens"]}
+                           for m in models[:TOP_MODELS]],
+            "percentiles": mode,
+            "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
+                        + (plan.end > plan.split), "daily_days": len(plan.daily_days)},
+        }
+
+    def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
+               source: str = "auto") -> dict[str, Any]:
+        """One metric per interval (and per group): flat rows with ISO times, as Grafana reads them.
+
+        Raises:
+            InvalidParameter: an unknown interval, metric, group_by or source.
+        """
+        if interval not in INTERVALS:
+            raise InvalidParameter(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
+        if metric not in SERIES_METRICS:
+            raise InvalidParameter(f"unknown metric {metric!r}; use one of {', '.join(SERIES_METRICS)}")
+        if group_by is not None and group_by not in GROUP_BYS:
+            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
+        plan = self.plan(period, source, daily=interval != "hour" and group_by != "hour")
+        needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
+        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
+        pcts = {(r["g1"], r["g2"]): r for r in latency.to_pylist()} if latency is not None else {}
+        rows = []
+        for r in metrics.to_pylist():
+            if r["kind"] != "group":
+                continue
+            m = _metrics(r, pcts.get((r["g1"], r["g2"])))
+            value = _pick(m, metric)
+            time = r["g1"] if interval == "hour" else r["g1"] + "T00:00:00Z"
+            row: dict[str, Any] = {"time": time}
+            if group_by:
+                row[group_by] = _group_value(group_by, r["g2"])
+            row[metric] = value
+            rows.append(row)
+        rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
+        return {"period": period.name, "start": plan.start, "end": plan.end, "interval": interval,
+                "metric": metric, "group_by": group_by, "filters": filters.to_dict(),
+                "percentiles": mode if needs_pcts else "none", "rows": rows}
+
+    def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
+               ) -> tuple[pa.Table, pa.Table | None, str]:
+        """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
+        with self.connection() as con:
+            return self._run(con, plan, filters, group_by, then_by, pcts)
+
+    def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
+             pcts: bool) -> tuple[pa.Table, pa.Table | None, str]:
+        params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
+        # The rollup part does not depend on the period's end or the raw bounds: normalized, its
+        # cache entry serves every request until the hour changes or a rolled-up hour is recomputed.
+        rollup_part = {**plan.params(), "end": plan.split, "raw_from": plan.split}
+        con.register("stats_fine_cache", self._cached(con, plan, "stats_fine", **rollup_part, **filters.params(),
+                                                      group_by=group_by, then_by=then_by))
+        metrics = queries.run(con, "stats_metrics", **params)
+        if not pcts:
+            return metrics, None, "none"
+        dim = _histogram_dim(filters, group_by, then_by)
+        if not plan.exact and dim is not None:
+            found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
+            dim_id = None if found is None else str(found)
+            con.register("stats_hist_cache", self._cached(con, plan, "stats_hist", **rollup_part, dim=dim,
+                                                          dim_id=dim_id, group_by=group_by, then_by=then_by))
+            latency = queries.run(con, "stats_latency", **plan.params(), dim=dim, dim_id=dim_id,
+                                  group_by=group_by, then_by=then_by)
+            return metrics, latency, "approx"
+        if not plan.exact and not self._raw_retained(plan):
+            return metrics, None, "unavailable"
+        exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
+                            group_by=group_by, then_by=then_by)
+        return metrics, exact, "exact"
+
+    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, **params: Any) -> pa.Table:
+        """The rollup-served part of an answer, cached. Its key holds each daily file's identity
+        (inode, mtime, size) and the version of each rolled-up hour read: late data rewrites a daily
+        file or bumps an hour's version, so a stale entry is never looked up again."""
+        key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())),
+               self._versions(plan.daily_days), self.rollups.versions(plan.start, plan.split))
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        table = queries.run(con, name, **params)
+        if table.num_rows <= CACHE_MAX_ROWS:
+            with self._cache_lock:
+                self._cache[key] = table
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return table
+
+    def _versions(self, days: tuple[dt.date, ...]) -> tuple[tuple[int, int, int], ...]:
+        data_dir = self.engine.settings.data_dir
+        out = []
+        for day in days:
+            for table in (ROLLUPS_DAILY, LATENCY_DAILY):
+                try:
+                    st = (data_dir / partition_path(table, day)).stat()
+                except FileNotFoundError:
+                    out.append((0, 0, 0))
+                    continue
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def _raw_retained(self, plan: Plan) -> bool:
+        """Whether raw records still cover every day of the plan that has rollups."""
+        raw = self.engine.stats.raw_days()
+        first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
+        return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
+
+
+@dataclass
+class _Pooled:
+    con: duckdb.DuckDBPyConnection
+    globbed: dict[str, bool]
+
+
+_FILTER_OF = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",
+              "provider_key": "provider_key_id"}
+
+
+def _histogram_dim(filters: Filters, group_by: str, then_by: str) -> str | None:
+    """The one histogram dimension that answers a query's percentiles, or None if it needs two."""
+    by_filter = {dim for dim, name in _FILTER_OF.items() if getattr(filters, name) is not None}
+    by_group = {g for g in (group_by, then_by) if g in _FILTER_OF}
+    dims = by_filter | by_group
+    if len(dims) > 1:
+        return None
+    return dims.pop() if dims else "gateway"
+
+
+def load_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the stats_sources macros in a connection."""
+    queries.run(con, "stats_sources")
+
+
+def _metrics(row: dict[str, Any] | None, pct: dict[str, Any] | None) -> dict[str, Any]:
+    row = row or {}
+    n = row.get("requests") or 0
+    source = pct or {}
+    out: dict[str, Any] = {name: row.get(name) or 0 for name in COUNT_METRICS}
+    out["error_rate"] = (out["errors"] / n) if n else None
+    out["latency_ms"] = {
+        "avg": row["latency_sum"] / n if n else None,
+        "p50": _round(source.get("p50")),
+        "p95": _round(source.get("p95")),
+        "p99": _round(source.get("p99")),
+        "max": row.get("latency_max"),
+    }
+    ttft_n = row.get("ttft_n") or 0
+    out["ttft_ms"] = {"count": ttft_n, "avg": row["ttft_sum"] / ttft_n if ttft_n else None,
+                      "max": row.get("ttft_max")}
+    return out
+
+
+def _pick(m: dict[str, Any], metric: str) -> Any:
+    if metric.startswith("latency_"):
+        return m["latency_ms"][metric.removeprefix("latency_")]
+    return m[metric]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _group_value(group_by: str | None, text: str | None) -> Any:
+    if text is None or group_by not in _ID_GROUPS:
+        return text
+    return int(text)

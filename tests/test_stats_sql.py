@@ -1,0 +1,268 @@
+"""Each stats .sql file on a few hand-made records, against outputs worked out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pytest
+
+from engine import Engine, Settings, queries
+from engine.stats.reader import load_sources
+
+DAY = dt.date(2026, 1, 1)
+H10 = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
+H11 = dt.datetime(2026, 1, 1, 11, tzinfo=dt.UTC)
+BIG = 2**31 - 1
+HOURS = [dt.datetime(2026, 1, 1, h, tzinfo=dt.UTC) for h in range(24)]
+
+
+def rec(i, at, master, key, model, provider, pkey, status, latency, ttft=None, prompt=10, completion=5, quota=0,
+        stream=False):
+    return {"request_id": f"r{i}", "created_at": at, "master_id": master, "key_id": key, "model": model,
+            "provider_id": provider, "provider_key_id": pkey, "status_code": status, "latency_ms": latency,
+            "ttft_ms": ttft, "prompt_tokens": prompt, "completion_tokens": completion, "quota_cost": quota,
+            "is_stream": stream}
+
+
+RECORDS = [
+    rec(1, "2026-01-01T10:15:00Z", 1, 10, "gpt-4o", 7, 70, 200, 100, ttft=20, quota=3, stream=True),
+    rec(2, "2026-01-01T10:45:00Z", 1, 10, "gpt-4o", 7, 70, 399, 300, prompt=BIG, completion=BIG),
+    rec(3, "2026-01-01T10:50:00Z", 1, 10, "gpt-4o", 7, 70, 429, 0),
+    rec(4, "2026-01-01T11:00:00Z", 2, 20, "模型", None, None, 400, 50),
+    rec(5, "2026-01-01T11:59:59.999999Z", 2, 20, "模型", None, None, 599, 1000),
+    rec(6, "2026-01-01T11:30:00Z", 1, 11, "gpt-4o", 7, 71, 500, 2000),
+]
+
+
+def bucket(ms: int) -> int:
+    """The histogram bucket, worked out independently of the SQL macro."""
+    return 0 if ms == 0 else math.ceil(math.log(ms) / math.log(1.02)) + 1
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = Engine(Settings(data_dir=tmp_path / "data"))
+    engine.ingest_body(json.dumps(RECORDS).encode(), "application/json")
+    return engine
+
+
+def run(engine, name, **params):
+    """Run one query. stats_metrics and stats_latency read their rollup part from a relation the reader
+    registers: computed here as the reader does, with stats_fine / stats_hist."""
+    con = engine.connect()
+    try:
+        load_sources(con)
+        if name in ("stats_metrics", "stats_latency"):
+            plan = {k: params[k] for k in ("start", "split", "raw_hours", "daily_days")}
+            part = {**plan, "end": params["split"], "raw_from": params["split"],
+                    "group_by": params["group_by"], "then_by": params["then_by"]}
+            if name == "stats_metrics":
+                filters = {k: params[k] for k in FILTERS}
+                con.register("stats_fine_cache", queries.run(con, "stats_fine", **part, **filters))
+            else:
+                con.register("stats_hist_cache", queries.run(con, "stats_hist", **part, dim=params["dim"],
+                                                             dim_id=params["dim_id"]))
+        return queries.run(con, name, **params).to_pylist()
+    finally:
+        con.close()
+
+
+def test_rollup_hours(engine):
+    rows = run(engine, "rollup_hours", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+               hours=HOURS)
+    key = {(r["hour"].hour, r["key_id"], r["status_class"]): r for r in rows}
+    assert set(key) == {(10, 10, "2xx"), (10, 10, "3xx"), (10, 10, "4xx"), (11, 20, "4xx"), (11, 20, "5xx"),
+                        (11, 11, "5xx")}
+    ok = key[(10, 10, "2xx")]
+    assert (ok["requests"], ok["successes"], ok["errors"], ok["streams"], ok["ttft_n"], ok["ttft_sum"]) == \
+        (1, 1, 0, 1, 1, 20)
+    big = key[(10, 10, "3xx")]
+    assert big["successes"] == 1 and big["total_tokens"] == 2 * BIG and big["prompt_tokens"] == BIG
+    assert (big["ttft_n"], big["ttft_sum"], big["latency_sum"], big["latency_max"]) == (0, None, 300, 300)
+    limited = key[(10, 10, "4xx")]
+    assert (limited["rate_limited"], limited["errors"], limited["latency_max"]) == (1, 0, 0)
+    refused = key[(11, 20, "5xx")]
+    assert (refused["errors"], refused["provider_failures"], refused["provider_id"]) == (1, 0, None)
+    assert key[(11, 11, "5xx")]["provider_failures"] == 1
+    assert key[(11, 20, "4xx")]["model"] == "模型"
+
+
+def test_rollup_keep(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    rows = run(engine, "rollup_keep", day=DAY, hours=[H10])
+    assert sorted((r["hour"], r["key_id"], r["status_class"]) for r in rows) == [
+        (H11, 11, "5xx"), (H11, 20, "4xx"), (H11, 20, "5xx")]
+
+
+def _sources(split, raw_hours=(), daily_days=()):
+    return {"start": HOURS[0], "end": HOURS[-1] + dt.timedelta(hours=1), "split": split,
+            "raw_from": min([split, *raw_hours]), "raw_hours": list(raw_hours), "daily_days": list(daily_days)}
+
+
+def test_latency_hours(engine):
+    rows = run(engine, "latency_hours", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+               hours=[H11])
+    got = {(r["dim"], r["id"], r["metric"], r["b"]): r["n"] for r in rows}
+    assert {r["hour"] for r in rows} == {H11}
+    at11 = [r for r in RECORDS if r["created_at"].startswith("2026-01-01T11")]
+    assert got[("gateway", None, "latency", bucket(50))] == 1
+    assert sum(n for (dim, _, metric, _), n in got.items() if dim == "gateway" and metric == "latency") == len(at11)
+    assert got[("provider", None, "latency", bucket(1000))] == 1  # records without a provider: id NULL
+    assert got[("model", "模型", "latency", bucket(50))] == 1
+    assert got[("key", "11", "latency", bucket(2000))] == 1
+    assert not [k for k in got if k[2] == "ttft"]  # no stream at 11:00
+    assert {k[0] for k in got} == {"gateway", "master", "key", "model", "provider", "provider_key"}
+
+
+def test_latency_keep_rollup_day_and_latency_day(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    kept = run(engine, "latency_keep", day=DAY, hours=[H10])
+    assert {r["hour"] for r in kept} == {H11}
+    daily = run(engine, "rollup_day", day=DAY)
+    by = {(r["key_id"], r["provider_key_id"]): r for r in daily}
+    assert set(by) == {(10, 70), (11, 71), (20, None)}
+    assert (by[(10, 70)]["requests"], by[(10, 70)]["successes"], by[(10, 70)]["total_tokens"]) == (3, 2, 2 * BIG + 30)
+    assert by[(10, 70)]["status_class"] is None and by[(10, 70)]["hour"] == HOURS[0]
+    hist = run(engine, "latency_day", day=DAY)
+    gateway = sorted((r["b"], r["n"]) for r in hist if r["dim"] == "gateway" and r["metric"] == "latency")
+    assert gateway == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
+    assert [(r["b"], r["n"]) for r in hist if r["dim"] == "gateway" and r["metric"] == "ttft"] == [(bucket(20), 1)]
+
+
+FILTERS = {"master_id": None, "key_id": None, "model": None, "provider_id": None, "provider_key_id": None}
+
+
+def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))  # the day is closed: daily tier too
+    con = engine.connect()
+    try:
+        run(engine, "stats_sources")  # defines the macros without error
+        load_sources(con)
+        # 10:00 from rollups (3 grain rows), 11:00 from raw (3 single records), nothing counted twice
+        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], [], 'all', NULL, NULL, NULL, NULL,"
+                       " NULL) ORDER BY hour", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()
+        assert [r[1] for r in rows] == [1, 1, 1, 1, 1, 1] and sum(r[0] == H10 for r in rows) == 3
+        # the dirty hour 10:00 comes from raw too; the split at midnight puts every hour raw
+        dirty = con.sql("SELECT count(*), sum(requests) FROM stats_rows($s, $e, $split, $s, [$s + INTERVAL 10 HOUR],"
+                        " [], 'all', 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
+        assert dirty == (4, 4)
+        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [], 'all', 'gateway', NULL)"
+                       " GROUP BY b ORDER BY b", params={"s": HOURS[0], "e": HOURS[-1]}).fetchall()
+        assert hist == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
+        # a closed day from the daily tier: the same rows, nothing from the hourly tier or raw
+        day = con.sql("SELECT sum(requests) FROM stats_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', NULL, NULL,"
+                      " NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
+        assert day == [(len(RECORDS),)]
+        key = con.sql("SELECT id, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', 'key', '20')"
+                      " GROUP BY id", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
+        assert key == [("20", 2)]
+    finally:
+        con.close()
+
+
+def test_stats_metrics(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    rows = run(engine, "stats_metrics", **_sources(H11), **FILTERS, group_by="model", then_by="none")
+    total = next(r for r in rows if r["kind"] == "total")
+    assert (total["requests"], total["successes"], total["errors"], total["rate_limited"]) == (6, 2, 3, 1)
+    assert (total["masters"], total["keys"], total["total_tokens"]) == (2, 3, 2 * BIG + 10 + 4 * 15 + 5)
+    assert total["latency_max"] == 2000 and total["latency_sum"] == 3450
+    groups = {r["g1"]: r["requests"] for r in rows if r["kind"] == "group"}
+    assert groups == {"gpt-4o": 4, "模型": 2}
+    models = {r["model"]: r["total_tokens"] for r in rows if r["kind"] == "model"}
+    assert models == {"gpt-4o": 2 * BIG + 45, "模型": 30}
+
+
+def test_stats_fine_and_stats_hist_read_only_rollups(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    day = _sources(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY])
+    fine = run(engine, "stats_fine", **day, **FILTERS, group_by="model", then_by="none")
+    assert sorted((r["g1"], r["key_id"], r["requests"]) for r in fine) == [
+        ("gpt-4o", 10, 3), ("gpt-4o", 11, 1), ("模型", 20, 2)]
+    # the same day from the hourly tier (not listed in daily_days), minus a dirty hour left to raw
+    hourly = run(engine, "stats_fine", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
+                 group_by="none", then_by="none")
+    assert sum(r["requests"] for r in hourly) == 3
+    assert run(engine, "stats_fine", **_sources(HOURS[0]), **FILTERS, group_by="none", then_by="none") == []
+    hist = run(engine, "stats_hist", **day, dim="key", dim_id="10", group_by="day", then_by="none")
+    assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
+        ("2026-01-01", bucket(ms), 1) for ms in (100, 300, 0))
+    # stats_metrics: the rollup part (registered) plus the raw part, here the dirty hour 11:00
+    both = run(engine, "stats_metrics", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
+               group_by="none", then_by="none")
+    total = next(r for r in both if r["kind"] == "total")
+    assert (total["requests"], total["keys"]) == (6, 3)
+
+
+def test_stats_exact(engine):
+    rows = run(engine, "stats_exact", start=HOURS[0], end=HOURS[-1], **FILTERS, group_by="master", then_by="none")
+    total = next(r for r in rows if r["kind"] == "total")
+    # nearest rank of [0, 50, 100, 300, 1000, 2000]: p50 = 3rd, p95 = p99 = 6th
+    assert (total["p50"], total["p95"], total["p99"]) == (100, 2000, 2000)
+    by_master = {r["g1"]: (r["p50"], r["p99"]) for r in rows if r["kind"] == "group"}
+    assert by_master == {"1": (100, 2000), "2": (50, 1000)}
+
+
+def test_stats_latency(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    rows = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="key", dim_id=None, group_by="key",
+               then_by="none")
+    total = next(r for r in rows if r["kind"] == "total")
+    assert abs(total["p50"] - 100) <= 1 and abs(total["p95"] - 2000) <= 20
+    by_key = {r["g1"]: r for r in rows if r["kind"] == "group"}
+    assert set(by_key) == {"10", "11", "20"}
+    assert by_key["10"]["p50"] == pytest.approx(100, rel=0.01)  # [0, 100, 300]
+    assert by_key["20"]["p99"] == pytest.approx(1000, rel=0.01)
+    one = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="model", dim_id="模型", group_by="none",
+              then_by="none")
+    assert [r["p50"] for r in one if r["kind"] == "total"] == [pytest.approx(50, rel=0.01)]
+
+
+def test_daily_stats(engine):
+    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    con = engine.connect()
+    try:
+        rows = queries.run(con, "daily_stats", day=DAY, top=1).to_pylist()
+    finally:
+        con.close()
+    by = {(r["grain"], r["master_id"], r["key_id"], r["model"], r["provider_id"], r["provider_key_id"]): r
+          for r in rows}
+    gateway = by[("gateway", None, None, None, None, None)]
+    assert (gateway["requests"], gateway["masters"], gateway["keys"], gateway["streams"]) == (6, 2, 3, 1)
+    assert gateway["top_models"] == [{"model": "gpt-4o", "requests": 4, "total_tokens": 2 * BIG + 45}]
+    assert gateway["ttft_p95"] == pytest.approx(20, rel=0.01) and gateway["ttft_avg"] == 20
+    assert gateway["latency_avg"] == pytest.approx(3450 / 6)
+    refused = by[("provider", None, None, None, None, None)]
+    assert (refused["requests"], refused["errors"], refused["keys"]) == (2, 2, 1)
+    assert by[("provider_key", None, None, None, None, 71)]["provider_failures"] == 1
+    assert by[("model", None, None, "模型", None, None)]["top_models"] == [
+        {"model": "模型", "requests": 2, "total_tokens": 30}]
+    assert {r["grain"] for r in rows} == {"gateway", "master", "key", "model", "provider", "provider_key"}
+    assert len(rows) == 1 + 2 + 3 + 2 + 2 + 3
+
+
+def test_daily_stats_read(engine):
+    engine.stats.run_daily(dt.datetime(2026, 1, 2, 1, tzinfo=dt.UTC))
+    con = engine.connect()
+    try:
+        rows = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master", master_id=2).to_pylist()
+        every = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master", master_id=None)
+    finally:
+        con.close()
+    assert [(r["date"], r["master_id"], r["requests"]) for r in rows] == [(DAY, 2, 2)]
+    assert every.column("master_id").to_pylist() == [1, 2]
+
+
+def test_latency_bucket_macros_are_within_one_percent(engine):
+    con = engine.connect()
+    try:
+        worst = con.sql("SELECT max(abs(bucket_value(latency_bucket(v)) - v) / v), "
+                        "bool_and(latency_bucket(v) = CAST(ceil(ln(v) / ln(1.02)) AS INTEGER) + 1) "
+                        "FROM (SELECT unnest(range(1, 200000)) AS v UNION ALL SELECT 2147483647)").fetchall()[0]
+        zero = con.sql("SELECT latency_bucket(0), bucket_value(0)").fetchall()[0]
+    finally:
+        con.close()
+    assert worst[0] < 0.01 and worst[1]
+    assert zero == (0, 0.0)
