@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,7 @@ def decode_ndjson(body: bytes) -> tuple[pa.Table, list[RecordError]]:
         # types, unknown fields, bad JSON) goes to the slow path that can say which row is wrong.
         try:
             opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
-            return pjson.read_json(io.BytesIO(body), parse_options=opts), []
+            return pjson.read_json(pa.BufferReader(body), parse_options=opts), []
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     records: list[Any] = []

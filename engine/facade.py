@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,17 @@ Clock = Callable[[], dt.datetime]
 def utc_now() -> dt.datetime:
     """The real clock; tests inject their own."""
     return dt.datetime.now(dt.UTC)
+
+
+@contextmanager
+def _hashing(data: bytes, batch_id: str | None) -> Iterator[Callable[[], str]]:
+    """The batch id, its content hash computed beside decoding (hashlib releases the GIL)."""
+    if batch_id is not None:
+        yield lambda: batch_id
+        return
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(content_batch_id, data)
+        yield future.result
 
 
 class Engine:
@@ -104,9 +117,9 @@ class Engine:
             InvalidBatch: any record is invalid (nothing is stored).
             BatchInProgress: the same batch id is being stored by another writer.
         """
-        batch_id = batch_id or content_batch_id(body)
-        table, problems = decoding.decode(body, content_type)
-        return self.ingest_table(table, batch_id, decode_errors=problems)
+        with _hashing(body, batch_id) as digest:
+            table, problems = decoding.decode(body, content_type)
+        return self.ingest_table(table, digest(), decode_errors=problems)
 
     def ingest_file(self, path: Path, batch_id: str | None = None) -> BatchReceipt:
         """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet) as one batch.
@@ -116,10 +129,11 @@ class Engine:
         """
         try:
             data = path.read_bytes()
-            table, problems = decoding.read_file(path, data)
+            with _hashing(data, batch_id) as digest:
+                table, problems = decoding.read_file(path, data)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InvalidBatch([RecordError(0, None, f"{path}: cannot read: {exc}")]) from exc
-        return self.ingest_table(table, batch_id or content_batch_id(data), decode_errors=problems)
+        return self.ingest_table(table, digest(), decode_errors=problems)
 
     def ingest_table(
         self, table: pa.Table, batch_id: str | None = None, decode_errors: Iterable[RecordError] = ()
