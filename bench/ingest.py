@@ -106,7 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=50_000, help="records per HTTP request")
-    parser.add_argument("--clients", type=int, default=2, help="concurrent HTTP requests")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP requests")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
