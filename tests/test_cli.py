@@ -105,8 +105,21 @@ def test_serve_without_tokens_binds_loopback_only_and_says_so(tmp_path: Path):
             except httpx.TransportError:
                 time.sleep(0.1)
         assert resp.status_code == 201
-        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
-        assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
+        assert _listening_addresses(port) == ["127.0.0.1"]
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """IPv4 addresses with a socket listening on `port`, read from /proc/net/tcp (state 0A = LISTEN)."""
+    import ipaddress
+
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.append(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return found
