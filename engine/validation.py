@@ -229,15 +229,15 @@ def _to_timestamp(arr: pa.Array) -> tuple[pa.Array, Problems]:
 
 def _parse_each(arr: pa.Array) -> tuple[pa.Array, Problems]:
     """Slow path for a column with unparsable text: find exactly which rows are wrong."""
-    values: list[object] = []
+    values: list[dt.datetime | None] = []
     problems: Problems = []
     for i, text in enumerate(arr.to_pylist()):
         try:
-            values.append(None if text is None else pa.scalar(text).cast(TIMESTAMP))
+            values.append(None if text is None else pa.scalar(text).cast(TIMESTAMP).as_py())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             values.append(None)
             problems.append((i, f"expected an RFC 3339 timestamp with offset or epoch milliseconds, got {text!r}"))
-    return pa.array([v.as_py() if v is not None else None for v in values], TIMESTAMP), problems  # type: ignore[union-attr]
+    return pa.array(values, TIMESTAMP), problems
 
 
 def _expect(arr: pa.Array, ok: bool, what: str) -> tuple[pa.Array, Problems]:

@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from engine.alerts.rules import Observation, at_least
 from engine.alerts.thresholds import Thresholds
@@ -138,7 +139,7 @@ class Lifecycle:
                 severity = obs.severity
                 if severity is None and (obs.type, obs.metric, obs.scope_id) not in watched:
                     continue
-                if retired and is_retired(lambda column, obs=obs: getattr(obs, column)):
+                if retired and is_retired(partial(getattr, obs)):
                     continue
                 seen.add(obs.fingerprint)
                 if obs.period is not None:
@@ -153,7 +154,7 @@ class Lifecycle:
                 if fp in seen:
                     continue
                 newer = periods.get(row["series"])
-                if retired and is_retired(lambda column, row=row: row[column]):
+                if retired and is_retired(row.__getitem__):
                     self._resolve(con, row["id"], stamp, DETECTOR, "deleted or disabled in the registry", changes)
                 elif (row["period_end"] is not None and row["period_end"] <= stamp) or (
                     newer is not None and row["period"] is not None and newer > row["period"]

@@ -14,7 +14,7 @@ from engine.cli.output import err, fail, out, print_json
 if TYPE_CHECKING:
     from engine.alerts.history import Alert
 
-app = typer.Typer(help="Alerts: detect, list, acknowledge, resolve; thresholds and their backtest.",
+app: typer.Typer = typer.Typer(help="Alerts: detect, list, acknowledge, resolve; thresholds and their backtest.",
                   no_args_is_help=True)
 
 By = Annotated[str, typer.Option(help="Who acts (recorded in the alert's history).")]
