@@ -49,6 +49,12 @@ def connect(settings: Settings, threads: int | None = None) -> duckdb.DuckDBPyCo
 
 def register(con: duckdb.DuckDBPyConnection, table: LakeTable, data_dir: Path) -> None:
     """(Re)create the view of one table; an empty table still has its columns and types."""
+    # Binding the view opens a file for its schema; compaction or the cleaner may swap that file away
+    # between listing and opening, so binding is retried like any query.
+    queries.retrying(lambda: _bind(con, table, data_dir))
+
+
+def _bind(con: duckdb.DuckDBPyConnection, table: LakeTable, data_dir: Path) -> None:
     if table.has_files(data_dir):
         path = table.glob(data_dir).replace("'", "''")
         con.execute(
