@@ -46,41 +46,42 @@ class _Levels(_Model):
         return self
 
 
-class RateLimitRule(_Levels):
+class _Rule(_Levels):
+    enabled: StrictBool = Field(True, description="Evaluate this rule.")
+
+
+class _WindowRule(_Rule):
+    window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
+
+
+class RateLimitRule(_WindowRule):
     """`rate_limit`: a master whose requests are answered 429 (rate limited) in the window."""
 
-    enabled: StrictBool = Field(True, description="Evaluate this rule.")
-    window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(20, description="Requests a master needs in the window to be judged (default 20).")
     min_count: Samples = Field(10, description="429 answers a master needs in the window to alert (default 10).")
     warning: Ratio = Field(0.10, description="Share of 429s (0-1] that raises a warning (default 0.10).")
     critical: Ratio = Field(0.30, description="Share of 429s (0-1] that makes it critical (default 0.30).")
 
 
-class ErrorSpikeRule(_Levels):
+class ErrorSpikeRule(_WindowRule):
     """`error_spike`: a key whose error rate (status >= 400, 429 excluded) is high in the window."""
 
-    enabled: StrictBool = Field(True, description="Evaluate this rule.")
-    window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(20, description="Requests a key needs in the window to be judged (default 20).")
     warning: Ratio = Field(0.10, description="Error rate (0-1] that raises a warning (seed default 0.10).")
     critical: Ratio = Field(0.25, description="Error rate (0-1] that makes it critical (default 0.25).")
 
 
-class ProviderDownRule(_Levels):
+class ProviderDownRule(_WindowRule):
     """`provider_down`: a provider key whose requests fail upstream (status >= 500) in the window."""
 
-    enabled: StrictBool = Field(True, description="Evaluate this rule.")
-    window_minutes: Minutes = Field(5, description="Window length, whole minutes (default 5).")
     min_samples: Samples = Field(10, description="Requests a provider key needs in the window (default 10).")
     warning: Ratio = Field(0.50, description="Failure rate (0-1] that raises a warning (seed default 0.50).")
     critical: Ratio = Field(0.90, description="Failure rate (0-1] that makes it critical (default 0.90).")
 
 
-class QuotaRule(_Levels):
+class QuotaRule(_Rule):
     """`quota_exceeded`: a key whose usage this quota period reaches a share of its limit."""
 
-    enabled: StrictBool = Field(True, description="Evaluate this rule.")
     warning: Ratio = Field(0.90, description="Used share of the quota (0-1] that raises a warning (seed 0.90).")
     critical: Ratio = Field(1.0, description="Used share of the quota (0-1] that makes it critical (default 1.0).")
 
