@@ -270,10 +270,14 @@ class Lake:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield folder
-        finally:
+        except BaseException:
             # A folder the ledger still names as publishing is kept for recover() to roll forward.
             if not self._is_publishing(folder):
                 shutil.rmtree(folder, ignore_errors=True)
+            raise
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
             os.close(fd)
 
     def _is_publishing(self, folder: Path) -> bool:
