@@ -100,11 +100,16 @@ def retrying(read: Callable[[], T], attempts: int = 4) -> T:
         try:
             return read()
         except duckdb.IOException as exc:
-            if attempt + 1 == attempts or not any(m in str(exc) for m in _VANISHED):
+            if attempt + 1 == attempts or not vanished(exc):
                 raise
             log.info("a lake file vanished mid-query (compaction or retention); rerunning: %s", exc)
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def vanished(exc: BaseException | None) -> bool:
+    """Whether a DuckDB error says a lake file it listed was gone when it opened it."""
+    return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _VANISHED)
 
 
 def to_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:

@@ -2,16 +2,17 @@
 -- Used when every hour of the period is read raw, or when a query filters or groups on two id
 -- dimensions (no single-dimension histogram answers it).
 -- Grain: the total, and per (g1, g2) group; `kind` says which.
--- Parameters: $start, $end (TIMESTAMPTZ, [start, end)); $master_id, $key_id, $model, $provider_id,
---   $provider_key_id (filters, NULL = any); $group_by, $then_by (a stats_group dimension or 'none').
+-- Parameters: $files (VARCHAR[], the log_records files that may hold the period); $start, $end
+--   (TIMESTAMPTZ, [start, end)); $master_id, $key_id, $model, $provider_id, $provider_key_id
+--   (filters, NULL = any); $group_by, $then_by (a stats_group dimension or 'none').
 -- Output: kind ('total' | 'group'), g1, g2, p50, p95, p99 (ms, DOUBLE).
 WITH r AS (
     SELECT
         stats_group($group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
         stats_group($then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
         latency_sum AS latency_ms
-    FROM stats_rows($start, $end, $start, $start, [], [], 'all', $master_id, $key_id, $model, $provider_id,
-                    $provider_key_id)
+    FROM stats_raw_rows($files, $start, $start, $end, [], $master_id, $key_id, $model, $provider_id,
+                        $provider_key_id)
 )
 SELECT
     CASE WHEN GROUPING(g1, g2) = 0 THEN 'group' ELSE 'total' END AS kind,

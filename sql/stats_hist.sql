@@ -1,10 +1,9 @@
--- stats_hist: the rollup-served part of a stats_latency answer: one dimension's daily and hourly
+-- stats_hist: the rollup part of an answer's latency percentiles: one dimension's daily and hourly
 -- histograms merged per group; the reader caches it like stats_fine.
 -- Grain: g1 x g2 x bucket.
--- Parameters: $start, $end, $split, $raw_from, $raw_hours, $daily_days (the plan, see stats_sources.sql);
+-- Parameters: $start, $split, $raw_hours, $daily_days (the plan, see stats_sources.sql);
 --   $dim, $dim_id (the histogram dimension and an optional id of it); $group_by, $then_by ('none',
 --   'day', 'hour' or $dim).
 -- Output: g1, g2, b, n.
 SELECT *
-FROM stats_hist($start, $end, $split, $raw_from, $raw_hours, $daily_days, 'rollups', $dim, $dim_id,
-                $group_by, $then_by)
+FROM stats_hist($start, $split, $raw_hours, $daily_days, $dim, $dim_id, $group_by, $then_by)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 
 import pytest
 
 from engine import Engine, Settings, queries
 from engine.stats.reader import load_sources
+from engine.stats.rollups import MAX_MEASURES, ROLLUP_SCHEMA, SUMMED_MEASURES
 
 DAY = dt.date(2026, 1, 1)
 H10 = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
@@ -49,24 +51,24 @@ def engine(tmp_path):
 
 
 def run(engine, name, **params):
-    """Run one query. stats_metrics and stats_latency read their rollup part from a relation the reader
-    registers: computed here as the reader does, with stats_fine / stats_hist."""
+    """Run one query on a connection with the stats macros."""
     con = engine.connect()
     try:
         load_sources(con)
-        if name in ("stats_metrics", "stats_latency"):
-            plan = {k: params[k] for k in ("start", "split", "raw_hours", "daily_days")}
-            part = {**plan, "end": params["split"], "raw_from": params["split"],
-                    "group_by": params["group_by"], "then_by": params["then_by"]}
-            if name == "stats_metrics":
-                filters = {k: params[k] for k in FILTERS}
-                con.register("stats_fine_cache", queries.run(con, "stats_fine", **part, **filters))
-            else:
-                con.register("stats_hist_cache", queries.run(con, "stats_hist", **part, dim=params["dim"],
-                                                             dim_id=params["dim_id"]))
         return queries.run(con, name, **params).to_pylist()
     finally:
         con.close()
+
+
+def sql(con, text, params):
+    """Rows of an ad-hoc query, given only the parameters it names."""
+    names = set(re.findall(r"\$(\w+)", text))
+    return con.sql(text, params={k: v for k, v in params.items() if k in names}).fetchall()
+
+
+def files(engine):
+    """The log_records files of the fixture."""
+    return sorted(str(p) for p in engine.settings.log_records_dir.glob("*/*.parquet"))
 
 
 def test_rollup_hours(engine):
@@ -96,9 +98,13 @@ def test_rollup_keep(engine):
         (H11, 11, "5xx"), (H11, 20, "4xx"), (H11, 20, "5xx")]
 
 
-def _sources(split, raw_hours=(), daily_days=()):
-    return {"start": HOURS[0], "end": HOURS[-1] + dt.timedelta(hours=1), "split": split,
-            "raw_from": min([split, *raw_hours]), "raw_hours": list(raw_hours), "daily_days": list(daily_days)}
+def _rollup(split, raw_hours=(), daily_days=()):
+    return {"start": HOURS[0], "split": split, "raw_hours": list(raw_hours), "daily_days": list(daily_days)}
+
+
+def _raw(engine, split, raw_hours=(), end=None):
+    return {"files": files(engine), "raw_from": min([split, *raw_hours]), "split": split,
+            "raw_hours": list(raw_hours), "end": end}
 
 
 def test_latency_hours(engine):
@@ -140,64 +146,73 @@ def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
     try:
         run(engine, "stats_sources")  # defines the macros without error
         load_sources(con)
+        p = {"s": HOURS[0], "e": HOURS[-1], "split": H11, "files": files(engine)}
         # 10:00 from rollups (3 grain rows), 11:00 from raw (3 single records), nothing counted twice
-        rows = con.sql("SELECT hour, requests FROM stats_rows($s, $e, $split, $split, [], [], 'all', NULL, NULL, NULL, NULL,"
-                       " NULL) ORDER BY hour", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()
-        assert [r[1] for r in rows] == [1, 1, 1, 1, 1, 1] and sum(r[0] == H10 for r in rows) == 3
-        # the dirty hour 10:00 comes from raw too; the split at midnight puts every hour raw
-        dirty = con.sql("SELECT count(*), sum(requests) FROM stats_rows($s, $e, $split, $s, [$s + INTERVAL 10 HOUR],"
-                        " [], 'all', 1, NULL, NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[-1], "split": H11}).fetchall()[0]
+        rolled = sql(con, "SELECT hour, requests FROM stats_rows($s, $split, [], [], NULL, NULL, NULL, NULL, NULL)", p)
+        raw = sql(con, "SELECT hour, requests FROM stats_raw_rows($files, $split, $split, $e, [], NULL, NULL, NULL,"
+                    " NULL, NULL)", p)
+        assert sorted(r[0] for r in rolled) == [H10] * 3 and [r[1] for r in rolled] == [1, 1, 1]
+        assert sorted(raw) == [(H11, 1)] * 3
+        # the dirty hour 10:00 comes from raw too, for master 1 only (records 1, 2, 3 and 6)
+        dirty = sql(con, "SELECT count(*), sum(requests) FROM stats_raw_rows($files, $s, $split, $e,"
+                        " [$s + INTERVAL 10 HOUR], 1, NULL, NULL, NULL, NULL)", p)[0]
         assert dirty == (4, 4)
-        hist = con.sql("SELECT b, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [], 'all', 'gateway', NULL)"
-                       " GROUP BY b ORDER BY b", params={"s": HOURS[0], "e": HOURS[-1]}).fetchall()
+        rolled_out = sql(con, "SELECT count(*) FROM stats_rows($s, $split, [$s + INTERVAL 10 HOUR], [], NULL,"
+                             " NULL, NULL, NULL, NULL)", p)[0]
+        assert rolled_out == (0,)
+        # end NULL reads a file to its end: with the split at midnight every record is raw
+        hist = sql(con, "SELECT b, sum(n) FROM stats_raw_latency_rows($files, $s, $s, NULL, [], 'gateway', NULL)"
+                       " GROUP BY b ORDER BY b", p)
         assert hist == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
-        # a closed day from the daily tier: the same rows, nothing from the hourly tier or raw
-        day = con.sql("SELECT sum(requests) FROM stats_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', NULL, NULL,"
-                      " NULL, NULL, NULL)", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
-        assert day == [(len(RECORDS),)]
-        key = con.sql("SELECT id, sum(n) FROM stats_latency_rows($s, $e, $e, $e, [], [DATE '2026-01-01'], 'all', 'key', '20')"
-                      " GROUP BY id", params={"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}).fetchall()
+        # a closed day from the daily tier: the same rows, nothing from the hourly tier
+        day = {"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}
+        total = sql(con, "SELECT sum(requests) FROM stats_rows($s, $e, [], [DATE '2026-01-01'], NULL, NULL, NULL,"
+                        " NULL, NULL)", day)
+        assert total == [(len(RECORDS),)]
+        key = sql(con, "SELECT id, sum(n) FROM stats_latency_rows($s, $e, [], [DATE '2026-01-01'], 'key', '20')"
+                      " GROUP BY id", day)
         assert key == [("20", 2)]
     finally:
         con.close()
 
 
-def test_stats_metrics(engine):
-    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    rows = run(engine, "stats_metrics", **_sources(H11), **FILTERS, group_by="model", then_by="none")
-    total = next(r for r in rows if r["kind"] == "total")
-    assert (total["requests"], total["successes"], total["errors"], total["rate_limited"]) == (6, 2, 3, 1)
-    assert (total["masters"], total["keys"], total["total_tokens"]) == (2, 3, 2 * BIG + 10 + 4 * 15 + 5)
-    assert total["latency_max"] == 2000 and total["latency_sum"] == 3450
-    groups = {r["g1"]: r["requests"] for r in rows if r["kind"] == "group"}
-    assert groups == {"gpt-4o": 4, "模型": 2}
-    models = {r["model"]: r["total_tokens"] for r in rows if r["kind"] == "model"}
-    assert models == {"gpt-4o": 2 * BIG + 45, "模型": 30}
-
-
 def test_stats_fine_and_stats_hist_read_only_rollups(engine):
     engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    day = _sources(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY])
+    day = _rollup(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY])
     fine = run(engine, "stats_fine", **day, **FILTERS, group_by="model", then_by="none")
     assert sorted((r["g1"], r["key_id"], r["requests"]) for r in fine) == [
         ("gpt-4o", 10, 3), ("gpt-4o", 11, 1), ("模型", 20, 2)]
     # the same day from the hourly tier (not listed in daily_days), minus a dirty hour left to raw
-    hourly = run(engine, "stats_fine", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
+    hourly = run(engine, "stats_fine", **_rollup(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
                  group_by="none", then_by="none")
     assert sum(r["requests"] for r in hourly) == 3
-    assert run(engine, "stats_fine", **_sources(HOURS[0]), **FILTERS, group_by="none", then_by="none") == []
+    assert run(engine, "stats_fine", **_rollup(HOURS[0]), **FILTERS, group_by="none", then_by="none") == []
     hist = run(engine, "stats_hist", **day, dim="key", dim_id="10", group_by="day", then_by="none")
     assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
         ("2026-01-01", bucket(ms), 1) for ms in (100, 300, 0))
-    # stats_metrics: the rollup part (registered) plus the raw part, here the dirty hour 11:00
-    both = run(engine, "stats_metrics", **_sources(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
-               group_by="none", then_by="none")
-    total = next(r for r in both if r["kind"] == "total")
-    assert (total["requests"], total["keys"]) == (6, 3)
+
+
+def test_stats_live_fine_and_live_hist(engine):
+    # the raw part: the dirty hour 11:00 and everything from 23:00 on (nothing), by model
+    live = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=None), **FILTERS,
+               group_by="model", then_by="none")
+    by = {(r["g1"], r["key_id"]): r for r in live}
+    assert set(by) == {("模型", 20), ("gpt-4o", 11)}
+    assert (by[("模型", 20)]["requests"], by[("模型", 20)]["errors"], by[("模型", 20)]["latency_max"]) == (2, 2, 1000)
+    assert by[("gpt-4o", 11)]["provider_failures"] == 1
+    # a bounded end leaves out 11:59:59.999999
+    bounded = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=H11 + dt.timedelta(
+        minutes=59)), **FILTERS, group_by="none", then_by="none")
+    assert sum(r["requests"] for r in bounded) == 2
+    hist = run(engine, "stats_live_hist", **_raw(engine, HOURS[0]), dim="key", dim_id=None, group_by="key",
+               then_by="none")
+    assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
+        (str(r["key_id"]), bucket(r["latency_ms"]), 1) for r in RECORDS)
 
 
 def test_stats_exact(engine):
-    rows = run(engine, "stats_exact", start=HOURS[0], end=HOURS[-1], **FILTERS, group_by="master", then_by="none")
+    rows = run(engine, "stats_exact", files=files(engine), start=HOURS[0], end=HOURS[-1], **FILTERS,
+               group_by="master", then_by="none")
     total = next(r for r in rows if r["kind"] == "total")
     # nearest rank of [0, 50, 100, 300, 1000, 2000]: p50 = 3rd, p95 = p99 = 6th
     assert (total["p50"], total["p95"], total["p99"]) == (100, 2000, 2000)
@@ -205,19 +220,16 @@ def test_stats_exact(engine):
     assert by_master == {"1": (100, 2000), "2": (50, 1000)}
 
 
-def test_stats_latency(engine):
-    engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    rows = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="key", dim_id=None, group_by="key",
-               then_by="none")
-    total = next(r for r in rows if r["kind"] == "total")
-    assert abs(total["p50"] - 100) <= 1 and abs(total["p95"] - 2000) <= 20
-    by_key = {r["g1"]: r for r in rows if r["kind"] == "group"}
-    assert set(by_key) == {"10", "11", "20"}
-    assert by_key["10"]["p50"] == pytest.approx(100, rel=0.01)  # [0, 100, 300]
-    assert by_key["20"]["p99"] == pytest.approx(1000, rel=0.01)
-    one = run(engine, "stats_latency", **_sources(HOURS[-1]), dim="model", dim_id="模型", group_by="none",
-              then_by="none")
-    assert [r["p50"] for r in one if r["kind"] == "total"] == [pytest.approx(50, rel=0.01)]
+def test_merge_rules_in_sql_and_python_agree(engine):
+    con = engine.connect()
+    try:
+        names = [f.name for f in ROLLUP_SCHEMA]
+        summed = con.sql("SELECT list(c) FROM unnest($n) AS t(c) WHERE summed_measure(c)", params={"n": names})
+        maxed = con.sql("SELECT list(c) FROM unnest($n) AS t(c) WHERE max_measure(c)", params={"n": names})
+        assert summed.fetchall()[0][0] == list(SUMMED_MEASURES)
+        assert maxed.fetchall()[0][0] == list(MAX_MEASURES)
+    finally:
+        con.close()
 
 
 def test_daily_stats(engine):

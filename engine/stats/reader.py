@@ -19,22 +19,25 @@ import datetime as dt
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries
 from engine.errors import InvalidParameter
+from engine.stats import histograms, merging
+from engine.stats.live import LiveParts, relisting
 from engine.stats.periods import Period, midnight
 from engine.stats.rollups import DAY, HOUR, LATENCY_DAILY, ROLLUPS_DAILY, Rollups, partition_path
 
 if TYPE_CHECKING:
     from engine.facade import Engine
 
+T = TypeVar("T")
 GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour")
 INTERVALS = ("hour", "day")
 SOURCES = ("auto", "raw")
@@ -87,10 +90,14 @@ class Plan:
         """Every record is read raw, so percentiles can be exact."""
         return self.rollup_hours == 0
 
-    def params(self) -> dict[str, Any]:
-        """As query parameters."""
-        return {"start": self.start, "end": self.end, "split": self.split, "raw_from": self.raw_from,
-                "raw_hours": list(self.raw_hours), "daily_days": list(self.daily_days)}
+    def rollup_params(self) -> dict[str, Any]:
+        """The rollup part's query parameters (see stats_sources.sql)."""
+        return {"start": self.start, "split": self.split, "raw_hours": list(self.raw_hours),
+                "daily_days": list(self.daily_days)}
+
+    def raw_params(self) -> dict[str, Any]:
+        """The raw part's query parameters, but for its files and end (see stats_sources.sql)."""
+        return {"raw_from": self.raw_from, "split": self.split, "raw_hours": list(self.raw_hours)}
 
 
 def floor_hour(t: dt.datetime) -> dt.datetime:
@@ -104,8 +111,9 @@ class Reader:
     def __init__(self, engine: Engine, rollups: Rollups) -> None:
         self.engine = engine
         self.rollups = rollups
+        self.live = LiveParts(engine.settings.log_records_dir)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
-        self._cache: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @contextmanager
@@ -165,9 +173,8 @@ class Reader:
         if group_by is not None and group_by not in GROUP_BYS:
             raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
         plan = self.plan(period, source, daily=group_by != "hour")
-        metrics, latency, mode = self._query(plan, filters, group_by or "none", "none")
-        rows = metrics.to_pylist()
-        pcts = {(r["kind"], r["g1"]): r for r in latency.to_pylist()} if latency is not None else {}
+        rows, latency, mode = self._query(plan, filters, group_by or "none", "none")
+        pcts = {(r["kind"], r["g1"]): r for r in latency or ()}
         total = next((r for r in rows if r["kind"] == "total"), None)
         groups = [r for r in rows if r["kind"] == "group"] if group_by else []
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
@@ -205,9 +212,9 @@ class Reader:
         plan = self.plan(period, source, daily=interval != "hour" and group_by != "hour")
         needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
         metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
-        pcts = {(r["g1"], r["g2"]): r for r in latency.to_pylist()} if latency is not None else {}
+        pcts = {(r["g1"], r["g2"]): r for r in latency or ()}
         rows = []
-        for r in metrics.to_pylist():
+        for r in metrics:
             if r["kind"] != "group":
                 continue
             m = _metrics(r, pcts.get((r["g1"], r["g2"])))
@@ -224,41 +231,53 @@ class Reader:
                 "percentiles": mode if needs_pcts else "none", "rows": rows}
 
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
-               ) -> tuple[pa.Table, pa.Table | None, str]:
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
         with self.connection() as con:
             return self._run(con, plan, filters, group_by, then_by, pcts)
 
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
-             pcts: bool) -> tuple[pa.Table, pa.Table | None, str]:
-        params = {**plan.params(), **filters.params(), "group_by": group_by, "then_by": then_by}
-        # The rollup part does not depend on the period's end or the raw bounds: normalized, its
-        # cache entry serves every request until the hour changes or a rolled-up hour is recomputed.
-        rollup_part = {**plan.params(), "end": plan.split, "raw_from": plan.split}
-        con.register("stats_fine_cache", self._cached(con, plan, "stats_fine", **rollup_part, **filters.params(),
-                                                      group_by=group_by, then_by=then_by))
-        metrics = queries.run(con, "stats_metrics", **params)
+             pcts: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
+        groups = {"group_by": group_by, "then_by": then_by}
+        fine = self._cached(con, plan, "stats_fine", None, **plan.rollup_params(), **filters.params(), **groups)
+        live = self.live.read(con, "stats_live_fine", merging.fine,
+                              {**plan.raw_params(), **filters.params(), **groups}, plan.raw_from, plan.end)
+        grouped = group_by != "none" or then_by != "none"
+        metrics = merging.metrics([fine] if live is None else [fine, live], grouped)
         if not pcts:
             return metrics, None, "none"
         dim = _histogram_dim(filters, group_by, then_by)
         if not plan.exact and dim is not None:
             found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
-            dim_id = None if found is None else str(found)
-            con.register("stats_hist_cache", self._cached(con, plan, "stats_hist", **rollup_part, dim=dim,
-                                                          dim_id=dim_id, group_by=group_by, then_by=then_by))
-            latency = queries.run(con, "stats_latency", **plan.params(), dim=dim, dim_id=dim_id,
-                                  group_by=group_by, then_by=then_by)
-            return metrics, latency, "approx"
+            shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
+            parts = [self._cached(con, plan, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
+                                  **shape)]
+            live = self.live.read(con, "stats_live_hist", merging.hist, {**plan.raw_params(), **shape},
+                                  plan.raw_from, plan.end)
+            parts += [histograms.Histograms.of(live)] if live is not None else []
+            return metrics, histograms.percentiles(con, parts, grouped), "approx"
         if not plan.exact and not self._raw_retained(plan):
             return metrics, None, "unavailable"
-        exact = queries.run(con, "stats_exact", start=plan.start, end=plan.end, **filters.params(),
-                            group_by=group_by, then_by=then_by)
-        return metrics, exact, "exact"
+        return metrics, self._exact(con, plan, filters, groups), "exact"
 
-    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, **params: Any) -> pa.Table:
-        """The rollup-served part of an answer, cached. Its key holds each daily file's identity
-        (inode, mtime, size) and the version of each rolled-up hour read: late data rewrites a daily
-        file or bumps an hour's version, so a stale entry is never looked up again."""
+    def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, str]
+               ) -> list[dict[str, Any]]:
+        """Exact percentiles from every raw record of the period."""
+        def read() -> list[dict[str, Any]]:
+            files = [f.path for f in self.live.files.between(plan.start, plan.end)]
+            if not files:
+                return []
+            return queries.run(con, "stats_exact", files=files, start=plan.start, end=plan.end,
+                               **filters.params(), **groups).to_pylist()
+        return relisting(read)
+
+    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, prepare: Callable[[pa.Table], T] | None,
+                **params: Any) -> T:
+        """The rollup-served part of an answer (a query's rows, or what `prepare` makes of them), cached.
+
+        Its key holds each daily file's identity (inode, mtime, size) and the version of each rolled-up
+        hour read: late data rewrites a daily file or bumps an hour's version, so a stale entry is never
+        looked up again."""
         key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())),
                self._versions(plan.daily_days), self.rollups.versions(plan.start, plan.split))
         with self._cache_lock:
@@ -267,12 +286,13 @@ class Reader:
                 self._cache.move_to_end(key)
                 return hit
         table = queries.run(con, name, **params)
+        part = prepare(table) if prepare is not None else table
         if table.num_rows <= CACHE_MAX_ROWS:
             with self._cache_lock:
-                self._cache[key] = table
+                self._cache[key] = part
                 while len(self._cache) > CACHE_ENTRIES:
                     self._cache.popitem(last=False)
-        return table
+        return part  # type: ignore[no-any-return]
 
     def _versions(self, days: tuple[dt.date, ...]) -> tuple[tuple[int, int, int], ...]:
         data_dir = self.engine.settings.data_dir

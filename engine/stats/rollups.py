@@ -66,6 +66,12 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("ttft_max", pa.int32()),
 ])
 
+#: How rollup measures merge: by sum, or by max. The SQL macros summed_measure and max_measure
+#: (definitions.sql) declare the same split for queries; tests/test_stats_sql.py checks they agree.
+SUMMED_MEASURES = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
+                   "completion_tokens", "total_tokens", "quota_cost", "latency_sum", "streams", "ttft_n", "ttft_sum")
+MAX_MEASURES = ("latency_max", "ttft_max")
+
 HIST_SCHEMA = pa.schema([
     pa.field("hour", TIMESTAMP),
     pa.field("dim", pa.string()),

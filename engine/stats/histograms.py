@@ -1,0 +1,140 @@
+"""Nearest-rank percentiles over merged log-scale latency histograms (the buckets of definitions.sql).
+
+A month grouped by key merges ~250k (group, bucket) rows. A window query over them costs ~100 ms in
+DuckDB; here the cached rollup part is kept as a group x bucket count matrix, the raw part is added
+to it and each quantile is a cumulative sum and a comparison: a few ms. The answer is the same: per
+group, the smallest bucket whose cumulative count reaches ceil(q * total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from engine import queries
+
+QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+HIST_COLUMNS = ("g1", "g2", "b", "n")
+DENSE_CELLS = 4_000_000  # groups x buckets up to which a part is kept as a matrix (32 MB); larger: sorted
+_SCHEMA = pa.schema([("g1", pa.string()), ("g2", pa.string()), ("b", pa.int32()), ("n", pa.int64())])
+
+Group = tuple[str | None, str | None]
+
+
+@dataclass(frozen=True)
+class Histograms:
+    """Histogram rows (g1, g2, b, n) of one part, and the same as a matrix when it is small enough."""
+
+    table: pa.Table
+    groups: list[Group] | None = None     # the matrix's rows
+    counts: np.ndarray | None = None      # float64 groups x buckets (exact below 2^53)
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Histograms:
+        """A part's rows, with their matrix unless it would pass DENSE_CELLS."""
+        table = table.select(HIST_COLUMNS).cast(_SCHEMA)
+        if table.num_rows == 0:
+            return cls(table, [], np.zeros((0, 1)))
+        codes, groups = _group_codes(table)
+        b = table["b"].to_numpy().astype(np.int64)
+        width = int(b.max()) + 1
+        if len(groups) * width > DENSE_CELLS:
+            return cls(table)
+        counts = np.bincount(codes * width + b, weights=table["n"].to_numpy(), minlength=len(groups) * width)
+        return cls(table, groups, counts.reshape(len(groups), width))
+
+
+def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped: bool) -> list[dict[str, Any]]:
+    """p50/p95/p99 (ms) of the merged parts: the total and, if `grouped`, each (g1, g2) group.
+
+    Rows: {kind: 'total' | 'group', g1, g2, p50, p95, p99}, as stats_exact gives them.
+    """
+    if all(p.counts is not None for p in parts):
+        groups, counts = _merged(parts)
+        if not counts.any():
+            return []
+        found = [_dense_ranks(counts.sum(axis=0, keepdims=True))]
+        keep = np.flatnonzero(counts.sum(axis=1) > 0) if grouped else np.zeros(0, dtype=np.int64)
+        found.append(_dense_ranks(counts[keep]))
+        names = [groups[i] for i in keep.tolist()]
+    else:
+        table = pa.concat_tables([p.table for p in parts])
+        if table.num_rows == 0:
+            return []
+        codes, all_groups = _group_codes(table)
+        b, n = table["b"].to_numpy().astype(np.int64), table["n"].to_numpy()
+        found = [_sorted_ranks(np.zeros(len(b), dtype=np.int64), b, n)[1]]
+        present, by_group = _sorted_ranks(codes, b, n) if grouped else (np.zeros(0, dtype=np.int64), {})
+        found.append(by_group)
+        names = [all_groups[i] for i in present.tolist()]
+    total, by_group = found
+    used = np.unique(np.concatenate([*total.values(), *by_group.values()])).tolist()
+    values = queries.run(con, "bucket_values", buckets=[int(v) for v in used]).to_pydict()
+    ms = dict(zip(values["b"], values["ms"], strict=True))
+    rows = [{"kind": "total", "g1": None, "g2": None, **{q: ms[int(total[q][0])] for q, _ in QUANTILES}}]
+    rows += [{"kind": "group", "g1": g1, "g2": g2, **{q: ms[int(by_group[q][i])] for q, _ in QUANTILES}}
+             for i, (g1, g2) in enumerate(names)]
+    return rows
+
+
+def _group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:
+    """Each row's (g1, g2) group as a number 0 .. len(groups) - 1, and the groups."""
+    g1 = table["g1"].combine_chunks().dictionary_encode(null_encoding="encode")
+    g2 = table["g2"].combine_chunks().dictionary_encode(null_encoding="encode")
+    width = max(len(g2.dictionary), 1)
+    pairs = (g1.indices.to_numpy(zero_copy_only=False).astype(np.int64) * width
+             + g2.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+    size = len(g1.dictionary) * width
+    if size <= DENSE_CELLS:
+        # Number the pairs present without sorting: mark them, then count the marks before each.
+        seen = np.zeros(size, dtype=bool)
+        seen[pairs] = True
+        used, codes = np.flatnonzero(seen), (np.cumsum(seen) - 1)[pairs]
+    else:
+        used, codes = np.unique(pairs, return_inverse=True)
+    names1, names2 = g1.dictionary.to_pylist(), g2.dictionary.to_pylist()
+    return codes, [(names1[p // width], names2[p % width]) for p in used.tolist()]
+
+
+def _merged(parts: list[Histograms]) -> tuple[list[Group], np.ndarray]:
+    """The parts' matrices added up, rows aligned by group."""
+    groups: list[Group] = []
+    index: dict[Group, int] = {}
+    for part in parts:
+        for group in part.groups or ():
+            if group not in index:
+                index[group] = len(groups)
+                groups.append(group)
+    width = max(p.counts.shape[1] for p in parts if p.counts is not None)
+    counts = np.zeros((max(len(groups), 1), width))
+    for part in parts:
+        if part.counts is not None and part.groups:
+            rows = np.fromiter((index[g] for g in part.groups), dtype=np.int64, count=len(part.groups))
+            counts[rows, : part.counts.shape[1]] += part.counts
+    return groups, counts
+
+
+def _dense_ranks(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per matrix row (a group with records): the nearest-rank bucket of each quantile."""
+    cum = counts.cumsum(axis=1)
+    total = cum[:, -1:]
+    return {name: (cum >= np.ceil(q * total)).argmax(axis=1) for name, q in QUANTILES}
+
+
+def _sorted_ranks(groups: np.ndarray, b: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """As _dense_ranks, for rows too many for a matrix: the groups present and their buckets."""
+    order = np.lexsort((b, groups))
+    groups, b, n = groups[order], b[order], n[order]
+    cum = np.cumsum(n)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)] - 1
+    before = cum[starts] - n[starts]
+    total = cum[ends] - before
+    # The first row of a group whose running count reaches the rank: running counts only grow, so one
+    # binary search over all groups at once finds it (it cannot fall before the group's first row).
+    found = {name: b[np.searchsorted(cum, before + np.ceil(q * total), side="left")] for name, q in QUANTILES}
+    return groups[starts], found

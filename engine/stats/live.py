@@ -1,0 +1,179 @@
+"""The raw part of stats answers (the open hour, hours dirtied since the last rollup refresh), kept file
+by file between requests.
+
+A lake file never changes once published: a batch adds files; compaction and retention swap or drop
+whole folders, giving files new identities. What one file adds to a query of a given shape (filters,
+grouping, raw window) is therefore fixed once the file holds no record at or after the period's end,
+which its footer statistics tell. Per shape, the reader keeps the merged part of the files it has read
+and reads only files that are new, so a dashboard polling while batches land scans each batch once,
+not the whole open hour per request. A file reaching past the end (a gateway clock running ahead, demo
+data) is read on every request, bounded by the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import queries
+from engine.errors import QueryError
+from engine.schema import PARTITION_COLUMN
+from engine.stats import merging
+
+T = TypeVar("T")
+PARTS_KEPT = 64            # query shapes whose raw part is kept
+PART_MAX_ROWS = 500_000    # a larger merged part is not kept
+SPANS_KEPT = 100_000       # file spans remembered
+ATTEMPTS = 4
+#: The span of a file without records: before any period, so it is never read.
+EMPTY = (dt.datetime.min.replace(tzinfo=dt.UTC), dt.datetime.min.replace(tzinfo=dt.UTC))
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """A log_records file and the span of its created_at values (None: the footer does not say)."""
+
+    path: str
+    identity: tuple[str, int, int, int]  # path, inode, size, mtime: a replaced file is another file
+    first: dt.datetime | None
+    last: dt.datetime | None
+
+    def ends_before(self, end: dt.datetime) -> bool:
+        """Whether every record of the file is before `end`."""
+        return self.last is not None and self.last < end
+
+
+class LakeFiles:
+    """Lists the log_records files that may hold records of a time range."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._spans: dict[tuple[str, int, int, int], tuple[dt.datetime | None, dt.datetime | None]] = {}
+        self._lock = threading.Lock()
+
+    def between(self, start: dt.datetime, end: dt.datetime) -> list[LakeFile]:
+        """Files of the date partitions of [start, end) whose records may fall in it.
+
+        Raises:
+            FileNotFoundError: a file vanished while being listed (compaction or retention); list again.
+        """
+        out = []
+        for day in _days(start, end):
+            for path in sorted((self.root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet")):
+                found = self._file(path)
+                if (found.last is not None and found.last < start) or (found.first is not None and found.first >= end):
+                    continue
+                out.append(found)
+        return out
+
+    def _file(self, path: Path) -> LakeFile:
+        st = path.stat()
+        identity = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            span = self._spans.get(identity)
+        if span is None:
+            span = _created_at_span(path)
+            with self._lock:
+                if len(self._spans) >= SPANS_KEPT:
+                    self._spans.clear()
+                self._spans[identity] = span
+        return LakeFile(str(path), identity, *span)
+
+
+@dataclass(frozen=True)
+class _Part:
+    files: frozenset[tuple[str, int, int, int]]
+    table: pa.Table
+
+
+class LiveParts:
+    """Raw parts of stats answers, per query shape, extended with each new file; one per reader."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = LakeFiles(root)
+        self._parts: OrderedDict[tuple[Any, ...], _Part] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, con: duckdb.DuckDBPyConnection, query: str, merge: Callable[[list[pa.Table]], pa.Table],
+             shape: dict[str, Any], start: dt.datetime, end: dt.datetime) -> pa.Table | None:
+        """The rows `query` gives over the raw records of [start, end), or None if no file may hold any.
+
+        `query` takes $files and $end besides `shape`; `merge` re-aggregates two parts of the same shape
+        to the query's grain.
+        """
+        return relisting(lambda: self._read(con, query, merge, shape, self.files.between(start, end), end))
+
+    def _read(self, con: duckdb.DuckDBPyConnection, query: str, merge: Callable[[list[pa.Table]], pa.Table],
+              shape: dict[str, Any], files: list[LakeFile], end: dt.datetime) -> pa.Table | None:
+        settled = [f for f in files if f.ends_before(end)]
+        key = (query, *sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in shape.items()))
+        with self._lock:
+            part = self._parts.get(key)
+        held = frozenset(f.identity for f in settled)
+        if part is not None and not part.files <= held:
+            part = None  # a file it holds was compacted or dropped: start over from the files there are now
+        new = [f for f in settled if part is None or f.identity not in part.files]
+        table = part.table if part is not None else None
+        if new:
+            fresh = queries.run(con, query, files=[f.path for f in new], end=None, **shape)
+            table = fresh if table is None else merge([table, fresh])
+            if table.num_rows <= PART_MAX_ROWS:
+                with self._lock:
+                    self._parts[key] = _Part(held, table)
+                    self._parts.move_to_end(key)
+                    while len(self._parts) > PARTS_KEPT:
+                        self._parts.popitem(last=False)
+        elif part is not None:
+            with self._lock:
+                self._parts.move_to_end(key)
+        reaching = [f.path for f in files if not f.ends_before(end)]
+        if not reaching:
+            return table
+        tail = queries.run(con, query, files=reaching, end=end, **shape)
+        return tail if table is None else merging.concat([table, tail])
+
+
+def relisting(read: Callable[[], T]) -> T:
+    """Run `read` (which lists lake files), again when a listed file vanished before it was opened."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt + 1 == ATTEMPTS:
+                raise
+        except QueryError as exc:
+            if attempt + 1 == ATTEMPTS or not queries.vanished(exc.__cause__):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.date]:
+    day, last = start.astimezone(dt.UTC).date(), max(start, end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+    while day <= last:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def _created_at_span(path: Path) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """min and max created_at from the row group statistics (None where a row group has none)."""
+    meta = pq.read_metadata(path)
+    if meta.num_rows == 0:
+        return EMPTY
+    column = meta.schema.to_arrow_schema().get_field_index("created_at")
+    firsts, lasts = [], []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return None, None
+        firsts.append(stats.min)
+        lasts.append(stats.max)
+    return (min(firsts), max(lasts)) if firsts else (None, None)
