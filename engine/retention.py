@@ -5,6 +5,10 @@ is summarized, i.e. `<data>/daily_stats/date=D/` holds a Parquet file (the stats
 atomically once that day's rollups and daily stats are complete) and no records arrived after that
 (the stats job's `daily_stats_late`); daily stats are never touched.
 A partition is dropped by moving its folder out of the table whole (see `engine.partitions`).
+
+Every drop is recorded (`log_partition_drops`, read through `dropped_days`): rollups and daily stats
+outlive the raw records, so records that arrive for a dropped day later must be added to what they
+hold, not recomputed from the few raw records the day has again (see `engine.stats.rollups`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from engine.partitions import list_partitions, partition_path, purge, retire
 from engine.schedules import JobOutcome
+from engine.store import ControlStore
 
 if TYPE_CHECKING:
     from engine.facade import Engine
@@ -26,6 +31,26 @@ log = logging.getLogger(__name__)
 SUMMARY_TABLE = "daily_stats"
 #: The stats job's list of summarized days that later received records (ISO `date` column).
 LATE_TABLE = "daily_stats_late"
+
+DROPS_DDL = """
+CREATE TABLE IF NOT EXISTS log_partition_drops (
+    date       TEXT PRIMARY KEY,  -- a UTC day whose raw log partition the cleaner dropped
+    drops      INTEGER NOT NULL,  -- how many times: late records start a new partition that is dropped in turn
+    dropped_at TEXT NOT NULL      -- the latest drop
+)
+"""
+
+
+def dropped_days(store: ControlStore) -> dict[dt.date, int]:
+    """The days whose raw log partition the cleaner dropped, each with how many times it did.
+
+    The raw records of such a day are only those that arrived after its latest drop; the count tells a
+    reader whether the day was dropped again since it last looked.
+    """
+    store.ensure(DROPS_DDL)
+    with store.connect(write=False) as con:
+        rows = con.execute("SELECT date, drops FROM log_partition_drops").fetchall()
+    return {dt.date.fromisoformat(r["date"]): r["drops"] for r in rows}
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,7 @@ class LogCleaner:
         self.engine = engine
         self.table_dir = engine.settings.log_records_dir
         self.retired = engine.settings.data_dir / "_retired" / self.table_dir.name
+        engine.store.ensure(DROPS_DDL)
 
     def plan(self, now: dt.datetime) -> CleanPlan:
         """Decide which days go: those before the last `log_retention_days` UTC days (today included),
@@ -128,13 +154,24 @@ class LogCleaner:
         return self.plan(now).outcome(done=False)
 
     def run(self, now: dt.datetime) -> JobOutcome:
-        """Drop the planned days; each leaves the table whole, under the publish lock."""
+        """Drop the planned days and record each drop; each leaves the table whole, under the publish lock."""
         plan = self.plan(now)
         for decision in plan.drops:
             folder = partition_path(self.table_dir, decision.day)
-            with self.engine.lake.publish_lock():
+            # Under the rollups lock too: a rollup refresh recomputing the day either ran before the drop
+            # (from all its records) or runs after it and finds the drop recorded.
+            with self.engine.stats.rollups.lock(), self.engine.lake.publish_lock():
                 if folder.is_dir():
                     retire(folder, self.retired, now)
+                    self._record_drop(decision.day, now)
             log.info("dropped log partition %s (%d records): %s", decision.day, decision.records, decision.reason)
         purge(self.retired, now, self.engine.settings.lake_grace_seconds)
         return plan.outcome(done=True)
+
+    def _record_drop(self, day: dt.date, now: dt.datetime) -> None:
+        with self.engine.store.connect() as con:
+            con.execute(
+                "INSERT INTO log_partition_drops (date, drops, dropped_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (date) DO UPDATE SET drops = drops + 1, dropped_at = excluded.dropped_at",
+                (day.isoformat(), now.isoformat()),
+            )

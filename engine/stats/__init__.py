@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidParameter
+from engine.retention import dropped_days
 from engine.stats import periods
 from engine.stats.daily import DAILY_SCHEMA, GRAINS, Daily, closed
 from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, Reader
@@ -29,12 +30,12 @@ class DayResult:
     rollup_rows: int | None = None
     daily: str = "skipped"   # written | kept | open day | no records | would write | failed
     error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)   # e.g. why the rollups were kept
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return {"day": self.day.isoformat(), "ok": self.ok, "rollup_rows": self.rollup_rows,
-                "daily": self.daily, "error": self.error}
+                "daily": self.daily, "error": self.error, "details": self.details}
 
 
 class Stats:
@@ -81,9 +82,11 @@ class Stats:
     ) -> list[DayResult]:
         """Recompute rollups and daily stats of [first, last] from the raw records; idempotent.
 
-        A day's rollups are rebuilt from its raw records (a day without raw records keeps its rollups:
-        they outlive log retention). Its daily stats are written when the day is closed and they are
-        missing or marked late, or always with `force`. A failing day is reported, not fatal.
+        A day's rollups are rebuilt from its raw records. A day without raw records keeps its rollups
+        (they outlive log retention), and so does a day whose raw partition the log cleaner dropped: its
+        raw records are only those that arrived since, which the rollup refresh adds (its `details` say
+        so). Its daily stats are written when the day is closed and they are missing or marked late, or
+        always with `force`. A failing day is reported, not fatal.
 
         Raises:
             InvalidParameter: first is after last.
@@ -93,12 +96,13 @@ class Stats:
         now = now or self.engine.clock()
         late = set(self.daily.late_days())
         raw_days = set(self.raw_days())
+        dropped = set(dropped_days(self.engine.store))
         results = []
         for i in range((last - first).days + 1):
             day = first + i * DAY
             result = DayResult(day)
             try:
-                self._backfill_day(result, day in raw_days, force or day in late, dry_run, now)
+                self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
             except Exception as exc:  # one bad day must not stop the others; the summary names it
                 result.ok, result.daily, result.error = False, "failed", f"{type(exc).__name__}: {exc}"
             results.append(result)
@@ -106,19 +110,22 @@ class Stats:
                 progress(result)
         return results
 
-    def _backfill_day(self, result: DayResult, has_raw: bool, rewrite: bool, dry_run: bool, now: dt.datetime
-                      ) -> None:
+    def _backfill_day(self, result: DayResult, has_raw: bool, dropped: bool, rewrite: bool, dry_run: bool,
+                      now: dt.datetime) -> None:
         day = result.day
         if not has_raw and day not in set(self.rollups.days()):
             result.daily = "no records"
             return
+        if dropped:
+            result.details["rollups"] = ("kept: the raw records of this day were dropped by log retention; "
+                                         "records that arrived since are added by the rollup refresh")
         is_closed = closed(day, now)
         write_daily = is_closed and (rewrite or not self.daily.exists(day))
         if dry_run:
             result.daily = "would write" if write_daily else ("open day" if not is_closed else "kept")
             return
         with self.rollups.lock():
-            if has_raw:
+            if has_raw and not dropped:
                 result.rollup_rows = self.rollups.recompute(day, closed=is_closed)
             if write_daily:
                 self.daily.write(day)

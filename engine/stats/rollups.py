@@ -14,6 +14,13 @@ Keeping them current uses the ingest ledger: every committed batch lists the UTC
 publishes the day's files, and only then moves its watermark past the batches, so an hour is served
 from rollups only once they hold every batch committed into it. Hours of batches past the
 watermark are "dirty": readers take them from raw records instead.
+
+Rollups outlive the raw records: once the log cleaner has dropped a day's partition
+(`engine.retention.dropped_days`), the raw records of that day are only those that arrived after the
+drop. Its hours are then recomputed as the rows the rollups held at the drop (`rollups_base` and
+`latency_base`, taken by the first recompute after it) plus the rows of those later records. That
+keeps a recompute idempotent, so a redone batch (a crash before the watermark moved, a batch that
+held the watermark back) or late files merged by compaction are still counted exactly once.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries
+from engine.retention import dropped_days
 from engine.schema import PARTITION_COLUMN, TIMESTAMP
 
 if TYPE_CHECKING:
@@ -86,6 +94,10 @@ LATENCY_HOURLY = catalog.LakeTable("latency_hourly", "latency_hourly", HIST_SCHE
 ROLLUPS_DAILY = catalog.LakeTable("rollups_daily", "rollups_daily", ROLLUP_SCHEMA)
 LATENCY_DAILY = catalog.LakeTable("latency_daily", "latency_daily", HIST_SCHEMA)
 catalog.TABLES.extend([ROLLUPS_HOURLY, LATENCY_HOURLY, ROLLUPS_DAILY, LATENCY_DAILY])
+# Not in catalog.TABLES: only a recompute reads them (it registers their views), and analysts would take
+# them for stats, which they are not once late records arrive.
+ROLLUPS_BASE = catalog.LakeTable("rollups_base", "rollups_base", ROLLUP_SCHEMA)
+LATENCY_BASE = catalog.LakeTable("latency_base", "latency_base", HIST_SCHEMA)
 
 FILE_NAME = "part.parquet"
 
@@ -97,6 +109,10 @@ CREATE TABLE IF NOT EXISTS stats_watermarks (
 CREATE TABLE IF NOT EXISTS rollup_hour_versions (
     hour    TEXT PRIMARY KEY,  -- ISO UTC hour
     version INTEGER NOT NULL   -- changes whenever the hour's rollup rows are recomputed (cache keys)
+);
+CREATE TABLE IF NOT EXISTS rollup_bases (
+    date  TEXT PRIMARY KEY,  -- a day whose raw partition the log cleaner dropped
+    drops INTEGER NOT NULL   -- the drop its rollups_base files were taken after (log_partition_drops.drops)
 )
 """
 
@@ -184,8 +200,10 @@ class Rollups:
                   con: duckdb.DuckDBPyConnection | None = None, closed: bool = False) -> int:
         """Recompute some hours of a day (all 24 when None) from raw records and publish the day's files.
 
-        With `closed`, the day's daily tier is rebuilt too. Returns the number of hourly rollup rows
-        the day has afterwards. The caller holds `lock()`.
+        For a day whose raw partition the log cleaner dropped, the hours are the rows the rollups held
+        at the drop plus the raw records that arrived since (see the module docstring). With `closed`,
+        the day's daily tier is rebuilt too. Returns the number of hourly rollup rows the day has
+        afterwards. The caller holds `lock()`.
         """
         first = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         wanted = sorted(hours) if hours is not None else [first + i * HOUR for i in range(24)]
@@ -193,8 +211,9 @@ class Rollups:
         con = con or self.engine.connect()
         try:
             span = {"day": day, "start": wanted[0], "end": wanted[-1] + HOUR, "hours": wanted}
-            rows = self._merge(con, "rollup_hours", "rollup_keep", span, hours is not None, ROLLUP_SCHEMA)
-            hist = self._merge(con, "latency_hours", "latency_keep", span, hours is not None, HIST_SCHEMA)
+            fresh_rows, fresh_hist = self._fresh(con, span)
+            rows = self._merge(con, fresh_rows, "rollup_keep", span, hours is not None, ROLLUP_SCHEMA)
+            hist = self._merge(con, fresh_hist, "latency_keep", span, hours is not None, HIST_SCHEMA)
             data_dir = self.engine.settings.data_dir
             if rows.num_rows == 0 and not (data_dir / partition_path(ROLLUPS_HOURLY, day)).exists():
                 return 0
@@ -239,10 +258,54 @@ class Rollups:
         self.engine.lake.publish_file(hist, partition_path(LATENCY_DAILY, day))
         self.engine.lake.publish_file(rows, partition_path(ROLLUPS_DAILY, day))
 
+    def _fresh(self, con: duckdb.DuckDBPyConnection, span: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+        """The recomputed rollup and histogram rows of the span's hours."""
+        rows = queries.run(con, "rollup_hours", **span)
+        hist = queries.run(con, "latency_hours", **span)
+        drops = dropped_days(self.engine.store).get(span["day"])
+        if drops is None:
+            return rows, hist
+        self._ensure_base(con, span["day"], drops)
+        con.register("rollup_fresh", rows)
+        con.register("latency_fresh", hist)
+        try:
+            added = {"day": span["day"], "hours": span["hours"]}
+            return queries.run(con, "rollup_add", **added), queries.run(con, "latency_add", **added)
+        finally:
+            con.unregister("rollup_fresh")
+            con.unregister("latency_fresh")
+
+    def _ensure_base(self, con: duckdb.DuckDBPyConnection, day: dt.date, drops: int) -> None:
+        """Take a dropped day's base files unless taken since its latest drop; point `con` at them.
+
+        The first recompute after a drop takes them from the day's hourly rows, which then still hold
+        exactly the dropped records: only a recompute writes those rows, and it comes here first.
+        """
+        with self.engine.store.connect(write=False) as state:
+            row = state.execute("SELECT drops FROM rollup_bases WHERE date = ?", (day.isoformat(),)).fetchone()
+        data_dir = self.engine.settings.data_dir
+        if row is None or row["drops"] != drops:
+            every_hour: dict[str, Any] = {"day": day, "hours": []}
+            rows = queries.run(con, "rollup_keep", **every_hour).select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
+            hist = queries.run(con, "latency_keep", **every_hour).select(HIST_SCHEMA.names).cast(HIST_SCHEMA)
+            self.engine.lake.publish_file(hist, partition_path(LATENCY_BASE, day))
+            self.engine.lake.publish_file(rows, partition_path(ROLLUPS_BASE, day))
+            # Recorded only once both files are in place: a crash before this retakes them, from the
+            # same hourly rows, since the day's rollups are published after this returns.
+            with self.engine.store.connect() as state:
+                state.execute(
+                    "INSERT INTO rollup_bases (date, drops) VALUES (?, ?)"
+                    " ON CONFLICT (date) DO UPDATE SET drops = excluded.drops",
+                    (day.isoformat(), drops),
+                )
+        # A view made before the table had a file reads an empty stand-in: bind them afresh.
+        catalog.register(con, ROLLUPS_BASE, data_dir)
+        catalog.register(con, LATENCY_BASE, data_dir)
+
     @staticmethod
-    def _merge(con: duckdb.DuckDBPyConnection, fresh_query: str, keep_query: str, span: dict[str, object],
+    def _merge(con: duckdb.DuckDBPyConnection, fresh: pa.Table, keep_query: str, span: dict[str, Any],
                partial: bool, schema: pa.Schema) -> pa.Table:
-        fresh = queries.run(con, fresh_query, **span).select(schema.names).cast(schema)
+        fresh = fresh.select(schema.names).cast(schema)
         if not partial:
             return fresh
         kept = queries.run(con, keep_query, day=span["day"], hours=span["hours"])
