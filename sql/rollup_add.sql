@@ -19,21 +19,8 @@ SELECT
     provider_id,
     provider_key_id,
     status_class,
-    CAST(sum(requests) AS BIGINT) AS requests,
-    CAST(sum(successes) AS BIGINT) AS successes,
-    CAST(sum(errors) AS BIGINT) AS errors,
-    CAST(sum(rate_limited) AS BIGINT) AS rate_limited,
-    CAST(sum(provider_failures) AS BIGINT) AS provider_failures,
-    CAST(sum(prompt_tokens) AS BIGINT) AS prompt_tokens,
-    CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens,
-    CAST(sum(total_tokens) AS BIGINT) AS total_tokens,
-    CAST(sum(quota_cost) AS BIGINT) AS quota_cost,
-    CAST(sum(latency_sum) AS BIGINT) AS latency_sum,
-    max(latency_max) AS latency_max,
-    CAST(sum(streams) AS BIGINT) AS streams,
-    CAST(sum(ttft_n) AS BIGINT) AS ttft_n,
-    CAST(sum(ttft_sum) AS BIGINT) AS ttft_sum,
-    max(ttft_max) AS ttft_max
+    CAST(sum(COLUMNS(lambda c: summed_measure(c))) AS BIGINT),
+    max(COLUMNS(lambda c: max_measure(c)))
 FROM parts
 GROUP BY hour, master_id, key_id, model, provider_id, provider_key_id, status_class
 ORDER BY hour, master_id, key_id, model, provider_id NULLS FIRST, provider_key_id NULLS FIRST, status_class

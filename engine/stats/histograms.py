@@ -23,13 +23,15 @@ DENSE_CELLS = 4_000_000  # groups x buckets up to which a part is kept as a matr
 _SCHEMA = pa.schema([("g1", pa.string()), ("g2", pa.string()), ("b", pa.int32()), ("n", pa.int64())])
 
 Group = tuple[str | None, str | None]
+BUCKETS = 2048  # latency_bucket of the largest latency_ms (2^31 - 1) is 1087
+_BUCKET_MS: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Histograms:
     """Histogram rows (g1, g2, b, n) of one part, and the same as a matrix when it is small enough."""
 
-    table: pa.Table
+    table: pa.Table                       # the rows; empty when the matrix holds them
     groups: list[Group] | None = None     # the matrix's rows
     counts: np.ndarray | None = None      # float64 groups x buckets (exact below 2^53)
 
@@ -45,7 +47,19 @@ class Histograms:
         if len(groups) * width > DENSE_CELLS:
             return cls(table)
         counts = np.bincount(codes * width + b, weights=table["n"].to_numpy(), minlength=len(groups) * width)
-        return cls(table, groups, counts.reshape(len(groups), width))
+        return cls(table.slice(0, 0), groups, counts.reshape(len(groups), width))
+
+    @property
+    def num_rows(self) -> int:
+        """What keeping the part costs, in rows or matrix cells."""
+        return int(self.counts.size) if self.counts is not None else int(self.table.num_rows)
+
+    def add(self, other: Histograms) -> Histograms:
+        """This part and another of the same shape, merged."""
+        if self.counts is None or other.counts is None:
+            return Histograms.of(pa.concat_tables([_rows(self), _rows(other)]))
+        groups, counts = _merged([self, other])
+        return Histograms(self.table, groups, counts[: len(groups)])
 
 
 def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped: bool) -> list[dict[str, Any]]:
@@ -62,7 +76,7 @@ def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped
         found.append(_dense_ranks(counts[keep]))
         names = [groups[i] for i in keep.tolist()]
     else:
-        table = pa.concat_tables([p.table for p in parts])
+        table = pa.concat_tables([_rows(p) for p in parts])
         if table.num_rows == 0:
             return []
         codes, all_groups = _group_codes(table)
@@ -72,13 +86,33 @@ def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped
         found.append(by_group)
         names = [all_groups[i] for i in present.tolist()]
     total, by_group = found
-    used = np.unique(np.concatenate([*total.values(), *by_group.values()])).tolist()
-    values = queries.run(con, "bucket_values", buckets=[int(v) for v in used]).to_pydict()
-    ms = dict(zip(values["b"], values["ms"], strict=True))
-    rows = [{"kind": "total", "g1": None, "g2": None, **{q: ms[int(total[q][0])] for q, _ in QUANTILES}}]
-    rows += [{"kind": "group", "g1": g1, "g2": g2, **{q: ms[int(by_group[q][i])] for q, _ in QUANTILES}}
+    ms = _bucket_ms(con)
+    total_ms = {q: ms[total[q]].tolist() for q, _ in QUANTILES}
+    group_ms = {q: ms[by_group[q]].tolist() for q, _ in QUANTILES} if names else {}
+    rows = [{"kind": "total", "g1": None, "g2": None, **{q: total_ms[q][0] for q, _ in QUANTILES}}]
+    rows += [{"kind": "group", "g1": g1, "g2": g2, **{q: group_ms[q][i] for q, _ in QUANTILES}}
              for i, (g1, g2) in enumerate(names)]
     return rows
+
+
+def _bucket_ms(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Every bucket's representative latency (bucket_value in definitions.sql), asked of DuckDB once."""
+    global _BUCKET_MS
+    if _BUCKET_MS is None:
+        values = queries.run(con, "bucket_values", buckets=list(range(BUCKETS))).to_pydict()
+        _BUCKET_MS = np.array(values["ms"], dtype=np.float64)
+    return _BUCKET_MS
+
+
+def _rows(part: Histograms) -> pa.Table:
+    """A part's (g1, g2, b, n) rows, rebuilt from its matrix if it has one."""
+    if part.counts is None or not part.groups:
+        return part.table
+    groups, b = np.nonzero(part.counts)
+    return pa.table({"g1": [part.groups[g][0] for g in groups.tolist()],
+                     "g2": [part.groups[g][1] for g in groups.tolist()],
+                     "b": pa.array(b, pa.int32()), "n": pa.array(part.counts[groups, b].astype(np.int64))},
+                    schema=_SCHEMA)
 
 
 def _group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:

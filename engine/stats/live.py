@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -27,7 +27,6 @@ import pyarrow.parquet as pq
 from engine import queries
 from engine.errors import QueryError
 from engine.schema import PARTITION_COLUMN
-from engine.stats import merging
 
 T = TypeVar("T")
 PARTS_KEPT = 64            # query shapes whose raw part is kept
@@ -89,10 +88,20 @@ class LakeFiles:
         return LakeFile(str(path), identity, *span)
 
 
+class Sized(Protocol):
+    """A kept part: a table, or what a reader makes of one."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+
+P = TypeVar("P", bound=Sized)
+
+
 @dataclass(frozen=True)
 class _Part:
     files: frozenset[tuple[str, int, int, int]]
-    table: pa.Table
+    table: Any
 
 
 class LiveParts:
@@ -103,17 +112,18 @@ class LiveParts:
         self._parts: OrderedDict[tuple[Any, ...], _Part] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, con: duckdb.DuckDBPyConnection, query: str, merge: Callable[[list[pa.Table]], pa.Table],
-             shape: dict[str, Any], start: dt.datetime, end: dt.datetime) -> pa.Table | None:
-        """The rows `query` gives over the raw records of [start, end), or None if no file may hold any.
+    def read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], P],
+             merge: Callable[[P, P], P], shape: dict[str, Any], start: dt.datetime, end: dt.datetime) -> P | None:
+        """What `query` gives over the raw records of [start, end), or None if no file may hold any.
 
-        `query` takes $files and $end besides `shape`; `merge` re-aggregates two parts of the same shape
-        to the query's grain.
+        `query` takes $files and $end besides `shape`; `prepare` makes a part of its rows and `merge`
+        adds two parts of the same shape (re-aggregated to the query's grain).
         """
-        return relisting(lambda: self._read(con, query, merge, shape, self.files.between(start, end), end))
+        return relisting(lambda: self._read(con, query, prepare, merge, shape, self.files.between(start, end), end))
 
-    def _read(self, con: duckdb.DuckDBPyConnection, query: str, merge: Callable[[list[pa.Table]], pa.Table],
-              shape: dict[str, Any], files: list[LakeFile], end: dt.datetime) -> pa.Table | None:
+    def _read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], P],
+              merge: Callable[[P, P], P], shape: dict[str, Any], files: list[LakeFile], end: dt.datetime
+              ) -> P | None:
         settled = [f for f in files if f.ends_before(end)]
         key = (query, *sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in shape.items()))
         with self._lock:
@@ -124,8 +134,8 @@ class LiveParts:
         new = [f for f in settled if part is None or f.identity not in part.files]
         table = part.table if part is not None else None
         if new:
-            fresh = queries.run(con, query, files=[f.path for f in new], end=None, **shape)
-            table = fresh if table is None else merge([table, fresh])
+            fresh = prepare(queries.run(con, query, files=[f.path for f in new], end=None, **shape))
+            table = fresh if table is None else merge(table, fresh)
             if table.num_rows <= PART_MAX_ROWS:
                 with self._lock:
                     self._parts[key] = _Part(held, table)
@@ -138,8 +148,8 @@ class LiveParts:
         reaching = [f.path for f in files if not f.ends_before(end)]
         if not reaching:
             return table
-        tail = queries.run(con, query, files=reaching, end=end, **shape)
-        return tail if table is None else merging.concat([table, tail])
+        tail = prepare(queries.run(con, query, files=reaching, end=end, **shape))
+        return tail if table is None else merge(table, tail)
 
 
 def relisting(read: Callable[[], T]) -> T:
@@ -157,7 +167,8 @@ def relisting(read: Callable[[], T]) -> T:
 
 
 def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.date]:
-    day, last = start.astimezone(dt.UTC).date(), max(start, end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+    day = start.astimezone(dt.UTC).date()
+    last = max(start, end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
     while day <= last:
         yield day
         day += dt.timedelta(days=1)

@@ -14,7 +14,6 @@ import pyarrow as pa
 from engine.stats.rollups import MAX_MEASURES, SUMMED_MEASURES
 
 FINE_KEYS = ("g1", "g2", "model", "master_id", "key_id")
-HIST_KEYS = ("g1", "g2", "b")
 DISTINCT_NAMES = {"master_id": "masters", "key_id": "keys"}  # what the distinct counts are called
 
 
@@ -23,14 +22,9 @@ def concat(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
 
 
-def fine(parts: list[pa.Table]) -> pa.Table:
-    """stats_fine rows (of the same plan and shape) merged to their grain again."""
-    return _group(concat(parts), FINE_KEYS, _measures(parts[0]))
-
-
-def hist(parts: list[pa.Table]) -> pa.Table:
-    """Histogram rows (g1, g2, b, n) merged to their grain again."""
-    return _group(concat(parts), HIST_KEYS, [("n", "sum")])
+def add_fine(held: pa.Table, fresh: pa.Table) -> pa.Table:
+    """Two parts of stats_fine rows (of the same plan and shape) merged to their grain again."""
+    return _group(concat([held, fresh]), FINE_KEYS, _measures(held))
 
 
 def metrics(parts: list[pa.Table], grouped: bool) -> list[dict[str, Any]]:
@@ -42,7 +36,7 @@ def metrics(parts: list[pa.Table], grouped: bool) -> list[dict[str, Any]]:
     table = concat(parts)
     if table.num_rows == 0:
         return []
-    full = _measures(table) + [("master_id", "count_distinct"), ("key_id", "count_distinct")]
+    full = [*_measures(table), ("master_id", "count_distinct"), ("key_id", "count_distinct")]
     sets: list[tuple[str, tuple[str, ...], list[tuple[str, str]]]] = [("total", (), full)]
     if grouped:
         sets.append(("group", ("g1", "g2"), full))

@@ -239,8 +239,9 @@ class Reader:
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
              pcts: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         groups = {"group_by": group_by, "then_by": then_by}
-        fine = self._cached(con, plan, "stats_fine", None, **plan.rollup_params(), **filters.params(), **groups)
-        live = self.live.read(con, "stats_live_fine", merging.fine,
+        fine: pa.Table = self._cached(con, plan, "stats_fine", _same, **plan.rollup_params(), **filters.params(),
+                                      **groups)
+        live = self.live.read(con, "stats_live_fine", _same, merging.add_fine,
                               {**plan.raw_params(), **filters.params(), **groups}, plan.raw_from, plan.end)
         grouped = group_by != "none" or then_by != "none"
         metrics = merging.metrics([fine] if live is None else [fine, live], grouped)
@@ -252,9 +253,9 @@ class Reader:
             shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
             parts = [self._cached(con, plan, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
                                   **shape)]
-            live = self.live.read(con, "stats_live_hist", merging.hist, {**plan.raw_params(), **shape},
-                                  plan.raw_from, plan.end)
-            parts += [histograms.Histograms.of(live)] if live is not None else []
+            hist = self.live.read(con, "stats_live_hist", histograms.Histograms.of, histograms.Histograms.add,
+                                  {**plan.raw_params(), **shape}, plan.raw_from, plan.end)
+            parts += [hist] if hist is not None else []
             return metrics, histograms.percentiles(con, parts, grouped), "approx"
         if not plan.exact and not self._raw_retained(plan):
             return metrics, None, "unavailable"
@@ -271,7 +272,7 @@ class Reader:
                                **filters.params(), **groups).to_pylist()
         return relisting(read)
 
-    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, prepare: Callable[[pa.Table], T] | None,
+    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, prepare: Callable[[pa.Table], T],
                 **params: Any) -> T:
         """The rollup-served part of an answer (a query's rows, or what `prepare` makes of them), cached.
 
@@ -284,15 +285,15 @@ class Reader:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
+                return hit  # type: ignore[no-any-return]
         table = queries.run(con, name, **params)
-        part = prepare(table) if prepare is not None else table
+        part = prepare(table)
         if table.num_rows <= CACHE_MAX_ROWS:
             with self._cache_lock:
                 self._cache[key] = part
                 while len(self._cache) > CACHE_ENTRIES:
                     self._cache.popitem(last=False)
-        return part  # type: ignore[no-any-return]
+        return part
 
     def _versions(self, days: tuple[dt.date, ...]) -> tuple[tuple[int, int, int], ...]:
         data_dir = self.engine.settings.data_dir
@@ -332,6 +333,10 @@ def _histogram_dim(filters: Filters, group_by: str, then_by: str) -> str | None:
     if len(dims) > 1:
         return None
     return dims.pop() if dims else "gateway"
+
+
+def _same(table: pa.Table) -> pa.Table:
+    return table
 
 
 def load_sources(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,0 +1,155 @@
+"""The raw part of stats answers, kept file by file (engine/stats/live.py), and the in-memory merges
+(merging.py, histograms.py): answers stay exact as batches land, files are compacted and the clock moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from engine.compaction import Compactor
+from engine.stats import histograms, merging
+from tests import stats_oracle
+from tests.factories import make_engine
+from tests.stats_records import records
+
+DAY = dt.date(2026, 3, 2)
+MIDNIGHT = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 3, 2, 15, 40, tzinfo=dt.UTC)
+OPEN = dt.datetime(2026, 3, 2, 15, tzinfo=dt.UTC)
+
+
+def _read(engine, group_by=None):
+    return engine.stats.read("today", group_by=group_by)
+
+
+def _assert_matches(engine, tables, group_by=None):
+    body = _read(engine, group_by)
+    want = stats_oracle.expected(stats_oracle.frame(*tables), MIDNIGHT, NOW, group_by)
+    stats_oracle.check(body["totals"], want[None] if group_by is None else _total(tables), exact=False)
+    if group_by:
+        assert {g["group"] for g in body["groups"]} == set(want)
+        for g in body["groups"]:
+            stats_oracle.check(g, want[g["group"]], exact=False)
+    return body
+
+
+def _total(tables):
+    return stats_oracle.expected(stats_oracle.frame(*tables), MIDNIGHT, NOW)[None]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(tmp_path, NOW, compaction_target_rows=10_000)
+    engine.ingest_table(records(3000, 1, MIDNIGHT, OPEN, prefix="closed"))
+    engine.stats.refresh_rollups(NOW)  # every closed hour rolled up; the open hour is raw
+    return engine
+
+
+def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
+    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+    for i in range(4):
+        batch = records(200, 10 + i, OPEN, NOW, prefix=f"open{i}")
+        engine.ingest_table(batch)
+        tables.append(batch)
+        _assert_matches(engine, tables, "key")
+    parts = engine.stats.reader.live._parts
+    # One kept part per query shape (metrics and histograms), each holding the four open-hour files
+    assert len(parts) == 2 and all(len(p.files) == 4 for p in parts.values())
+    # A new file is added to the kept part, not recomputed with the others: the part's rows are the merge
+    kept = next(p.table for key, p in parts.items() if key[0] == "stats_live_fine")
+    assert sum(kept.column("requests").to_pylist()) == 800
+
+
+def test_compaction_of_the_open_hour_changes_no_answer(engine):
+    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+    for i in range(5):
+        batch = records(100, 20 + i, OPEN, NOW, prefix=f"c{i}")
+        engine.ingest_table(batch)
+        tables.append(batch)
+    before = _assert_matches(engine, tables, "model")
+    assert Compactor(engine).run(NOW).rows > 0  # the small files are merged into new ones
+    after = _assert_matches(engine, tables, "model")
+    assert after["totals"]["requests"] == before["totals"]["requests"] == 3500
+    parts = engine.stats.reader.live._parts
+    names = {f[0] for p in parts.values() for f in p.files}
+    assert all(name.startswith(str(engine.settings.log_records_dir)) for name in names)
+    assert len({f for p in parts.values() for f in p.files}) < 5  # started over from the compacted files
+
+
+def test_a_file_reaching_past_the_end_is_bounded_by_it(engine):
+    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+    ahead = records(400, 30, OPEN, NOW + dt.timedelta(minutes=15), prefix="ahead")  # a clock running ahead
+    engine.ingest_table(ahead)
+    tables.append(ahead)
+    _assert_matches(engine, tables)
+    later = NOW + dt.timedelta(minutes=10)
+    engine.clock = lambda: later
+    body = _read(engine)
+    assert body["totals"]["requests"] == stats_oracle.expected(stats_oracle.frame(*tables), MIDNIGHT, later)[None][
+        "requests"]
+
+
+def _nearest_rank(values, q):
+    ordered = sorted(values)
+    return ordered[int(np.ceil(q * len(ordered))) - 1]
+
+
+@pytest.mark.parametrize("dense_cells", [histograms.DENSE_CELLS, 10])
+def test_percentiles_of_merged_parts_equal_nearest_rank(engine, monkeypatch, dense_cells):
+    monkeypatch.setattr(histograms, "DENSE_CELLS", dense_cells)  # 10: every part too big, the sorted path
+    rng = random.Random(5)
+    per_group: dict[str, list[int]] = {}
+    parts = []
+    for _ in range(3):
+        rows = {"g1": [], "g2": [], "b": [], "n": []}
+        for _ in range(300):
+            g, b, n = rng.choice("abcde"), rng.randrange(0, 40), rng.randrange(1, 4)
+            rows["g1"].append(g)
+            rows["g2"].append(None)
+            rows["b"].append(b)
+            rows["n"].append(n)
+            per_group.setdefault(g, []).extend([b] * n)
+        parts.append(histograms.Histograms.of(pa.table(rows)))
+    assert all((p.counts is None) == (dense_cells == 10) for p in parts)
+    con = engine.connect()
+    try:
+        got = histograms.percentiles(con, parts, grouped=True)
+        bucket_ms = dict(con.sql("SELECT b, bucket_value(b) FROM range(40) AS t(b)").fetchall())
+        # a part kept as rows beside parts kept as matrices (a large rollup part, a small raw part)
+        mixed = histograms.percentiles(con, [histograms.Histograms(histograms._rows(parts[0])), *parts[1:]], True)
+    finally:
+        con.close()
+    assert sorted(map(str, mixed)) == sorted(map(str, got))
+    everything = [b for bs in per_group.values() for b in bs]
+    total = next(r for r in got if r["kind"] == "total")
+    for name, q in histograms.QUANTILES:
+        assert total[name] == bucket_ms[_nearest_rank(everything, q)]
+        for row in (r for r in got if r["kind"] == "group"):
+            assert row[name] == bucket_ms[_nearest_rank(per_group[row["g1"]], q)], (row, name)
+    assert {r["g1"] for r in got if r["kind"] == "group"} == set(per_group)
+
+
+def test_metrics_merge_equals_plain_python():
+    rng = random.Random(9)
+    rows = [{"g1": rng.choice(["x", "y", None]), "g2": None, "model": rng.choice(["m1", "m2"]),
+             "master_id": rng.randrange(3), "key_id": rng.randrange(6), "requests": rng.randrange(1, 9),
+             "total_tokens": rng.randrange(2**40), "latency_max": rng.randrange(10**6)} for _ in range(200)]
+    table = pa.Table.from_pylist(rows)
+    got = merging.metrics([table.slice(0, 120), table.slice(120)], grouped=True)
+    total = next(r for r in got if r["kind"] == "total")
+    assert total["requests"] == sum(r["requests"] for r in rows)
+    assert total["total_tokens"] == sum(r["total_tokens"] for r in rows)
+    assert total["latency_max"] == max(r["latency_max"] for r in rows)
+    assert total["masters"] == len({r["master_id"] for r in rows}) and total["keys"] == len({r["key_id"] for r in rows})
+    for g in ("x", "y", None):
+        mine = [r for r in rows if r["g1"] == g]
+        row = next(r for r in got if r["kind"] == "group" and r["g1"] == g)
+        assert row["requests"] == sum(r["requests"] for r in mine)
+        assert row["keys"] == len({r["key_id"] for r in mine})
+    models = {r["model"]: r["requests"] for r in got if r["kind"] == "model"}
+    assert models == {m: sum(r["requests"] for r in rows if r["model"] == m) for m in ("m1", "m2")}
+    assert merging.metrics([table.slice(0, 0)], grouped=True) == []
