@@ -164,9 +164,30 @@ def test_series_rows_are_flat_with_iso_times(lake):
     assert by_day == {day: m["requests"] for day, m in want.items()}
     hourly = engine.stats.series("today", "hour", "latency_p95")
     want_h = expected(df, hourly["start"], hourly["end"], "hour")
-    assert [r["time"] for r in hourly["rows"]] == sorted(want_h)
+    hours = int((hourly["end"] - hourly["start"]).total_seconds() // 3600) + 1  # the open hour too
+    assert [r["time"] for r in hourly["rows"]] == [
+        (hourly["start"] + dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H:00:00Z") for h in range(hours)]
+    assert set(want_h) <= {r["time"] for r in hourly["rows"]}
     for row in hourly["rows"]:
-        assert abs(row["latency_p95"] - want_h[row["time"]]["p95"]) <= 0.01 * want_h[row["time"]]["p95"]
+        if row["time"] in want_h:
+            assert abs(row["latency_p95"] - want_h[row["time"]]["p95"]) <= 0.01 * want_h[row["time"]]["p95"]
+        else:  # an hour without records: in the series, without a latency
+            assert row["latency_p95"] is None
+
+
+def test_series_fill_intervals_without_records(clocked):
+    engine = clocked
+    start = midnight(NOW.date())
+    t = records(30, 21, start + dt.timedelta(hours=2), start + dt.timedelta(hours=3))
+    engine.ingest_table(t)
+    got = engine.stats.series("today", "hour", "requests", group_by="model")
+    models = set(t.column("model").to_pylist())
+    hours = [(start + dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H:00:00Z") for h in range(NOW.hour + 1)]
+    assert sorted((r["time"], r["model"]) for r in got["rows"]) == sorted((h, m) for h in hours for m in models)
+    counted = {(r["time"], r["model"]): r["requests"] for r in got["rows"]}
+    for model in models:
+        assert counted[(hours[2], model)] == t.column("model").to_pylist().count(model)
+        assert all(counted[(h, model)] == 0 for h in hours if h != hours[2])
 
 
 def test_cached_rollup_hours_are_recomputed_after_late_data(clocked):

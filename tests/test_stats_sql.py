@@ -278,3 +278,10 @@ def test_latency_bucket_macros_are_within_one_percent(engine):
         con.close()
     assert worst[0] < 0.01 and worst[1]
     assert zero == (0, 0.0)
+
+
+def test_bucket_values(engine):
+    rows = run(engine, "bucket_values", buckets=[0, 1, 300])
+    assert [r["b"] for r in rows] == [0, 1, 300]
+    assert rows[0]["ms"] == 0.0 and rows[1]["ms"] == pytest.approx(2 / 2.02)
+    assert rows[2]["ms"] == pytest.approx(2 * 1.02 ** 299 / 2.02)  # within 1 % of every value in the bucket

@@ -225,6 +225,7 @@ class Reader:
                 row[group_by] = _group_value(group_by, r["g2"])
             row[metric] = value
             rows.append(row)
+        rows += _empty_intervals(rows, plan, interval, metric, group_by)
         rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
         return {"period": period.name, "start": plan.start, "end": plan.end, "interval": interval,
                 "metric": metric, "group_by": group_by, "filters": filters.to_dict(),
@@ -333,6 +334,23 @@ def _histogram_dim(filters: Filters, group_by: str, then_by: str) -> str | None:
     if len(dims) > 1:
         return None
     return dims.pop() if dims else "gateway"
+
+
+def _empty_intervals(rows: list[dict[str, Any]], plan: Plan, interval: str, metric: str, group_by: str | None
+                     ) -> list[dict[str, Any]]:
+    """Rows for the intervals (of each group seen) without records: a series without gaps, as charts
+    expect; counts are 0 there, rates and latencies null."""
+    step = HOUR if interval == "hour" else DAY
+    at = floor_hour(plan.start) if interval == "hour" else midnight(plan.start.date())
+    times = []
+    while at < plan.end:
+        times.append(at.strftime("%Y-%m-%dT%H:00:00Z"))
+        at += step
+    groups = {r[group_by] for r in rows} if group_by else {None}
+    have = {(r["time"], r[group_by] if group_by else None) for r in rows}
+    empty = 0 if metric in COUNT_METRICS else None
+    return [{"time": t, **({group_by: g} if group_by else {}), metric: empty}
+            for t in times for g in groups if (t, g) not in have]
 
 
 def _same(table: pa.Table) -> pa.Table:
