@@ -1,4 +1,4 @@
--- stats_fine: the rollup part of a stats_metrics answer (daily and hourly tiers, no raw records),
+-- stats_fine: the rollup part of a stats answer's counts (daily and hourly tiers, no raw records),
 -- summed down to the ids its distinct counts and groupings need. The reader caches it: its key holds
 -- the daily files' identities and the versions of the hours read (see rollups.py).
 -- Grain: g1 x g2 x model x master_id x key_id.

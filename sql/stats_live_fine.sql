@@ -1,4 +1,4 @@
--- stats_live_fine: the raw part of a stats_metrics answer from some lake files (the reader keeps it
+-- stats_live_fine: the raw part of a stats answer's counts from some lake files (the reader keeps it
 -- file by file, see engine/stats/live.py), summed down like stats_fine.
 -- Grain: g1 x g2 x model x master_id x key_id.
 -- Parameters: $files (VARCHAR[], Parquet files of log_records); $raw_from, $split, $end (NULL: to the

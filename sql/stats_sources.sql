@@ -14,7 +14,7 @@
 --   stats_group names or 'none').
 -- Output: macros stats_rows / stats_raw_rows (hour, ids, the rollup measures), stats_latency_rows /
 --   stats_raw_latency_rows (hour, id, b, n), stats_fine / stats_raw_fine (g1, g2, model, master_id,
---   key_id and the measures: what the distinct counts and the three groupings of stats_metrics need),
+--   key_id and the measures: what the distinct counts and the three groupings of engine/stats/merging.py need),
 --   stats_hist / stats_raw_hist (g1, g2, b, n), dim_id(dim, ...) (a record's id in a dimension, as
 --   text), stats_group(dim, ...) (the text value a group_by name gives a row) and hist_group(group_name, hour,
 --   id) (the same for a histogram row).

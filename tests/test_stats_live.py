@@ -37,6 +37,17 @@ def _assert_matches(engine, tables, group_by=None):
     return body
 
 
+def _land(engine, tables, rows, seed, prefix, end=NOW):
+    """Ingest a batch of the open hour and remember it for the recomputation."""
+    batch = records(rows, seed, OPEN, end, prefix=prefix)
+    engine.ingest_table(batch)
+    tables.append(batch)
+
+
+def _closed():
+    return [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+
+
 def _total(tables):
     return stats_oracle.expected(stats_oracle.frame(*tables), MIDNIGHT, NOW)[None]
 
@@ -44,17 +55,15 @@ def _total(tables):
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(tmp_path, NOW, compaction_target_rows=10_000)
-    engine.ingest_table(records(3000, 1, MIDNIGHT, OPEN, prefix="closed"))
+    engine.ingest_table(_closed()[0])
     engine.stats.refresh_rollups(NOW)  # every closed hour rolled up; the open hour is raw
     return engine
 
 
 def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
-    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+    tables = _closed()
     for i in range(4):
-        batch = records(200, 10 + i, OPEN, NOW, prefix=f"open{i}")
-        engine.ingest_table(batch)
-        tables.append(batch)
+        _land(engine, tables, 200, 10 + i, f"open{i}")
         _assert_matches(engine, tables, "key")
     parts = engine.stats.reader.live._parts
     # One kept part per query shape (metrics and histograms), each holding the four open-hour files
@@ -65,11 +74,9 @@ def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
 
 
 def test_compaction_of_the_open_hour_changes_no_answer(engine):
-    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
+    tables = _closed()
     for i in range(5):
-        batch = records(100, 20 + i, OPEN, NOW, prefix=f"c{i}")
-        engine.ingest_table(batch)
-        tables.append(batch)
+        _land(engine, tables, 100, 20 + i, f"c{i}")
     before = _assert_matches(engine, tables, "model")
     assert Compactor(engine).run(NOW).rows > 0  # the small files are merged into new ones
     after = _assert_matches(engine, tables, "model")
@@ -81,10 +88,8 @@ def test_compaction_of_the_open_hour_changes_no_answer(engine):
 
 
 def test_a_file_reaching_past_the_end_is_bounded_by_it(engine):
-    tables = [records(3000, 1, MIDNIGHT, OPEN, prefix="closed")]
-    ahead = records(400, 30, OPEN, NOW + dt.timedelta(minutes=15), prefix="ahead")  # a clock running ahead
-    engine.ingest_table(ahead)
-    tables.append(ahead)
+    tables = _closed()
+    _land(engine, tables, 400, 30, "ahead", end=NOW + dt.timedelta(minutes=15))  # a clock running ahead
     _assert_matches(engine, tables)
     later = NOW + dt.timedelta(minutes=10)
     engine.clock = lambda: later

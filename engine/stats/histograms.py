@@ -71,9 +71,9 @@ def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped
         groups, counts = _merged(parts)
         if not counts.any():
             return []
-        found = [_dense_ranks(counts.sum(axis=0, keepdims=True))]
+        total = _dense_ranks(counts.sum(axis=0, keepdims=True))
         keep = np.flatnonzero(counts.sum(axis=1) > 0) if grouped else np.zeros(0, dtype=np.int64)
-        found.append(_dense_ranks(counts[keep]))
+        by_group = _dense_ranks(counts[keep])
         names = [groups[i] for i in keep.tolist()]
     else:
         table = pa.concat_tables([_rows(p) for p in parts])
@@ -81,11 +81,9 @@ def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped
             return []
         codes, all_groups = _group_codes(table)
         b, n = table["b"].to_numpy().astype(np.int64), table["n"].to_numpy()
-        found = [_sorted_ranks(np.zeros(len(b), dtype=np.int64), b, n)[1]]
+        total = _sorted_ranks(np.zeros(len(b), dtype=np.int64), b, n)[1]
         present, by_group = _sorted_ranks(codes, b, n) if grouped else (np.zeros(0, dtype=np.int64), {})
-        found.append(by_group)
         names = [all_groups[i] for i in present.tolist()]
-    total, by_group = found
     ms = _bucket_ms(con)
     total_ms = {q: ms[total[q]].tolist() for q, _ in QUANTILES}
     group_ms = {q: ms[by_group[q]].tolist() for q, _ in QUANTILES} if names else {}

@@ -113,17 +113,15 @@ class LiveParts:
         self._lock = threading.Lock()
 
     def read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], P],
-             merge: Callable[[P, P], P], shape: dict[str, Any], start: dt.datetime, end: dt.datetime) -> P | None:
-        """What `query` gives over the raw records of [start, end), or None if no file may hold any.
+             merge: Callable[[P, P], P], shape: dict[str, Any], files: list[LakeFile], end: dt.datetime
+             ) -> P | None:
+        """What `query` gives over the raw records before `end` of `files` (LakeFiles.between), or None
+        if there are none.
 
         `query` takes $files and $end besides `shape`; `prepare` makes a part of its rows and `merge`
-        adds two parts of the same shape (re-aggregated to the query's grain).
+        adds two parts of the same shape (re-aggregated to the query's grain). Run it inside `relisting`
+        with the listing: a listed file may vanish before it is read.
         """
-        return relisting(lambda: self._read(con, query, prepare, merge, shape, self.files.between(start, end), end))
-
-    def _read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], P],
-              merge: Callable[[P, P], P], shape: dict[str, Any], files: list[LakeFile], end: dt.datetime
-              ) -> P | None:
         settled = [f for f in files if f.ends_before(end)]
         key = (query, *sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in shape.items()))
         with self._lock:

@@ -240,27 +240,40 @@ class Reader:
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
              pcts: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         groups = {"group_by": group_by, "then_by": then_by}
-        fine: pa.Table = self._cached(con, plan, "stats_fine", _same, **plan.rollup_params(), **filters.params(),
-                                      **groups)
-        live = self.live.read(con, "stats_live_fine", _same, merging.add_fine,
-                              {**plan.raw_params(), **filters.params(), **groups}, plan.raw_from, plan.end)
         grouped = group_by != "none" or then_by != "none"
-        metrics = merging.metrics([fine] if live is None else [fine, live], grouped)
+        dim = _histogram_dim(filters, group_by, then_by) if pcts else None
+        hist_shape = None
+        if dim is not None and not plan.exact:
+            found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
+            hist_shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
+        versions = self._versions(plan)
+        fine: pa.Table = self._cached(con, versions, "stats_fine", _same, **plan.rollup_params(),
+                                      **filters.params(), **groups)
+        live_fine, live_hist = relisting(lambda: self._raw_parts(con, plan, {**filters.params(), **groups},
+                                                                 hist_shape))
+        metrics = merging.metrics([fine] if live_fine is None else [fine, live_fine], grouped)
         if not pcts:
             return metrics, None, "none"
-        dim = _histogram_dim(filters, group_by, then_by)
-        if not plan.exact and dim is not None:
-            found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
-            shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
-            parts = [self._cached(con, plan, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
-                                  **shape)]
-            hist = self.live.read(con, "stats_live_hist", histograms.Histograms.of, histograms.Histograms.add,
-                                  {**plan.raw_params(), **shape}, plan.raw_from, plan.end)
-            parts += [hist] if hist is not None else []
+        if hist_shape is not None:
+            parts = [self._cached(con, versions, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
+                                  **hist_shape)]
+            parts += [live_hist] if live_hist is not None else []
             return metrics, histograms.percentiles(con, parts, grouped), "approx"
         if not plan.exact and not self._raw_retained(plan):
             return metrics, None, "unavailable"
         return metrics, self._exact(con, plan, filters, groups), "exact"
+
+    def _raw_parts(self, con: duckdb.DuckDBPyConnection, plan: Plan, fine_shape: dict[str, Any],
+                   hist_shape: dict[str, Any] | None) -> tuple[pa.Table | None, histograms.Histograms | None]:
+        """The raw part of an answer's counts and, for a `hist_shape`, of its histograms, from one listing."""
+        files = self.live.files.between(plan.raw_from, plan.end)
+        fine = self.live.read(con, "stats_live_fine", _same, merging.add_fine, {**plan.raw_params(), **fine_shape},
+                              files, plan.end)
+        if hist_shape is None:
+            return fine, None
+        hist = self.live.read(con, "stats_live_hist", histograms.Histograms.of, histograms.Histograms.add,
+                              {**plan.raw_params(), **hist_shape}, files, plan.end)
+        return fine, hist
 
     def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, str]
                ) -> list[dict[str, Any]]:
@@ -273,15 +286,13 @@ class Reader:
                                **filters.params(), **groups).to_pylist()
         return relisting(read)
 
-    def _cached(self, con: duckdb.DuckDBPyConnection, plan: Plan, name: str, prepare: Callable[[pa.Table], T],
-                **params: Any) -> T:
+    def _cached(self, con: duckdb.DuckDBPyConnection, versions: tuple[Any, ...], name: str,
+                prepare: Callable[[pa.Table], T], **params: Any) -> T:
         """The rollup-served part of an answer (a query's rows, or what `prepare` makes of them), cached.
 
-        Its key holds each daily file's identity (inode, mtime, size) and the version of each rolled-up
-        hour read: late data rewrites a daily file or bumps an hour's version, so a stale entry is never
-        looked up again."""
-        key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())),
-               self._versions(plan.daily_days), self.rollups.versions(plan.start, plan.split))
+        Its key holds the plan's `versions`: late data rewrites a daily file or bumps an hour's version,
+        so a stale entry is never looked up again."""
+        key = (name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(params.items())), versions)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -296,10 +307,12 @@ class Reader:
                     self._cache.popitem(last=False)
         return part
 
-    def _versions(self, days: tuple[dt.date, ...]) -> tuple[tuple[int, int, int], ...]:
+    def _versions(self, plan: Plan) -> tuple[Any, ...]:
+        """What the rollup part of a plan was read from: each daily file's identity (inode, mtime, size)
+        and the version of each rolled-up hour."""
         data_dir = self.engine.settings.data_dir
         out = []
-        for day in days:
+        for day in plan.daily_days:
             for table in (ROLLUPS_DAILY, LATENCY_DAILY):
                 try:
                     st = (data_dir / partition_path(table, day)).stat()
@@ -307,7 +320,7 @@ class Reader:
                     out.append((0, 0, 0))
                     continue
                 out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        return tuple(out), self.rollups.versions(plan.start, plan.split)
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
