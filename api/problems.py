@@ -1,13 +1,18 @@
-"""RFC 9457 problem details: every error the API answers is `application/problem+json`."""
+"""RFC 9457 problem details: every error the API answers is `application/problem+json`.
+
+Each kind of error has a stable `type` URI, `/problems/<kind>`, served by the app itself with the
+kind's description, and a human-readable title; the README's error table lists them all.
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import (
     BatchInProgress,
@@ -24,23 +29,53 @@ from engine.errors import (
 
 PROBLEM = "application/problem+json"
 
-# Engine exceptions and the HTTP status each becomes; the most specific class wins.
-STATUS: dict[type[EzError], int] = {
-    MalformedBody: 400,
-    InvalidBatch: 422,
-    UnsupportedFormat: 415,
-    BatchInProgress: 409,
-    QueryError: 400,
-    NotFound: 404,
-    InvalidParameter: 422,
-    PreconditionFailed: 412,
-    Conflict: 409,
+
+#: Every kind of error: its slug (the last part of its type URI), status, title and what it means.
+KINDS: dict[str, tuple[int, str, str]] = {
+    "malformed-body": (400, "Malformed body", "The body is not JSON, NDJSON or an Arrow stream at all."),
+    "query-failed": (400, "Query failed", "An ad-hoc query was refused or failed."),
+    "unauthorized": (401, "Unauthorized", "The bearer token is missing or wrong."),
+    "not-found": (404, "Not found", "No such resource (an alert, a key's quota, a job, a route)."),
+    "method-not-allowed": (405, "Method not allowed", "The route exists but not with this HTTP method."),
+    "conflict": (409, "Conflict", "The request conflicts with the current state (a resolved alert, a running "
+                 "job, a batch being stored by another writer); retry or read the state again."),
+    "precondition-failed": (412, "Precondition failed", "If-Match names a version that is not the current one."),
+    "payload-too-large": (413, "Payload too large", "The body is over EZ_MAX_BODY_BYTES."),
+    "unsupported-media-type": (415, "Unsupported media type", "The Content-Type is not one the route reads."),
+    "invalid-records": (422, "Invalid records", "Some records of the batch are invalid; nothing was stored. "
+                        "`errors` lists row, field and reason."),
+    "invalid-request": (422, "Invalid request", "A parameter or body field is missing or out of its domain; "
+                        "`detail` names it."),
+    "precondition-required": (428, "Precondition required", "The route needs If-Match (the ETag you edited)."),
+    "internal-error": (500, "Internal error", "An unexpected failure; it is logged."),
 }
 
+#: Engine exceptions and the kind each becomes; the most specific class wins.
+ENGINE_KINDS: dict[type[EzError], str] = {
+    MalformedBody: "malformed-body",
+    InvalidBatch: "invalid-records",
+    UnsupportedFormat: "unsupported-media-type",
+    BatchInProgress: "conflict",
+    QueryError: "query-failed",
+    NotFound: "not-found",
+    InvalidParameter: "invalid-request",
+    PreconditionFailed: "precondition-failed",
+    Conflict: "conflict",
+}
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
-    """A problem+json response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+_BY_STATUS = {status: slug for slug, (status, _, _) in reversed(KINDS.items())}
+
+
+def type_uri(kind: str) -> str:
+    """The type URI of a kind of error (relative: it resolves on the server that answered)."""
+    return f"/problems/{kind}"
+
+
+def problem(kind: str, detail: str | None = None, status: int | None = None, **extra: Any) -> JSONResponse:
+    """A problem+json response of one kind."""
+    code, title, _ = KINDS[kind]
+    status = status or code
+    body: dict[str, Any] = {"type": type_uri(kind), "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
@@ -48,34 +83,50 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+router = APIRouter(prefix="/problems", tags=["health"])
+
+
+@router.get("/{kind}")
+def read_problem_kind(kind: str) -> dict[str, Any]:
+    """What one kind of error (a problem `type`) means."""
+    if kind not in KINDS:
+        raise HTTPException(404, f"no problem type {kind!r}")
+    status, title, description = KINDS[kind]
+    return {"type": type_uri(kind), "title": title, "status": status, "description": description}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn engine and framework errors into problem+json."""
+    app.include_router(router)
 
     @app.exception_handler(EzError)
     async def engine_error(request: Request, exc: EzError) -> JSONResponse:
-        status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+        kind = next((k for cls, k in ENGINE_KINDS.items() if isinstance(exc, cls)), "invalid-request")
         extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidBatch):
+        if isinstance(exc, InvalidBatch) and not isinstance(exc, MalformedBody):
             extra = {"errors": [e.to_dict() for e in exc.errors], "error_count": exc.total}
-        return problem(status, type(exc).__name__, str(exc), **extra)
+        return problem(kind, str(exc), **extra)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        title = getattr(exc, "title", None) or _reason(exc.status_code)
-        return problem(exc.status_code, title, exc.detail if isinstance(exc.detail, str) else None)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        kind = _BY_STATUS.get(exc.status_code)
+        if kind is None:  # a status no kind names: RFC 9457's default type
+            body = {"type": "about:blank", "title": _reason(exc.status_code), "status": exc.status_code}
+            return JSONResponse({**body, **({"detail": detail} if detail else {})}, status_code=exc.status_code,
+                                media_type=PROBLEM)
+        return problem(kind, detail)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
         ]
-        return problem(422, "Invalid request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                          for e in errors), errors=errors)
+        return problem("invalid-request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                    for e in errors), errors=errors)
 
 
 def _reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:

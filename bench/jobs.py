@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine, Settings, catalog, queries  # noqa: E402
-from engine.compaction import Compactor  # noqa: E402
 from engine.lake import write_parquet  # noqa: E402
 from engine.partitions import list_partitions  # noqa: E402
 from engine.schema import LOG_RECORD_SCHEMA  # noqa: E402
@@ -47,7 +46,7 @@ def median_seconds(repeat: int, run: Callable[[], object]) -> float:
 
 def bench_quota_usage(lake: Path, repeat: int) -> None:
     settings = Settings(data_dir=lake)
-    con = catalog.connect(settings)
+    con = catalog.connect(settings.data_dir)
     [(first, last)] = con.execute("SELECT min(date), max(date) FROM log_records").fetchall()
     keys = [k for (k,) in con.execute("SELECT DISTINCT key_id FROM log_records WHERE date = $d ORDER BY 1",
                                       {"d": last}).fetchall()]
@@ -65,8 +64,8 @@ def bench_quota_usage(lake: Path, repeat: int) -> None:
     t_usage, t_floor = median_seconds(repeat, usage), median_seconds(repeat, floor)
     print(f"quota usage, {len(keys):,} keys over {rows:,} records ({first}..{last}): "
           f"{t_usage:.2f} s median; floor sum(quota_cost) {t_floor:.2f} s; ratio {t_usage / t_floor:.2f}")
-    t_list = median_seconds(repeat, lambda: list_partitions(settings.log_records_dir))
-    files = sum(len(p.files) for p in list_partitions(settings.log_records_dir))
+    t_list = median_seconds(repeat, lambda: list_partitions(settings.data_dir / "log_records"))
+    files = sum(len(p.files) for p in list_partitions(settings.data_dir / "log_records"))
     print(f"list partitions with footer row counts ({files} files): {t_list * 1000:.0f} ms median")
 
 
@@ -92,7 +91,7 @@ def bench_compaction(lake: Path, rows: int, files: int, repeat: int) -> None:
 
             floor_times.append(median_seconds(1, floor))  # also warms the page cache for both
             start = time.perf_counter()
-            outcome = Compactor(engine).run(engine.clock())
+            outcome = engine.compactor.run(engine.clock())
             compaction_times.append(time.perf_counter() - start)
             assert outcome.rows == rows, outcome
     t_c, t_f = statistics.median(compaction_times), statistics.median(floor_times)

@@ -2,48 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from engine import queries
-from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
-from engine.settings import Settings
+from engine.tables import VIEWS, LakeTable
 
 
-@dataclass(frozen=True)
-class LakeTable:
-    """A Hive-partitioned Parquet table under the data dir, exposed as a view of the same name."""
-
-    name: str
-    folder: str
-    schema: pa.Schema
-    partition: str = PARTITION_COLUMN
-
-    def glob(self, data_dir: Path) -> str:
-        """The Parquet glob; staging files never match it (they live outside the folder)."""
-        return str(data_dir / self.folder / f"{self.partition}=*" / "*.parquet")
-
-    def has_files(self, data_dir: Path) -> bool:
-        """Whether any partition file exists yet."""
-        return any((data_dir / self.folder).glob(f"{self.partition}=*/*.parquet"))
-
-
-LOG_RECORDS = LakeTable("log_records", "log_records", LOG_RECORD_SCHEMA)
-
-#: Every table registered as a view in each connection; other modules add theirs here.
-TABLES: list[LakeTable] = [LOG_RECORDS]
-
-
-def connect(settings: Settings, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the shared macros and a view per lake table."""
+def connect(data_dir: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the shared macros and a view per lake table (`tables.VIEWS`)."""
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     con.execute(queries.load(queries.DEFINITIONS).text)
-    for table in TABLES:
-        register(con, table, settings.data_dir)
+    for table in VIEWS:
+        register(con, table, data_dir)
     return con
 
 

@@ -15,19 +15,17 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.infra import Infra
 from engine.lake import write_parquet
 from engine.partitions import Partition, exchange, fsync_dir, list_partitions, purge, retire
 from engine.schedules import JobOutcome
 from engine.schema import LOG_RECORD_SCHEMA
-
-if TYPE_CHECKING:
-    from engine.facade import Engine
+from engine.tables import LOG_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +49,12 @@ class PartitionCompaction:
 class Compactor:
     """Merges small `log_records` files, partition by partition."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.table_dir = engine.settings.log_records_dir
-        self.work = engine.settings.data_dir / "_compaction"
-        self.retired = engine.settings.data_dir / "_retired" / self.table_dir.name
-        self.target = engine.settings.compaction_target_rows
+    def __init__(self, infra: Infra) -> None:
+        self.infra = infra
+        self.table_dir = LOG_RECORDS.root(infra.data_dir)
+        self.work = infra.data_dir / "_compaction"
+        self.retired = infra.data_dir / "_retired" / LOG_RECORDS.folder
+        self.target = infra.settings.compaction_target_rows
 
     def small_files(self, part: Partition) -> list[str]:
         """The files worth merging (under half the target size), when there are at least two of them."""
@@ -72,7 +70,7 @@ class Compactor:
 
     def run(self, now: dt.datetime) -> JobOutcome:
         """Compact every partition that has small files; purge folders retired past the grace period."""
-        grace = self.engine.settings.lake_grace_seconds
+        grace = self.infra.settings.lake_grace_seconds
         purge(self.work, now, max(grace, 3600))  # build folders left by a crashed run
         results = [self.compact(p, now) for p in list_partitions(self.table_dir) if self.small_files(p)]
         purge(self.retired, now, grace)
@@ -91,7 +89,7 @@ class Compactor:
                 written = self._merge(part.path, small, build)
             except FileNotFoundError:  # dropped by the cleaner while we read it
                 return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
-            with self.engine.lake.publish_lock():
+            with self.infra.lake.publish_lock():
                 present = set(os.listdir(part.path)) if part.path.is_dir() else set()
                 if not set(small) <= present:
                     return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
@@ -120,7 +118,7 @@ class Compactor:
             table = pa.concat_tables(group)
             table = table.take(pc.sort_indices(table.column("created_at")))
             write_parquet(table, build / f"part-{stamp}-{token}-c{written}.parquet",
-                          self.engine.settings.row_group_rows)
+                          self.infra.settings.row_group_rows)
             written += 1
             group, count = [], 0
 

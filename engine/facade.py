@@ -7,36 +7,30 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
-from engine import catalog, decoding, queries
+from engine import decoding, demo, queries
+from engine.alerts import Alerts
+from engine.compaction import Compactor
 from engine.errors import InvalidBatch, QueryError, RecordError
+from engine.infra import Infra
+from engine.jobs import Jobs, standard_specs
 from engine.lake import BatchReceipt, Lake, content_batch_id
+from engine.partitions import PartitionDrops
+from engine.quotas import Quotas
+from engine.registry import Registry
+from engine.retention import LogCleaner
 from engine.settings import Settings, get_settings
 from engine.stats import Stats
 from engine.store import ControlStore
+from engine.tables import LOG_RECORDS
+from engine.times import Clock, utc_now
 from engine.validation import validate
 
-if TYPE_CHECKING:
-    from engine.alerts import Alerts
-    from engine.jobs import Jobs
-    from engine.quotas import Quotas
-    from engine.registry import Registry
-    from engine.schedules import JobSpec
-
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    """The real clock; tests inject their own."""
-    return dt.datetime.now(dt.UTC)
 
 
 @contextmanager
@@ -51,56 +45,52 @@ def _hashing(data: bytes, batch_id: str | None) -> Iterator[Callable[[], str]]:
 
 
 class Engine:
-    """ezstats as a library: open one per data dir and call its methods."""
+    """ezstats as a library: open one per data dir and call its methods.
+
+    This is the composition root: the only place that knows every subsystem. It builds them eagerly, in
+    dependency order, each given the shared `Infra` and the named collaborators it uses.
+    """
 
     def __init__(self, settings: Settings | None = None, clock: Clock = utc_now) -> None:
-        self.settings = settings or get_settings()
-        self.clock = clock
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ControlStore(self.settings.control_db)
-        self.lake = Lake(self.settings, self.store)
-        recovered = self.lake.recover()
+        self.infra = Infra.open(settings or get_settings(), clock)
+        recovered = self.infra.lake.recover()
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
-        self.stats = Stats(self)
+        infra = self.infra
+        drops = PartitionDrops(infra.store)
+        self.stats = Stats(infra, drops)
+        self.registry = Registry(infra)
+        self.quotas = Quotas(infra, names=self.registry.names)
+        self.registry.on_delete(self.quotas.forget_deleted)
+        self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive)
+        self.cleaner = LogCleaner(infra, self.stats.daily, self.stats.rollups, drops)
+        self.compactor = Compactor(infra)
+        self.jobs = Jobs(infra, standard_specs(infra, self.stats, self.alerts, self.cleaner, self.compactor,
+                                               self.quotas))
 
-    # -- jobs, quotas, registry ------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The settings the engine was opened with."""
+        return self.infra.settings
 
-    @cached_property
-    def jobs(self) -> Jobs:
-        """Scheduled jobs: list, run now, run what is due, read their runs (`engine.jobs`)."""
-        from engine.jobs import Jobs
+    @property
+    def store(self) -> ControlStore:
+        """The control-plane store (SQLite)."""
+        return self.infra.store
 
-        return Jobs(self)
+    @property
+    def lake(self) -> Lake:
+        """The lake writer."""
+        return self.infra.lake
 
-    @cached_property
-    def quotas(self) -> Quotas:
-        """Key quotas and their usage (`engine.quotas`)."""
-        from engine.quotas import Quotas
+    @property
+    def clock(self) -> Clock:
+        """The clock every subsystem reads; replace it to move time (tests, replays)."""
+        return self.infra.clock
 
-        return Quotas(self)
-
-    @cached_property
-    def registry(self) -> Registry:
-        """Names and status of masters, keys and providers (`engine.registry`)."""
-        from engine.registry import Registry
-
-        return Registry(self)
-
-    def job_specs(self) -> list[JobSpec]:
-        """Every scheduled job with its schedule from the `EZ_SCHEDULE_*` settings."""
-        from engine.jobs import standard_specs
-
-        return standard_specs(self)
-
-    # -- alerts -----------------------------------------------------------------------------------
-
-    @cached_property
-    def alerts(self) -> Alerts:
-        """Alert detection, lifecycle, thresholds and backtest (see `engine.alerts`)."""
-        from engine.alerts import Alerts
-
-        return Alerts(self)
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self.infra.clock = clock
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -145,13 +135,13 @@ class Engine:
 
     def lake_has_records(self) -> bool:
         """Whether any log record file has been published."""
-        return catalog.LOG_RECORDS.has_files(self.settings.data_dir)
+        return LOG_RECORDS.has_files(self.settings.data_dir)
 
     # -- query --------------------------------------------------------------------------------
 
     def connect(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every lake view (`log_records`, ...) and the shared macros."""
-        return catalog.connect(self.settings, threads)
+        return self.infra.connect(threads)
 
     def sql(self, query: str) -> pa.Table:
         """Run an analyst's ad-hoc SQL over the views and return Arrow.
@@ -181,8 +171,6 @@ class Engine:
 
         Each day is one batch with a deterministic id, so running the same demo twice stores it once.
         """
-        from engine import demo
-
         end_day = end_day or self.clock().date()
         receipts = []
         for day, table in demo.generate(days, rows_per_day, seed, end_day):
@@ -190,7 +178,5 @@ class Engine:
             receipts.append(receipt)
             if progress:
                 progress(day, receipt)
-        demo_quotas = getattr(demo, "DEMO_QUOTAS", None)
-        if demo_quotas:
-            self.quotas.seed(demo_quotas)
+        self.quotas.seed(demo.DEMO_QUOTAS)
         return receipts

@@ -17,7 +17,6 @@ that died before it. A batch id seen `committed` again stores nothing and answer
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -33,44 +32,43 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress
+from engine.locks import flock, try_lock
+from engine.partitions import fsync_dir
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
 from engine.store import ControlStore
+from engine.tables import LOG_RECORDS
+from engine.times import iso, utc_now
 
 log = logging.getLogger(__name__)
-
-LEDGER_DDL = """
-CREATE TABLE IF NOT EXISTS ingest_batches (
-    batch_id     TEXT PRIMARY KEY,
-    state        TEXT NOT NULL CHECK (state IN ('publishing', 'committed')),
-    records      INTEGER NOT NULL,
-    files        TEXT NOT NULL,   -- JSON list of [staged file name, path relative to the data dir]
-    staging      TEXT NOT NULL,   -- the staging folder the files came from
-    hours        TEXT NOT NULL,   -- JSON list of the UTC hours (ISO) the batch has records in
-    created_at   TEXT NOT NULL,
-    committed_at TEXT
-)
-"""
 
 PUBLISH_LOCK = ".publish.lock"
 OWNER_LOCK = ".owner.lock"
 
 
+class BatchReceipt(BaseModel):
+    """What storing a batch did: the answer a client gets, identical when the batch is sent again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str = Field(description="The Idempotency-Key sent, or sha256: of the body.")
+    records: int = Field(description="How many records the batch stored.")
+    files: tuple[str, ...] = Field(description="Parquet files the batch was published as, relative to the data dir.")
+    #: The batch id was stored before and nothing new was written. Not part of the answer, which is the same
+    #: either way: HTTP says it in a header (Idempotent-Replayed), the CLI in its report.
+    replayed: bool = Field(False, exclude=True)
+
+
 @dataclass(frozen=True)
-class BatchReceipt:
-    """What storing a batch did: the answer a client gets, identical when the batch is replayed."""
+class LedgerEntry:
+    """A batch in the ingest ledger, as the rollups read it: its position, state and hours."""
 
-    batch_id: str
-    records: int
-    files: tuple[str, ...]
-    replayed: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready form."""
-        return {"batch_id": self.batch_id, "records": self.records, "files": list(self.files),
-                "replayed": self.replayed}
+    position: int              # the ledger's rowid: batches are in commit-attempt order
+    committed: bool
+    hours: tuple[dt.datetime, ...]
 
 
 def content_batch_id(data: bytes | pa.Table) -> str:
@@ -113,11 +111,10 @@ class Lake:
     def __init__(self, settings: Settings, store: ControlStore) -> None:
         self.settings = settings
         self.store = store
-        self.root = settings.log_records_dir
+        self.root = LOG_RECORDS.root(settings.data_dir)
         self.staging = settings.staging_dir
         self.root.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir(parents=True, exist_ok=True)
-        store.ensure(LEDGER_DDL)
 
     def write(self, table: pa.Table, batch_id: str) -> BatchReceipt:
         """Store a validated batch durably, or find it already stored.
@@ -139,14 +136,22 @@ class Lake:
             return earlier
         with self._staging_folder() as folder:
             staged = self._encode(table, folder, batch_id)
-            with self._publish_lock():
+            with self.publish_lock():
                 earlier = self._receipt(batch_id, recover=False)
                 if earlier is not None:
                     return earlier
                 self._begin(batch_id, table.num_rows, staged, folder, hours_of(table))
                 self._publish(folder, staged)
                 self._commit(batch_id)
-        return BatchReceipt(batch_id, table.num_rows, tuple(final for _, final in staged))
+        return BatchReceipt(batch_id=batch_id, records=table.num_rows, files=tuple(final for _, final in staged))
+
+    def ledger_after(self, position: int) -> list[LedgerEntry]:
+        """The ledger's batches after `position` (0: all), in order: what derived tables have yet to take in."""
+        with self.store.connect(write=False) as con:
+            rows = con.execute("SELECT rowid AS id, state, hours FROM ingest_batches WHERE rowid > ? ORDER BY rowid",
+                               (position,)).fetchall()
+        return [LedgerEntry(r["id"], r["state"] == "committed",
+                            tuple(dt.datetime.fromisoformat(h) for h in json.loads(r["hours"]))) for r in rows]
 
     def publish_file(self, table: pa.Table, relative: Path) -> Path:
         """Write `table` as one Parquet file at `<data>/relative`, atomically replacing any file there.
@@ -158,21 +163,21 @@ class Lake:
         with self._staging_folder() as folder:
             staged = folder / target.name
             write_parquet(table, staged, self.settings.row_group_rows)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             created = not target.parent.exists()
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staged, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             if created:
-                _fsync_dir(target.parent.parent)
+                fsync_dir(target.parent.parent)
         return target
 
     def recover(self) -> int:
         """Finish or remove what crashed writers left; returns how many staging folders were handled."""
         handled = 0
-        with self._publish_lock():
+        with self.publish_lock():
             for folder in sorted(p for p in self.staging.iterdir() if p.is_dir()):
-                owner = self._try_own(folder)
+                owner = try_lock(folder / OWNER_LOCK)
                 if owner is None:
                     continue  # a live writer is still encoding into it
                 try:
@@ -211,7 +216,7 @@ class Lake:
         # The Parquet encoder is single-threaded: a large batch is cut into files encoded side by side.
         with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
             list(pool.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return staged
 
     def _publish(self, folder: Path, staged: list[tuple[str, str]]) -> None:
@@ -227,7 +232,7 @@ class Lake:
             os.rename(source, target)
             touched.add(target.parent)
         for path in touched:
-            _fsync_dir(path)
+            fsync_dir(path)
 
     def _begin(
         self, batch_id: str, records: int, staged: list[tuple[str, str]], folder: Path, hours: list[str]
@@ -236,14 +241,14 @@ class Lake:
             con.execute(
                 "INSERT INTO ingest_batches (batch_id, state, records, files, staging, hours, created_at)"
                 " VALUES (?, 'publishing', ?, ?, ?, ?, ?)",
-                (batch_id, records, json.dumps(staged), folder.name, json.dumps(hours), _now()),
+                (batch_id, records, json.dumps(staged), folder.name, json.dumps(hours), iso(utc_now())),
             )
 
     def _commit(self, batch_id: str) -> None:
         with self.store.connect() as con:
             con.execute(
                 "UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE batch_id = ?",
-                (_now(), batch_id),
+                (iso(utc_now()), batch_id),
             )
 
     def _receipt(self, batch_id: str, recover: bool) -> BatchReceipt | None:
@@ -260,25 +265,21 @@ class Lake:
         if row["state"] != "committed":
             raise BatchInProgress(f"batch {batch_id!r} is being stored by another writer; retry shortly")
         files = tuple(final for _, final in json.loads(row["files"]))
-        return BatchReceipt(batch_id, row["records"], files, replayed=True)
+        return BatchReceipt(batch_id=batch_id, records=row["records"], files=files, replayed=True)
 
     @contextmanager
     def _staging_folder(self) -> Iterator[Path]:
         folder = self.staging / uuid.uuid4().hex
         folder.mkdir()
-        fd = os.open(folder / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield folder
-        except BaseException:
-            # A folder the ledger still names as publishing is kept for recover() to roll forward.
-            if not self._is_publishing(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        else:
+        with flock(folder / OWNER_LOCK):  # while held, recover() leaves the folder to its live writer
+            try:
+                yield folder
+            except BaseException:
+                # A folder the ledger still names as publishing is kept for recover() to roll forward.
+                if not self._is_publishing(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
             shutil.rmtree(folder, ignore_errors=True)
-        finally:
-            os.close(fd)
 
     def _is_publishing(self, folder: Path) -> bool:
         with self.store.connect(write=False) as con:
@@ -287,31 +288,9 @@ class Lake:
             ).fetchone()
         return row is not None
 
-    def publish_lock(self) -> AbstractContextManager[None]:
+    def publish_lock(self) -> AbstractContextManager[bool]:
         """The data dir's publish lock: hold it to change partition folders (compaction, retention)."""
-        return self._publish_lock()
-
-    @contextmanager
-    def _publish_lock(self) -> Iterator[None]:
-        fd = os.open(self.staging / PUBLISH_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _try_own(folder: Path) -> int | None:
-        try:
-            fd = os.open(folder / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        except FileNotFoundError:
-            return None  # its writer finished and removed it meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
+        return flock(self.staging / PUBLISH_LOCK)
 
 
 _NO_DICTIONARY = frozenset(
@@ -338,14 +317,3 @@ def write_parquet(table: pa.Table, path: Path, row_group_rows: int) -> None:
     finally:
         os.close(fd)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from engine.lake import _fsync_dir as fsync_dir
 from engine.schema import PARTITION_COLUMN
+from engine.store import ControlStore
+from engine.times import iso
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,6 @@ class Partition:
     def rows(self) -> int:
         """Records in the partition (from the Parquet footers)."""
         return sum(self.files.values())
-
-
-def partition_path(table_dir: Path, day: dt.date) -> Path:
-    """The folder of one day."""
-    return table_dir / f"{PARTITION_COLUMN}={day.isoformat()}"
 
 
 def list_partitions(table_dir: Path) -> list[Partition]:
@@ -119,7 +115,6 @@ def purge(folder: Path, now: dt.datetime, grace_seconds: int) -> int:
     return deleted
 
 
-
 def retire(folder: Path, retired_dir: Path, now: dt.datetime) -> Path:
     """Move a folder, whole, to `retired_dir` (same file system) and make both renames durable."""
     retired_dir.mkdir(parents=True, exist_ok=True)
@@ -128,3 +123,43 @@ def retire(folder: Path, retired_dir: Path, now: dt.datetime) -> Path:
     fsync_dir(folder.parent)
     fsync_dir(retired_dir)
     return target
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries durable (a rename into it, a file created in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PartitionDrops:
+    """The record of raw log partitions the log cleaner dropped (table `log_partition_drops`).
+
+    Rollups and daily stats outlive the raw records: records that arrive for a dropped day later must
+    be added to what they hold, not recomputed from the few raw records the day has again (see
+    `engine.stats.rollups`), so the rollups read this record and the cleaner writes it.
+    """
+
+    def __init__(self, store: ControlStore) -> None:
+        self.store = store
+
+    def record(self, day: dt.date, now: dt.datetime) -> None:
+        """Note that `day`'s raw partition was just dropped (once more)."""
+        with self.store.connect() as con:
+            con.execute(
+                "INSERT INTO log_partition_drops (date, drops, dropped_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (date) DO UPDATE SET drops = drops + 1, dropped_at = excluded.dropped_at",
+                (day.isoformat(), iso(now)),
+            )
+
+    def days(self) -> dict[dt.date, int]:
+        """The days whose raw log partition the cleaner dropped, each with how many times it did.
+
+        The raw records of such a day are only those that arrived after its latest drop; the count tells a
+        reader whether the day was dropped again since it last looked.
+        """
+        with self.store.connect(write=False) as con:
+            rows = con.execute("SELECT date, drops FROM log_partition_drops").fetchall()
+        return {dt.date.fromisoformat(r["date"]): r["drops"] for r in rows}

@@ -10,70 +10,63 @@ in `quota_resets`, once per key and period.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from engine import queries
 from engine.errors import InvalidParameter, NotFound
-from engine.jobs import iso
+from engine.infra import Infra
 from engine.schedules import JobOutcome
+from engine.times import iso
 
-if TYPE_CHECKING:
-    from engine.facade import Engine
-
-QUOTAS_DDL = """
-CREATE TABLE IF NOT EXISTS key_quotas (
-    key_id        INTEGER PRIMARY KEY,
-    quota_limit   INTEGER NOT NULL CHECK (quota_limit > 0),
-    reset_period  TEXT NOT NULL CHECK (reset_period IN ('daily', 'weekly', 'monthly', 'never')),
-    last_reset_at TEXT NOT NULL,  -- ISO UTC, usage counts quota_cost of records with created_at >= this
-    updated_at    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quota_resets (
-    key_id       INTEGER NOT NULL,
-    period_start TEXT NOT NULL,   -- the new period's start (ISO UTC)
-    previous     TEXT NOT NULL,   -- the closed period's start
-    used         INTEGER NOT NULL, -- quota units used in the closed period
-    reset_at     TEXT NOT NULL,   -- when the job ran
-    PRIMARY KEY (key_id, period_start)
-)
-"""
+#: The registry's display names of one section's ids (`Registry.names`).
+NameLookup = Callable[[str, Iterable[int]], dict[int, str]]
 
 PERIODS = ("daily", "weekly", "monthly", "never")
 #: Where a `never` quota counts from unless told otherwise: all the history the lake retains.
 NEVER_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-@dataclass(frozen=True)
-class KeyQuota:
+class KeyQuota(BaseModel):
     """A key's quota as stored."""
 
+    model_config = ConfigDict(frozen=True)
+
     key_id: int
-    quota_limit: int
-    reset_period: str
-    last_reset_at: dt.datetime
+    quota_limit: int = Field(description="Quota units allowed per period (compared with sum(quota_cost)).")
+    reset_period: Literal["daily", "weekly", "monthly", "never"]
+    last_reset_at: dt.datetime = Field(description="Start of the current period (a reset by hand, or the job's).")
     updated_at: dt.datetime
 
 
-@dataclass(frozen=True)
-class QuotaUsage:
+class QuotaUsage(BaseModel):
     """A key's usage in its current period: `used` is the exact sum of quota_cost since `period_start`."""
 
-    key_id: int
-    quota_limit: int
-    used: int
-    period_start: dt.datetime
-    reset_period: str = "never"
-    key_name: str | None = None  # from the registry, when it has the key
+    model_config = ConfigDict(frozen=True)
 
+    key_id: int
+    key_name: str | None = Field(None, description="The key's name in the registry, if it has one.")
+    quota_limit: int
+    used: int = Field(description="Exact sum of quota_cost since period_start.")
+    period_start: dt.datetime
+    reset_period: Literal["daily", "weekly", "monthly", "never"] = "never"
+
+    @computed_field(description="Quota units left in the period (0 when over).")  # type: ignore[prop-decorator]
+    @property
+    def remaining(self) -> int:
+        return max(self.quota_limit - self.used, 0)
+
+    @computed_field(description="used / quota_limit (1.0 and above: at or over quota).")  # type: ignore[prop-decorator]
     @property
     def ratio(self) -> float:
-        """used / quota_limit (1.0 and above: at or over quota)."""
         return self.used / self.quota_limit
 
+    @computed_field(description="When the current period ends (the next reset); null for `never`.")  # type: ignore[prop-decorator]
     @property
     def period_end(self) -> dt.datetime | None:
-        """When the current period ends (the next reset), or None for `never`."""
         return period_end(self.reset_period, self.period_start)
 
 
@@ -102,11 +95,17 @@ def period_end(period: str, start: dt.datetime) -> dt.datetime | None:
 
 
 class Quotas:
-    """The quota registry (`engine.quotas`)."""
+    """The quota registry (`engine.quotas`): owns `key_quotas` and `quota_resets`."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        engine.store.ensure(QUOTAS_DDL)
+    def __init__(self, infra: Infra, names: NameLookup) -> None:
+        self.infra = infra
+        self.names = names
+
+    def forget_deleted(self, con: sqlite3.Connection, section: str, entity_id: int) -> None:
+        """A registry deletion hook (`Registry.on_delete`): a deleted key loses its quota, so it stops raising
+        quota alerts; its records stay in the lake."""
+        if section == "keys":
+            con.execute("DELETE FROM key_quotas WHERE key_id = ?", (entity_id,))
 
     def get(self, key_id: int) -> KeyQuota:
         """One key's quota.
@@ -114,7 +113,7 @@ class Quotas:
         Raises:
             NotFound: the key has no quota.
         """
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM key_quotas WHERE key_id = ?", (key_id,)).fetchone()
         if row is None:
             raise NotFound(f"key {key_id} has no quota")
@@ -122,7 +121,7 @@ class Quotas:
 
     def list_all(self) -> list[KeyQuota]:
         """Every quota, by key id."""
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             return [_quota(row) for row in con.execute("SELECT * FROM key_quotas ORDER BY key_id")]
 
     def put(self, key_id: int, quota_limit: int, reset_period: str,
@@ -136,7 +135,7 @@ class Quotas:
         Raises:
             InvalidParameter: key_id or quota_limit not positive, unknown period, last_reset_at in the future.
         """
-        now = self.engine.clock()
+        now = self.infra.now()
         if key_id <= 0 or quota_limit <= 0:
             raise InvalidParameter("key_id and quota_limit must be positive")
         if reset_period not in PERIODS:
@@ -144,7 +143,7 @@ class Quotas:
         if last_reset_at is not None and (last_reset_at.tzinfo is None or last_reset_at > now):
             raise InvalidParameter("last_reset_at must be a UTC time that is not in the future")
         start = last_reset_at or period_floor(reset_period, now) or NEVER_START
-        with self.engine.store.connect() as con:
+        with self.infra.store.connect() as con:
             con.execute(
                 "INSERT INTO key_quotas (key_id, quota_limit, reset_period, last_reset_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET quota_limit = excluded.quota_limit, "
@@ -170,7 +169,7 @@ class Quotas:
         Raises:
             NotFound: the key has no quota.
         """
-        with self.engine.store.connect() as con:
+        with self.infra.store.connect() as con:
             if con.execute("DELETE FROM key_quotas WHERE key_id = ?", (key_id,)).rowcount == 0:
                 raise NotFound(f"key {key_id} has no quota")
 
@@ -179,9 +178,10 @@ class Quotas:
         quotas = [q for q in self.list_all() if key_ids is None or q.key_id in key_ids]
         starts = {q.key_id: current_start(q, now) for q in quotas}
         used = self._sums(starts, now)
-        names = self.engine.registry.names("keys", starts)
-        return [QuotaUsage(q.key_id, q.quota_limit, used.get(q.key_id, 0), starts[q.key_id], q.reset_period,
-                           names.get(q.key_id)) for q in quotas]
+        names = self.names("keys", starts)
+        return [QuotaUsage(key_id=q.key_id, key_name=names.get(q.key_id), quota_limit=q.quota_limit,
+                           used=used.get(q.key_id, 0), period_start=starts[q.key_id], reset_period=q.reset_period)
+                for q in quotas]
 
     def key_usage(self, key_id: int, now: dt.datetime) -> QuotaUsage:
         """One key's usage in its current period.
@@ -213,7 +213,7 @@ class Quotas:
         for end in sorted({b for _, b in due}):  # closed periods end at their own boundaries
             closed.update(self._sums({q.key_id: q.last_reset_at for q, b in due if b == end}, end))
         done = 0
-        with self.engine.store.connect() as con:
+        with self.infra.store.connect() as con:
             for quota, boundary in due:
                 # Guarded on the old value: a concurrent reset or a PUT in between wins, no double reset.
                 changed = con.execute(
@@ -230,7 +230,7 @@ class Quotas:
 
     def resets(self, key_id: int) -> list[dict[str, object]]:
         """The reset history of a key, newest first: each closed period's start, end and usage."""
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             rows = con.execute("SELECT * FROM quota_resets WHERE key_id = ? ORDER BY period_start DESC",
                                (key_id,)).fetchall()
         return [dict(row) for row in rows]
@@ -239,7 +239,7 @@ class Quotas:
         if not starts:
             return {}
         keys = sorted(starts)
-        con = self.engine.connect()
+        con = self.infra.connect()
         try:
             table = queries.run(con, "quota_usage", key_ids=keys, starts=[starts[k] for k in keys],
                                 since=min(starts.values()), end=end)
@@ -257,7 +257,5 @@ def current_start(quota: KeyQuota, now: dt.datetime) -> dt.datetime:
     return quota.last_reset_at if floor <= quota.last_reset_at <= now else floor
 
 
-def _quota(row: object) -> KeyQuota:
-    return KeyQuota(row["key_id"], row["quota_limit"], row["reset_period"],  # type: ignore[index]
-                    dt.datetime.fromisoformat(row["last_reset_at"]),  # type: ignore[index]
-                    dt.datetime.fromisoformat(row["updated_at"]))  # type: ignore[index]
+def _quota(row: sqlite3.Row) -> KeyQuota:
+    return KeyQuota.model_validate(dict(row))

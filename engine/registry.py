@@ -7,17 +7,17 @@ checks that would keep alerting on it can skip it, while its history in the lake
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from engine.errors import InvalidParameter
-from engine.jobs import iso
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from engine.facade import Engine
+from engine.infra import Infra
+from engine.times import iso
 
 
 @dataclass(frozen=True)
@@ -42,23 +42,56 @@ STATUSES = ("active", "disabled")
 #: What deleting an entity also deletes: (child section, its column naming the parent).
 CASCADE = {"masters": ("keys", "master_id"), "providers": ("provider_keys", "provider_id")}
 
-REGISTRY_DDL = "".join(
-    f"CREATE TABLE IF NOT EXISTS {k.table} ({k.id} INTEGER PRIMARY KEY, "
-    + ", ".join(f"{c} {'INTEGER' if c.endswith('_id') else 'TEXT'}" for c in k.columns)
-    + ", updated_at TEXT NOT NULL);\n"
-    for k in KINDS.values()
-) + """
-CREATE TABLE IF NOT EXISTS registry_deleted (
-    kind       TEXT NOT NULL,    -- masters, keys, providers, provider_keys
-    id         INTEGER NOT NULL,
-    deleted_at TEXT NOT NULL,
-    PRIMARY KEY (kind, id)
-)
-"""
+#: Run inside the transaction that deletes an entity, with (connection, section, id): the owner of rows
+#: hanging off an entity (a key's quota) deletes them in that same transaction.
+DeleteHook = Callable[[sqlite3.Connection, str, int], None]
 
 
-@dataclass(frozen=True)
-class SyncResult:
+class _Entity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str | None
+    status: Literal["active", "disabled"] | None
+    updated_at: dt.datetime
+
+
+class Master(_Entity):
+    """A tenant of the gateway."""
+
+    master_id: int
+
+
+class Key(_Entity):
+    """A child API key of a master."""
+
+    key_id: int
+    master_id: int | None
+
+
+class Provider(_Entity):
+    """An upstream LLM service."""
+
+    provider_id: int
+    provider_type: str | None
+
+
+class ProviderKey(_Entity):
+    """A key (or OAuth account) of a provider."""
+
+    provider_key_id: int
+    provider_id: int | None
+
+
+class Entities(BaseModel):
+    """The whole registry, section by section, ordered by id."""
+
+    masters: list[Master]
+    keys: list[Key]
+    providers: list[Provider]
+    provider_keys: list[ProviderKey]
+
+
+class SyncResult(BaseModel):
     """What a sync changed, per section."""
 
     upserted: dict[str, int]
@@ -68,10 +101,13 @@ class SyncResult:
 class Registry:
     """The registry (`engine.registry`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        engine.store.ensure(REGISTRY_DDL)
-        engine.quotas  # noqa: B018 -- a key deletion also deletes its quota: make sure that table exists
+    def __init__(self, infra: Infra) -> None:
+        self.infra = infra
+        self._on_delete: list[DeleteHook] = []
+
+    def on_delete(self, hook: DeleteHook) -> None:
+        """Also run `hook(connection, section, id)` in the same transaction whenever an entity is deleted."""
+        self._on_delete.append(hook)
 
     def sync(self, document: Mapping[str, Any], replace: bool = False) -> SyncResult:
         """Upsert and delete entities in one transaction.
@@ -88,10 +124,10 @@ class Registry:
             InvalidParameter: an unknown section or field, a missing or non-positive id, a bad status.
         """
         rows, deletions = _parse(document)
-        now = iso(self.engine.clock())
+        now = iso(self.infra.now())
         upserted = {s: 0 for s in KINDS}
         deleted = {s: 0 for s in KINDS}
-        with self.engine.store.connect() as con:
+        with self.infra.store.connect() as con:
             if replace:
                 for section, items in rows.items():
                     kind = KINDS[section]
@@ -100,7 +136,7 @@ class Registry:
                     deletions.setdefault(section, set()).update(stale)
             for section, ids in deletions.items():
                 for entity_id in sorted(ids):
-                    _delete(con, section, entity_id, now, deleted)
+                    self._delete(con, section, entity_id, now, deleted)
             for section, items in rows.items():
                 kind = KINDS[section]
                 cols = (kind.id, *kind.columns, "updated_at")
@@ -113,18 +149,19 @@ class Registry:
                     )
                     con.execute("DELETE FROM registry_deleted WHERE kind = ? AND id = ?", (section, row[kind.id]))
                     upserted[section] += 1
-        return SyncResult(upserted, deleted)
+        return SyncResult(upserted=upserted, deleted=deleted)
 
-    def read(self) -> dict[str, list[dict[str, Any]]]:
+    def read(self) -> Entities:
         """The whole registry, section by section, ordered by id."""
-        with self.engine.store.connect(write=False) as con:
-            return {s: [dict(r) for r in con.execute(f"SELECT * FROM {k.table} ORDER BY {k.id}")]
-                    for s, k in KINDS.items()}
+        with self.infra.store.connect(write=False) as con:
+            sections = {s: [dict(r) for r in con.execute(f"SELECT * FROM {k.table} ORDER BY {k.id}")]
+                        for s, k in KINDS.items()}
+        return Entities.model_validate(sections)
 
     def names(self, section: str, ids: Iterable[int] | None = None) -> dict[int, str]:
         """Names by id of one section (`masters`, `keys`, `providers`, `provider_keys`), for display."""
         kind = _kind(section)
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             found = {r[0]: r[1] for r in con.execute(
                 f"SELECT {kind.id}, name FROM {kind.table} WHERE name IS NOT NULL")}
         return found if ids is None else {i: found[i] for i in ids if i in found}
@@ -132,36 +169,35 @@ class Registry:
     def deleted(self, section: str) -> set[int]:
         """Ids deleted from a section: checks (quotas, alerts) skip them; their history stays."""
         _kind(section)
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             return {r[0] for r in con.execute("SELECT id FROM registry_deleted WHERE kind = ?", (section,))}
 
     def inactive(self, section: str) -> set[int]:
         """Ids deleted or disabled in a section: what alert checks should leave alone."""
         kind = _kind(section)
-        with self.engine.store.connect(write=False) as con:
+        with self.infra.store.connect(write=False) as con:
             disabled = {r[0] for r in con.execute(f"SELECT {kind.id} FROM {kind.table} WHERE status = 'disabled'")}
         return disabled | self.deleted(section)
+
+    def _delete(self, con: sqlite3.Connection, section: str, entity_id: int, now: str,
+                counts: dict[str, int]) -> None:
+        kind = KINDS[section]
+        counts[section] += con.execute(f"DELETE FROM {kind.table} WHERE {kind.id} = ?", (entity_id,)).rowcount
+        con.execute("INSERT OR REPLACE INTO registry_deleted (kind, id, deleted_at) VALUES (?, ?, ?)",
+                    (section, entity_id, now))
+        for hook in self._on_delete:
+            hook(con, section, entity_id)
+        if section in CASCADE:
+            child, column = CASCADE[section]
+            table, child_id = KINDS[child].table, KINDS[child].id
+            for (cid,) in con.execute(f"SELECT {child_id} FROM {table} WHERE {column} = ?", (entity_id,)).fetchall():
+                self._delete(con, child, cid, now, counts)
 
 
 def _kind(section: str) -> Kind:
     if section not in KINDS:
         raise InvalidParameter(f"unknown registry section {section!r}; use {', '.join(KINDS)}")
     return KINDS[section]
-
-
-def _delete(con: sqlite3.Connection, section: str, entity_id: int, now: str, counts: dict[str, int]) -> None:
-    kind = KINDS[section]
-    counts[section] += con.execute(f"DELETE FROM {kind.table} WHERE {kind.id} = ?", (entity_id,)).rowcount
-    con.execute("INSERT OR REPLACE INTO registry_deleted (kind, id, deleted_at) VALUES (?, ?, ?)",
-                (section, entity_id, now))
-    if section == "keys":
-        # A deleted key must not keep raising quota alerts; its records stay in the lake.
-        con.execute("DELETE FROM key_quotas WHERE key_id = ?", (entity_id,))
-    if section in CASCADE:
-        child, column = CASCADE[section]
-        table, child_id = KINDS[child].table, KINDS[child].id
-        for (cid,) in con.execute(f"SELECT {child_id} FROM {table} WHERE {column} = ?", (entity_id,)).fetchall():
-            _delete(con, child, cid, now, counts)
 
 
 def _parse(document: Mapping[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, set[int]]]:

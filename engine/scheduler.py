@@ -7,12 +7,9 @@ import functools
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from engine.jobs import JobRun, Jobs
-
-if TYPE_CHECKING:
-    from engine.facade import Clock
+from engine.times import Clock
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +91,6 @@ class Scheduler:
     def _prune(self, now: dt.datetime) -> None:
         if self._last_prune is None or now - self._last_prune > dt.timedelta(hours=1):
             self._last_prune = now
-            days = self.jobs.engine.settings.job_runs_retention_days
-            pruned = self.jobs.prune(now - dt.timedelta(days=days))
+            pruned = self.jobs.prune(now)
             if pruned:
-                log.info("pruned %d job run records older than %d days", pruned, days)
+                log.info("pruned %d old job run records", pruned)

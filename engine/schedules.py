@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from croniter import croniter
+from pydantic import BaseModel
 
 from engine.errors import InvalidParameter
 
@@ -80,8 +81,9 @@ class JobOutcome:
             return cls(message=str(value))
         if isinstance(value, int):
             return cls(rows=value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            details = dataclasses.asdict(value)
+        if isinstance(value, BaseModel) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            details = (value.model_dump(mode="json") if isinstance(value, BaseModel)
+                       else dataclasses.asdict(value))  # type: ignore[arg-type]
             rows = next((details[k] for k in ("rows", "records", "rows_written", "observations")
                          if isinstance(details.get(k), int)), 0)
             return cls(rows=rows, message=str(value)[:500], details=details)

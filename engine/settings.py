@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.errors import InvalidParameter
+from engine.schedules import Schedule
+
 
 class Settings(BaseSettings):
     """Every knob of ezstats; each field is set by the environment variable `EZ_<NAME>`."""
@@ -83,19 +86,11 @@ class Settings(BaseSettings):
                      "schedule_compaction", "schedule_quota_reset")
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
-        from engine.errors import InvalidParameter
-        from engine.schedules import Schedule
-
         try:
             Schedule.parse(value)  # a bad value stops the process at start, not the scheduler every tick
         except InvalidParameter as exc:
             raise ValueError(str(exc)) from None
         return value
-
-    @property
-    def log_records_dir(self) -> Path:
-        """The table folder of raw log records."""
-        return self.data_dir / "log_records"
 
     @property
     def staging_dir(self) -> Path:

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.migrations import MIGRATIONS, Migration
+from engine.times import iso, utc_now
+
 
 class ControlStore:
-    """Small transactional state (batch ledger, alerts, thresholds, jobs) beside the lake.
+    """Small transactional state (batch ledger, alerts, thresholds, jobs...) beside the lake.
 
-    Each call opens its own connection: sqlite3 connections must not cross threads, and opening
-    one costs well under a millisecond, far less than the fsync every commit pays anyway.
+    Opening it applies the migrations the file has not had yet (`engine.migrations`), so every table
+    exists before any module uses it. Each call opens its own connection: sqlite3 connections must
+    not cross threads, and opening one costs well under a millisecond, far less than the fsync every
+    commit pays anyway.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._ensured: set[str] = set()
-        self._lock = threading.Lock()
         con = sqlite3.connect(path, timeout=30)
         try:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: set once for the file
         finally:
             con.close()
+        self.migrate()
 
     @contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -50,12 +53,45 @@ class ControlStore:
         finally:
             con.close()
 
-    def ensure(self, ddl: str) -> None:
-        """Create the tables a module needs (idempotent DDL); run once per process and DDL text."""
-        with self._lock:
-            if ddl in self._ensured:
-                return
+    def version(self) -> int:
+        """The schema version of the file: the number of the last migration applied."""
+        with self.connect(write=False) as con:
+            return int(con.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> list[int]:
+        """Apply, each in its own transaction, the migrations the file has not had; returns their numbers.
+
+        Several processes opening one file at once apply each migration once: the version is read and
+        advanced under the write lock.
+        """
+        applied = []
+        for migration in MIGRATIONS:
             with self.connect() as con:
-                for statement in filter(str.strip, ddl.split(";")):
-                    con.execute(statement)
-            self._ensured.add(ddl)
+                if con.execute("PRAGMA user_version").fetchone()[0] >= migration.version:
+                    continue
+                _apply(con, migration)
+            applied.append(migration.version)
+        return applied
+
+
+def _apply(con: sqlite3.Connection, migration: Migration) -> None:
+    for statement in statements(migration.sql):
+        con.execute(statement)
+    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    con.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, iso(utc_now())))
+    con.execute(f"PRAGMA user_version = {int(migration.version)}")
+
+
+def statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of a script (semicolons inside strings and comments do not split)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip() and not all(p.strip().startswith("--") for p in pending.splitlines() if p.strip()):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]!r}")

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import Engine, Settings
+from engine.tables import DAILY_SCHEMA, DAILY_STATS
 
 _ids = itertools.count()
 
@@ -48,7 +49,7 @@ def make_engine(tmp_path: Path, now: dt.datetime, **settings: Any) -> Engine:
 
 def mark_summarized(engine: Engine, day: dt.date) -> None:
     """What the stats job leaves once a day's rollups and daily stats are written: a daily_stats file."""
-    folder = engine.settings.data_dir / "daily_stats" / f"date={day.isoformat()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    path = engine.settings.data_dir / DAILY_STATS.file(day)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # A valid file, so that a `daily_stats` view over it still binds; the cleaner only checks it exists.
-    pq.write_table(pa.table({"requests": pa.array([0], pa.int64())}), folder / "part-0.parquet")
+    pq.write_table(DAILY_SCHEMA.empty_table(), path)

@@ -96,7 +96,7 @@ def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     out = r.json()
     # Two days, but the replay stops at the clock's now (01:30 on the 10th).
     assert (out["start"], out["end"], out["evaluations"]) == (
-        "2026-03-09T00:00:00.000000+00:00", "2026-03-10T01:30:00.000000+00:00", 1440 + 90)
+        "2026-03-09T00:00:00Z", "2026-03-10T01:30:00Z", 1440 + 90)
     assert out["opened"] == len(out["alerts"]) > 0 and out["by_type"]["error_spike"] >= 1
     assert client.get("/admin/alerts").json()["alerts"] == []
     assert engine.alerts.read_thresholds().version == 1          # the candidate was not stored

@@ -26,7 +26,7 @@ def demo_engine(tmp_path_factory):
 
 def matches(alert, incident, day: dt.date) -> bool:
     start, end = incident.window(day)
-    opened = dt.datetime.fromisoformat(alert.opened_at)
+    opened = alert.opened_at
     return (alert.type == incident.alert_type and alert.scope == incident.scope
             and alert.scope_id == incident.scope_id and start <= opened < end)
 
@@ -42,7 +42,7 @@ def test_each_incident_raises_its_alert_and_nothing_else_fires(demo_engine):
         found = [a for a in unexplained if matches(a, incident, day)]
         assert len(found) == 1, f"{incident.name} on {day}: {found}"
         start, _ = incident.window(day)
-        assert dt.datetime.fromisoformat(found[0].opened_at) <= start + DETECTION_DELAY, incident.name
+        assert found[0].opened_at <= start + DETECTION_DELAY, incident.name
         unexplained.remove(found[0])
     false_positives = [(a.fingerprint, a.opened_at) for a in unexplained]
     assert false_positives == []
@@ -60,7 +60,7 @@ def test_the_quota_incident_raises_quota_exceeded(demo_engine):
     alerts = [a for a in demo_engine.alerts.history.all() if a.type == "quota_exceeded"]
     midnight = start.replace(hour=0)
     assert [(a.scope, a.key_id, a.period) for a in alerts] == [("key", incident.scope_id, midnight.isoformat())]
-    opened = dt.datetime.fromisoformat(alerts[0].opened_at)
+    opened = alerts[0].opened_at
     assert start <= opened < end and alerts[0].value >= 0.9
     # The usage it saw, recomputed independently from the records: the day's quota_cost up to then.
     used = demo_engine.sql(

@@ -66,5 +66,5 @@ def test_lifecycle_invariants(tmp_path_factory, steps):
         same.sort(key=lambda a: a.id)
         for before, after in itertools.pairwise(same):
             # the earlier one was resolved before the later one opened, and not within the cooldown
-            gap = dt.datetime.fromisoformat(after.opened_at) - dt.datetime.fromisoformat(before.resolved_at)
+            gap = after.opened_at - before.resolved_at
             assert gap >= dt.timedelta(minutes=THRESHOLDS.cooldown_minutes)

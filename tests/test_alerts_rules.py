@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine import Engine, Settings
+from engine.alerts import Alerts
 from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
 
 
@@ -19,6 +20,11 @@ def clock():
 @pytest.fixture
 def engine(tmp_path, clock):
     return Engine(Settings(data_dir=tmp_path), clock=clock)
+
+
+def use_quotas(engine: Engine, quotas: object) -> None:
+    """Alerts reading key quota usage from `quotas` (a stand-in for the quota registry)."""
+    engine.alerts = Alerts(engine.infra, quotas=quotas, inactive=engine.registry.inactive)  # type: ignore[arg-type]
 
 
 def active(engine: Engine, type_: str):
@@ -49,8 +55,8 @@ def test_error_spike_thresholds(engine, ok, errors, opens, severity):
         assert alert.value == pytest.approx(errors / (ok + errors)) and alert.samples == ok + errors
         assert alert.fingerprint == "error_spike:error_rate:key:7" and alert.metric == "error_rate"
         assert alert.details == {"errors": errors}
-        assert (alert.window_start, alert.window_end) == ("2026-03-10T11:55:00.000000+00:00",
-                                                          "2026-03-10T12:00:00.000000+00:00")
+        assert (alert.window_start, alert.window_end) == (dt.datetime.fromisoformat("2026-03-10T11:55Z"),
+                                                          dt.datetime.fromisoformat("2026-03-10T12:00Z"))
 
 
 def test_error_spike_counts_only_the_half_open_window_and_not_429(engine):
@@ -194,8 +200,8 @@ def test_per_day_alerts_are_keyed_by_day(engine, clock):
     (today,) = active(engine, "traffic_spike")
     assert (today.metric, today.value, today.period) == ("master_rpd", 100, "2026-03-10")
     assert today.fingerprint == "traffic_spike:master_rpd:master:8:2026-03-10"
-    assert (today.window_start, today.window_end) == ("2026-03-10T00:00:00.000000+00:00",
-                                                      "2026-03-10T12:00:00.000000+00:00")
+    assert (today.window_start, today.window_end) == (dt.datetime.fromisoformat("2026-03-10T00:00Z"),
+                                                      dt.datetime.fromisoformat("2026-03-10T12:00Z"))
     # The next day the day's alert ends with its period; the new day opens its own alert.
     next_day = midnight + dt.timedelta(days=1)
     store(engine, requests(next_day + minutes(60), 30, 150, master_id=8))
@@ -240,7 +246,7 @@ PERIOD = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 def test_quota_without_registry_checks_nothing(engine):
-    engine.quotas = None
+    use_quotas(engine, None)
     result = engine.alerts.run_once(NOW)
     assert result.skipped == ["quota_exceeded: no quota registry"]
 
@@ -268,7 +274,7 @@ def test_quota_with_the_real_registry(engine, cost, severity):
 @pytest.mark.parametrize(("used", "severity"), [(89, None), (90, "warning"), (99, "warning"), (100, "critical"),
                                                 (250, "critical")])
 def test_quota_thresholds(engine, used, severity):
-    engine.quotas = Quotas(Usage(12, 100, used, PERIOD), Usage(13, 0, 10**6, PERIOD))   # 0: no limit
+    use_quotas(engine, Quotas(Usage(12, 100, used, PERIOD), Usage(13, 0, 10**6, PERIOD)))   # 0: no limit
     engine.alerts.run_once(NOW)
     found = active(engine, "quota_exceeded")
     assert [a.severity for a in found] == ([severity] if severity else [])
@@ -278,13 +284,13 @@ def test_quota_thresholds(engine, used, severity):
 
 
 def test_quota_alert_ends_with_its_period(engine):
-    engine.quotas = Quotas(Usage(12, 100, 95, PERIOD))
+    use_quotas(engine, Quotas(Usage(12, 100, 95, PERIOD)))
     engine.alerts.run_once(NOW)
     (old,) = active(engine, "quota_exceeded")
-    engine.quotas = Quotas(Usage(12, 100, 3, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))   # the quota was reset
+    use_quotas(engine, Quotas(Usage(12, 100, 3, dt.datetime(2026, 3, 10, tzinfo=dt.UTC))))   # the quota was reset
     result = engine.alerts.run_once(NOW + minutes(1))   # (a new registry object: no reuse of the old usage)
     assert result.resolved == [old.id] and engine.alerts.get(old.id).resolution == "period ended"
-    engine.quotas = Quotas(Usage(12, 100, 96, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
+    use_quotas(engine, Quotas(Usage(12, 100, 96, dt.datetime(2026, 3, 10, tzinfo=dt.UTC))))
     engine.alerts.run_once(NOW + minutes(2))
     (new,) = active(engine, "quota_exceeded")
     assert new.id != old.id and new.period == "2026-03-10T00:00:00+00:00"
@@ -335,7 +341,7 @@ class BrokenQuotas:
 
 
 def test_a_failing_quota_registry_skips_only_quota(engine):
-    engine.quotas = BrokenQuotas()
+    use_quotas(engine, BrokenQuotas())
     store(engine, requests(NOW, 5, 80, key_id=7), requests(NOW, 5, 20, key_id=7, status=500))
     result = engine.alerts.run_once(NOW)
     assert result.skipped == ["quota_exceeded: the quota registry failed: registry down"]
@@ -350,7 +356,7 @@ def test_quota_usage_is_reused_for_the_refresh_interval(engine):
             calls.append(now)
             return super().usage(now)
 
-    engine.quotas = Counting(Usage(12, 100, 95, PERIOD))
+    use_quotas(engine, Counting(Usage(12, 100, 95, PERIOD)))
     for m in (0, 1, 4, 5, 6, 3):     # refresh every 300 s; an earlier instant (a replay) recomputes
         engine.alerts.run_once(NOW + minutes(m))
     assert calls == [NOW, NOW + minutes(5), NOW + minutes(3)]

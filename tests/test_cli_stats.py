@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from engine import Engine, Settings
 from engine.cli import app
 from engine.settings import get_settings
-from engine.stats.periods import midnight
+from engine.times import midnight
 from tests.stats_oracle import expected, frame
 from tests.stats_records import records
 

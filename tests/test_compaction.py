@@ -18,9 +18,9 @@ import pytest
 from engine import Engine, Settings
 from engine.compaction import Compactor
 from engine.lake import write_parquet
-from engine.partitions import exchange, list_partitions, partition_path, retire
-from engine.retention import LogCleaner
+from engine.partitions import exchange, list_partitions, retire
 from engine.schema import LOG_RECORD_SCHEMA
+from engine.tables import LOG_RECORDS
 from engine.validation import validate
 from tests.factories import day_records, make_engine, mark_summarized, records
 
@@ -36,39 +36,39 @@ def _small_batches(engine: Engine, day: dt.date, batches: int, rows: int, seed: 
 
 
 def _read_partition(engine: Engine, day: dt.date) -> pa.Table:
-    folder = partition_path(engine.settings.log_records_dir, day)
+    folder = LOG_RECORDS.partition_dir(engine.settings.data_dir, day)
     return pa.concat_tables(pq.ParquetFile(f).read() for f in sorted(folder.glob("*.parquet")))
 
 
 def test_compaction_merges_small_files_and_keeps_every_row(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     written = _small_batches(engine, DAY, batches=12, rows=20)
-    outcome = Compactor(engine).run(NOW)
-    part = next(p for p in list_partitions(engine.settings.log_records_dir) if p.day == DAY)
+    outcome = engine.compactor.run(NOW)
+    part = next(p for p in list_partitions(engine.settings.data_dir / "log_records") if p.day == DAY)
     assert sorted(part.files.values()) == [40, 100, 100]  # 240 rows: groups of >= 100, then the rest
     assert outcome.rows == 240 and outcome.details["partitions"][0]["files_in"] == 12
     merged = _read_partition(engine, DAY)
     assert merged.schema.equals(LOG_RECORD_SCHEMA)
     assert sorted(merged.column("request_id").to_pylist()) == sorted(written.column("request_id").to_pylist())
     assert merged.sort_by("request_id").equals(validate(written).sort_by("request_id"))
-    for f in partition_path(engine.settings.log_records_dir, DAY).glob("*.parquet"):
+    for f in LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY).glob("*.parquet"):
         times = pq.ParquetFile(f).read().column("created_at").to_pylist()
         assert times == sorted(times)  # files stay sorted by created_at, for min/max pruning
     assert engine.sql("SELECT count(*) AS n FROM log_records").column("n")[0].as_py() == 240
     # Nothing small left to merge: a second run changes nothing.
-    assert Compactor(engine).run(NOW).rows == 0
+    assert engine.compactor.run(NOW).rows == 0
 
 
 def test_big_files_are_kept_as_they_are(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     engine.ingest_table(day_records(DAY, 80, seed=99))  # >= target/2: not small
-    folder = partition_path(engine.settings.log_records_dir, DAY)
+    folder = LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY)
     [big] = folder.glob("*.parquet")
     inode = big.stat().st_ino
     _small_batches(engine, DAY, batches=3, rows=5)
-    Compactor(engine).run(NOW)
+    engine.compactor.run(NOW)
     assert (folder / big.name).stat().st_ino == inode
-    assert sorted(p.rows for p in list_partitions(engine.settings.log_records_dir)) == [95]
+    assert sorted(p.rows for p in list_partitions(engine.settings.data_dir / "log_records")) == [95]
     assert len(list(folder.glob("*.parquet"))) == 2
 
 
@@ -84,7 +84,7 @@ def test_records_that_arrive_during_compaction_are_kept(tmp_path: Path, monkeypa
         return files
 
     monkeypatch.setattr(Compactor, "_merge", merge_then_ingest)
-    Compactor(engine).run(NOW)
+    engine.compactor.run(NOW)
     ids = _read_partition(engine, DAY).column("request_id").to_pylist()
     assert sorted(ids) == sorted(written.column("request_id").to_pylist() + late.column("request_id").to_pylist())
 
@@ -97,13 +97,13 @@ def test_a_partition_dropped_meanwhile_is_left_alone(tmp_path: Path, monkeypatch
 
     def merge_then_drop(self: Compactor, *args: object) -> int:
         files = merge(self, *args)
-        LogCleaner(make_engine(tmp_path, NOW, log_max_records=1)).run(NOW)
+        make_engine(tmp_path, NOW, log_max_records=1).cleaner.run(NOW)
         return files
 
     monkeypatch.setattr(Compactor, "_merge", merge_then_drop)
-    outcome = Compactor(engine).run(NOW)
+    outcome = engine.compactor.run(NOW)
     assert outcome.rows == 0 and outcome.details["partitions"][0]["skipped"] == "partition changed meanwhile"
-    assert not partition_path(engine.settings.log_records_dir, DAY).exists()
+    assert not LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY).exists()
     assert list((tmp_path / "_compaction").iterdir()) == []
 
 
@@ -111,15 +111,15 @@ def test_dry_run_lists_partitions_and_changes_nothing(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     _small_batches(engine, DAY, batches=5, rows=10)
     engine.ingest_table(day_records(DAY - dt.timedelta(days=1), 10))
-    dry = engine.jobs.run("compaction", dry_run=True)
+    dry = engine.jobs.dry_run("compaction")
     assert dry.details["partitions"] == [{"day": str(DAY), "files_in": 5, "files_out": 1, "rows": 50,
                                           "skipped": None}]
-    assert len(list(partition_path(engine.settings.log_records_dir, DAY).glob("*.parquet"))) == 5
+    assert len(list(LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY).glob("*.parquet"))) == 5
 
 
 def _fragment(engine: Engine, day: dt.date, pieces: int) -> None:
     """Test helper: the inverse of compaction (same rows, many small files), swapped in the same way."""
-    folder = partition_path(engine.settings.log_records_dir, day)
+    folder = LOG_RECORDS.partition_dir(engine.settings.data_dir, day)
     table = _read_partition(engine, day)
     build = engine.settings.data_dir / "_compaction" / f"frag.{uuid.uuid4().hex}"
     build.mkdir(parents=True)
@@ -142,7 +142,7 @@ def test_readers_never_see_duplicated_or_missing_rows(tmp_path: Path) -> None:
     for i, day in enumerate(days):
         expected[day] = len(_small_batches(engine, day, batches=8, rows=200 + 17 * i, seed=i))
         mark_summarized(engine, day)
-    glob = str(settings.log_records_dir / "**" / "*.parquet")
+    glob = str((settings.data_dir / "log_records") / "**" / "*.parquet")
     stop = threading.Event()
     results: dict[str, dict[str, int]] = {}
     failures: list[str] = []
@@ -191,15 +191,15 @@ def test_readers_never_see_duplicated_or_missing_rows(tmp_path: Path) -> None:
         deadline = time.monotonic() + 6
         rounds = 0
         while time.monotonic() < deadline or rounds < 4:
-            Compactor(engine).run(engine.clock())
+            engine.compactor.run(engine.clock())
             for day in days[:4]:
-                if partition_path(settings.log_records_dir, day).exists():
+                if LOG_RECORDS.partition_dir(settings.data_dir, day).exists():
                     _fragment(engine, day, pieces=6)
             rounds += 1
             if rounds == 2:
                 # The cleaner drops the oldest days (over 10,000 records) while the readers run.
-                LogCleaner(engine).run(engine.clock())
-        Compactor(engine).run(engine.clock())
+                engine.cleaner.run(engine.clock())
+        engine.compactor.run(engine.clock())
     finally:
         stop.set()
         for t in readers:
@@ -207,7 +207,7 @@ def test_readers_never_see_duplicated_or_missing_rows(tmp_path: Path) -> None:
     assert failures == [], failures[:5]
     assert results["engine"]["errors"] == 0 and results["engine"]["ok"] > 5
     assert results["duckdb-glob"]["ok"] > 5 and results["polars-glob"]["ok"] > 5
-    present = {p.day: p.rows for p in list_partitions(settings.log_records_dir)}
+    present = {p.day: p.rows for p in list_partitions(settings.data_dir / "log_records")}
     assert present == {d: n for d, n in expected.items() if d in present}
     assert sum(present.values()) <= 10_000 < sum(expected.values())
     print(f"rounds={rounds} readers={results}")  # shows how often glob readers hit a swap
@@ -218,8 +218,8 @@ def test_compaction_needs_no_symlinks(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     _small_batches(engine, DAY, batches=3, rows=5)
     engine.ingest_table(records([NOW]))
-    Compactor(engine).run(NOW)
-    for path in engine.settings.log_records_dir.iterdir():
+    engine.compactor.run(NOW)
+    for path in (engine.settings.data_dir / "log_records").iterdir():
         assert path.is_dir() and not path.is_symlink()
     assert os.listdir(tmp_path / "_compaction") == []
 
@@ -228,7 +228,7 @@ def test_without_an_atomic_swap_compaction_fails_and_changes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     _small_batches(engine, DAY, batches=3, rows=5)
-    folder = partition_path(engine.settings.log_records_dir, DAY)
+    folder = LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY)
     before = sorted(os.listdir(folder))
 
     def unsupported(a: Path, b: Path) -> None:

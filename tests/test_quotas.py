@@ -199,16 +199,12 @@ def test_a_manual_reset_starts_the_period_later_until_the_next_boundary(tmp_path
 
 
 def test_generate_demo_seeds_the_demo_quotas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
     import types
 
     fake = types.ModuleType("engine.demo")  # stands in for engine/demo.py: only its interface matters here
     fake.generate = lambda days, rows, seed, end_day: iter([(end_day, records([NOW - dt.timedelta(hours=1)]))])
     fake.DEMO_QUOTAS = {1: (500, "daily"), 2: (9, "never")}
-    monkeypatch.setitem(sys.modules, "engine.demo", fake)
-    import engine
-
-    monkeypatch.setattr(engine, "demo", fake, raising=False)
+    monkeypatch.setattr("engine.facade.demo", fake)
     eng = make_engine(tmp_path, NOW)
     eng.quotas.put(2, 77, "weekly")  # an admin's quota is kept
     eng.generate_demo(1, 1000, 1)

@@ -37,7 +37,7 @@ def test_sync_upserts_in_bulk_and_names_are_looked_up(tmp_path: Path) -> None:
     assert engine.registry.names("provider_keys", [31, 41, 99]) == {31: "primary", 41: "main"}
     assert engine.registry.inactive("masters") == {2}
     engine.registry.sync({"providers": [{"provider_id": 3, "name": "OpenAI", "provider_type": "openai"}]})
-    registry = engine.registry.read()
+    registry = engine.registry.read().model_dump()
     assert registry["providers"][0]["name"] == "OpenAI"
     assert [k["provider_key_id"] for k in registry["provider_keys"]] == [31, 32, 41]  # untouched
 
@@ -84,7 +84,7 @@ def test_invalid_documents_are_refused_whole(tmp_path: Path, doc: object) -> Non
     engine = make_engine(tmp_path, NOW)
     with pytest.raises(InvalidParameter):
         engine.registry.sync(doc)  # type: ignore[arg-type]
-    assert all(v == [] for v in engine.registry.read().values())
+    assert all(v == [] for v in engine.registry.read().model_dump().values())
 
 
 def test_registry_api_and_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine
-from engine.retention import LogCleaner
 from tests.factories import day_records, make_engine, mark_summarized
 
 NOW = dt.datetime(2026, 3, 31, 9, 0, tzinfo=dt.UTC)
@@ -36,7 +35,7 @@ def _days_left(engine: Engine) -> dict[dt.date, int]:
 def test_retention_by_days_keeps_the_last_n_days(tmp_path: Path) -> None:
     sizes = {k: 5 + k for k in (0, 1, 29, 30, 31, 45)}
     engine = _lake(tmp_path, sizes, log_retention_days=30)
-    outcome = LogCleaner(engine).run(NOW)
+    outcome = engine.cleaner.run(NOW)
     kept = {TODAY - dt.timedelta(days=k): n for k, n in sizes.items() if k <= 29}
     assert _days_left(engine) == kept
     assert outcome.rows == sizes[30] + sizes[31] + sizes[45]
@@ -60,19 +59,19 @@ def test_a_day_without_daily_stats_is_kept_and_the_record_says_why(tmp_path: Pat
 def test_max_records_drops_the_oldest_whole_days_but_never_today(tmp_path: Path) -> None:
     sizes = {0: 50, 1: 20, 2: 20, 3: 20, 4: 20}
     engine = _lake(tmp_path, sizes, log_max_records=95)
-    LogCleaner(engine).run(NOW)
+    engine.cleaner.run(NOW)
     # 130 records: days 4 then 3 go (90 left, <= 95); day 2 stays.
     assert _days_left(engine) == {TODAY - dt.timedelta(days=k): sizes[k] for k in (0, 1, 2)}
-    LogCleaner(make_engine(tmp_path, NOW, log_max_records=10)).run(NOW)
+    make_engine(tmp_path, NOW, log_max_records=10).cleaner.run(NOW)
     assert _days_left(engine) == {TODAY: 50}  # over the cap, but today is never dropped
-    plan = LogCleaner(make_engine(tmp_path, NOW, log_max_records=10)).plan(NOW)
+    plan = make_engine(tmp_path, NOW, log_max_records=10).cleaner.plan(NOW)
     assert [(d.day, d.action, d.reason) for d in plan.decisions] == [(TODAY, "keep", "today is never dropped")]
 
 
 def test_max_records_counts_every_day_against_an_independent_total(tmp_path: Path) -> None:
     sizes = {k: 7 * k + 3 for k in range(12)}
     engine = _lake(tmp_path, sizes, summarized=set(range(12)) - {9}, log_max_records=200)
-    LogCleaner(engine).run(NOW)
+    engine.cleaner.run(NOW)
     # Independent: walk oldest first, skip the unsummarized day, stop once the total fits.
     total, left = sum(sizes.values()), dict(sizes)
     for k in sorted(sizes, reverse=True):
@@ -87,24 +86,24 @@ def test_max_records_counts_every_day_against_an_independent_total(tmp_path: Pat
 def test_dry_run_lists_what_would_go_and_changes_nothing(tmp_path: Path) -> None:
     engine = _lake(tmp_path, {0: 2, 35: 3, 36: 4}, log_retention_days=30)
     before = _days_left(engine)
-    dry = engine.jobs.run("log_cleaner", dry_run=True)
+    dry = engine.jobs.dry_run("log_cleaner")
     assert dry.rows == 7 and dry.details["dry_run"] is True
     assert dry.message.startswith("would drop 2 day(s), 7 records")
     assert _days_left(engine) == before
     assert engine.jobs.runs("log_cleaner") == []  # dry runs are not recorded
-    done = LogCleaner(engine).run(NOW)
+    done = engine.cleaner.run(NOW)
     assert done.details["days"] == dry.details["days"]
 
 
 def test_dropped_partitions_leave_the_table_whole_and_are_purged_after_the_grace(tmp_path: Path) -> None:
     engine = _lake(tmp_path, {0: 2, 40: 3}, lake_grace_seconds=600)
-    LogCleaner(engine).run(NOW)
+    engine.cleaner.run(NOW)
     retired = list((tmp_path / "_retired" / "log_records").iterdir())
     assert len(retired) == 1 and retired[0].name.startswith(f"date={TODAY - dt.timedelta(days=40)}.")
     assert len(list(retired[0].glob("*.parquet"))) == 1  # intact for readers that listed it
-    LogCleaner(engine).run(NOW + dt.timedelta(seconds=599))
+    engine.cleaner.run(NOW + dt.timedelta(seconds=599))
     assert retired[0].exists()
-    LogCleaner(engine).run(NOW + dt.timedelta(seconds=600))
+    engine.cleaner.run(NOW + dt.timedelta(seconds=600))
     assert not retired[0].exists()
 
 
@@ -117,7 +116,7 @@ def test_cleaner_invariants(tmp_path_factory: pytest.TempPathFactory, sizes: dic
     tmp_path = tmp_path_factory.mktemp("clean")
     engine = _lake(tmp_path, sizes, summarized=set(sizes) - unsummarized,
                    log_retention_days=retention, log_max_records=cap)
-    LogCleaner(engine).run(NOW)
+    engine.cleaner.run(NOW)
     left = {(TODAY - day).days for day in _days_left(engine)}
     dropped = set(sizes) - left
     assert 0 not in dropped and not dropped & unsummarized  # never today, never unsummarized
@@ -138,6 +137,6 @@ def test_a_day_with_late_records_is_kept_until_its_stats_are_rewritten(tmp_path:
         con.execute("CREATE TABLE IF NOT EXISTS daily_stats_late (date TEXT PRIMARY KEY, first_seen_at TEXT NOT NULL, "
                     "last_seen_at TEXT NOT NULL, refreshes INTEGER NOT NULL)")
         con.execute("INSERT INTO daily_stats_late VALUES (?, 'x', 'x', 1)", (late.isoformat(),))
-    outcome = LogCleaner(engine).run(NOW)
+    outcome = engine.cleaner.run(NOW)
     assert _days_left(engine) == {TODAY: 2, late: 3}
     assert f"{late} (records arrived after its daily stats)" in outcome.message

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from engine import Engine, Settings
 from engine.errors import InvalidParameter
-from engine.jobs import JobBusy
+from engine.jobs import JobBusy, Jobs, standard_specs
 from engine.scheduler import Scheduler
 from engine.schedules import JobOutcome, JobSpec, Schedule
 from tests.factories import make_engine
@@ -36,7 +36,7 @@ def test_schedule_parse_and_ticks() -> None:
 
 
 def _with_jobs(engine: Engine, *specs: JobSpec) -> Engine:
-    engine.job_specs = lambda: list(specs)  # type: ignore[method-assign]
+    engine.jobs = Jobs(engine.infra, specs)
     return engine
 
 
@@ -125,8 +125,7 @@ def _slow_job(now: dt.datetime, out: Path) -> JobOutcome:
 
 def _scheduler_process(data_dir: str, out: str, start: float) -> None:
     engine = Engine(Settings(data_dir=Path(data_dir), scheduler_enabled=False), clock=lambda: T0)
-    engine.job_specs = lambda: [JobSpec("once", Schedule.parse("60"),  # type: ignore[method-assign]
-                                        lambda now: _slow_job(now, Path(out)))]
+    _with_jobs(engine, JobSpec("once", Schedule.parse("60"), lambda now: _slow_job(now, Path(out))))
     while time.time() < start:
         time.sleep(0.001)
     for _ in range(5):  # keep ticking while the other process runs it, and after
@@ -164,7 +163,7 @@ def test_abandoned_run_is_marked_when_the_lock_is_next_taken(tmp_path: Path) -> 
 
 def test_standard_jobs_and_their_schedules(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, T0, schedule_compaction="300")
-    specs = {s.name: s for s in engine.job_specs()}
+    specs = engine.jobs.specs()
     assert {"log_cleaner", "compaction", "quota_reset"} <= set(specs)
     assert specs["compaction"].schedule.interval == 300
     assert specs["log_cleaner"].schedule.cron == "30 0 * * *"
@@ -172,7 +171,7 @@ def test_standard_jobs_and_their_schedules(tmp_path: Path) -> None:
         make_engine(tmp_path, T0, schedule_log_cleaner="whenever")
 
 
-def test_stats_and_alerts_jobs_appear_when_their_domains_exist(tmp_path: Path) -> None:
+def test_the_standard_jobs_call_their_domains(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, T0)
     calls: list[str] = []
 
@@ -189,9 +188,10 @@ def test_stats_and_alerts_jobs_appear_when_their_domains_exist(tmp_path: Path) -
             calls.append("alerts")
             return ["a"]
 
-    engine.stats = Stats()  # type: ignore[attr-defined]
-    engine.alerts = Alerts()  # type: ignore[attr-defined]
-    names = [s.name for s in engine.job_specs()]
+    specs = standard_specs(engine.infra, Stats(), Alerts(), engine.cleaner,  # type: ignore[arg-type]
+                           engine.compactor, engine.quotas)
+    engine.jobs = Jobs(engine.infra, specs)
+    names = list(engine.jobs.specs())
     assert names[:3] == ["rollups", "daily_stats", "alert_detector"]
     runs = {r.job: r for r in engine.jobs.run_due(T0)}
     assert runs["rollups"].rows == 7 and runs["alert_detector"].outcome == "ok"

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from engine import Engine, Settings
-from engine.stats.daily import partition_path
-from engine.stats.periods import midnight
+from engine.tables import DAILY_STATS
+from engine.times import midnight
 from tests.stats_oracle import COLUMNS, expected, frame
 from tests.stats_records import NOW, edge_records, records
 
@@ -28,7 +28,7 @@ def summarized(tmp_path):
 
 
 def _file(engine, day):
-    return engine.settings.data_dir / partition_path(day)
+    return engine.settings.data_dir / DAILY_STATS.file(day)
 
 
 @pytest.mark.parametrize("grain", ["gateway", "master", "key", "model", "provider", "provider_key"])
@@ -91,16 +91,16 @@ def test_late_data_is_recorded_not_applied_until_backfill(summarized):
     assert engine.stats.run_daily(NOW) == 0
     assert engine.stats.late_days() == [day]
     assert _file(engine, day).read_bytes() == before  # immutable until an explicit backfill
-    period = engine.stats.read("custom", day, day)
+    period = engine.stats.read("custom", day, day).model_dump()
     want = expected(frame(*tables, late), period["start"], period["end"])[None]
     assert period["totals"]["requests"] == want["requests"]  # rollups were corrected
-    daily = engine.stats.read_daily(day, day)["days"][0]
+    daily = engine.stats.read_daily(day, day).model_dump()["days"][0]
     assert daily["late_data"] is True and daily["requests"] == want["requests"] - 30
 
     results = engine.stats.backfill(DAYS[0], DAYS[-1])
     assert [r.daily for r in results] == ["kept", "kept", "written", "kept", "kept", "kept"]
     assert engine.stats.late_days() == []
-    fixed = engine.stats.read_daily(day, day)["days"][0]
+    fixed = engine.stats.read_daily(day, day).model_dump()["days"][0]
     assert fixed["requests"] == want["requests"] and fixed["late_data"] is False
 
 
@@ -131,7 +131,7 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(tmp_path):
 
 def test_one_bad_day_does_not_stop_the_others(summarized):
     engine, _ = summarized
-    bad = engine.settings.log_records_dir / f"date={DAYS[1]}" / "corrupt.parquet"
+    bad = (engine.settings.data_dir / "log_records") / f"date={DAYS[1]}" / "corrupt.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     results = engine.stats.backfill(DAYS[0], DAYS[3], force=True)
     assert [r.ok for r in results] == [True, False, True, True]
@@ -141,23 +141,23 @@ def test_one_bad_day_does_not_stop_the_others(summarized):
 def test_days_without_raw_records_keep_their_rollups(summarized):
     engine, _ = summarized
     day = DAYS[0]
-    before = engine.stats.read("custom", day, day)["totals"]["requests"]
-    for f in (engine.settings.log_records_dir / f"date={day}").glob("*.parquet"):
+    before = engine.stats.read("custom", day, day).model_dump()["totals"]["requests"]
+    for f in ((engine.settings.data_dir / "log_records") / f"date={day}").glob("*.parquet"):
         f.unlink()
     (result,) = engine.stats.backfill(day, day, force=True)
     assert result.ok and result.rollup_rows is None
-    assert engine.stats.read("custom", day, day)["totals"]["requests"] == before
+    assert engine.stats.read("custom", day, day).model_dump()["totals"]["requests"] == before
 
 
 def test_cached_closed_days_are_recomputed_after_late_data(summarized):
     engine, tables = summarized
-    first = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key")  # fills the closed-day cache
+    first = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key").model_dump()  # fills the closed-day cache
     assert first["sources"]["daily_days"] == 5
     late = records(30, 78, midnight(DAYS[2]) + dt.timedelta(hours=7), midnight(DAYS[2]) + dt.timedelta(hours=8),
                    "late2")
     engine.ingest_table(late)
     engine.stats.refresh_rollups(NOW)  # rebuilds the day's daily tier files: new cache key
-    again = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key")
+    again = engine.stats.read("custom", DAYS[0], DAYS[4], group_by="key").model_dump()
     assert again["sources"]["daily_days"] == 5
     want = expected(frame(*tables, late), again["start"], again["end"], "key")
     assert again["totals"]["requests"] == first["totals"]["requests"] + 30

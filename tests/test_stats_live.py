@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.compaction import Compactor
 from engine.stats import histograms, merging
 from tests import stats_oracle
 from tests.factories import make_engine
@@ -23,7 +22,7 @@ OPEN = dt.datetime(2026, 3, 2, 15, tzinfo=dt.UTC)
 
 
 def _read(engine, group_by=None):
-    return engine.stats.read("today", group_by=group_by)
+    return engine.stats.read("today", group_by=group_by).model_dump()
 
 
 def _assert_matches(engine, tables, group_by=None):
@@ -78,12 +77,12 @@ def test_compaction_of_the_open_hour_changes_no_answer(engine):
     for i in range(5):
         _land(engine, tables, 100, 20 + i, f"c{i}")
     before = _assert_matches(engine, tables, "model")
-    assert Compactor(engine).run(NOW).rows > 0  # the small files are merged into new ones
+    assert engine.compactor.run(NOW).rows > 0  # the small files are merged into new ones
     after = _assert_matches(engine, tables, "model")
     assert after["totals"]["requests"] == before["totals"]["requests"] == 3500
     parts = engine.stats.reader.live._parts
     names = {f[0] for p in parts.values() for f in p.files}
-    assert all(name.startswith(str(engine.settings.log_records_dir)) for name in names)
+    assert all(name.startswith(str(engine.settings.data_dir / "log_records")) for name in names)
     assert len({f for p in parts.values() for f in p.files}) < 5  # started over from the compacted files
 
 

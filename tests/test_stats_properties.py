@@ -85,12 +85,12 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 @given(batches)
 def test_per_day_counts_sum_to_the_range(groups):
     with _lake(groups) as engine:
-        whole = engine.stats.read("custom", FIRST, LAST, group_by="day")
+        whole = engine.stats.read("custom", FIRST, LAST, group_by="day").model_dump()
         for name in COUNTS:
             assert sum(g[name] for g in whole["groups"]) == whole["totals"][name]
         for g in whole["groups"]:
             day = dt.date.fromisoformat(g["group"])
-            alone = engine.stats.read("custom", day, day)["totals"]
+            alone = engine.stats.read("custom", day, day).model_dump()["totals"]
             assert {n: alone[n] for n in (*COUNTS, "masters", "keys")} == {n: g[n] for n in (*COUNTS, "masters", "keys")}
             assert 0 <= g["error_rate"] <= 1
 
@@ -100,8 +100,8 @@ def test_per_day_counts_sum_to_the_range(groups):
 def test_rollup_served_answers_equal_raw_served_answers(groups, group_by):
     with _lake(groups) as engine:
         for period in ("last7d", "today", "all"):
-            auto = engine.stats.read(period, group_by=group_by)
-            raw = engine.stats.read(period, group_by=group_by, source="raw")
+            auto = engine.stats.read(period, group_by=group_by).model_dump()
+            raw = engine.stats.read(period, group_by=group_by, source="raw").model_dump()
             assert raw["percentiles"] == "exact"
             for a, r in zip([auto["totals"], *auto["groups"]], [raw["totals"], *raw["groups"]], strict=True):
                 assert a.get("group") == r.get("group")
@@ -125,7 +125,7 @@ def test_backfill_twice_is_backfill_once(groups):
             return {p.relative_to(data): p.read_bytes() for f in derived for p in sorted((data / f).glob("*/*.parquet"))}
 
         engine.stats.backfill(FIRST, LAST)
-        once, answer = snapshot(), engine.stats.read("all", group_by="day")
+        once, answer = snapshot(), engine.stats.read("all", group_by="day").model_dump()
         engine.stats.backfill(FIRST, LAST)
         assert snapshot() == once
-        assert engine.stats.read("all", group_by="day") == answer
+        assert engine.stats.read("all", group_by="day").model_dump() == answer

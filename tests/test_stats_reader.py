@@ -8,7 +8,7 @@ import pytest
 
 from engine import Engine, Settings
 from engine.stats import GROUP_BYS, Filters
-from engine.stats.periods import midnight
+from engine.times import midnight
 from tests.stats_oracle import check, expected, frame
 from tests.stats_records import NOW, edge_records, records
 
@@ -50,7 +50,7 @@ def _bounds(engine, name):
 def test_every_period_and_group_by_matches_recomputation(lake, name, group_by):
     engine, df = lake
     first, last, start, end = _bounds(engine, name)
-    got = engine.stats.read(name, first, last, group_by=group_by)
+    got = engine.stats.read(name, first, last, group_by=group_by).model_dump()
     want = expected(df, start, end, group_by)
     assert got["start"] == start and got["end"] == end
     exact = got["percentiles"] == "exact"
@@ -87,7 +87,7 @@ def test_periods_resolve_at_the_injected_now(lake):
 @pytest.mark.parametrize("group_by", [None, "key", "day"])
 def test_filters_match_recomputation(lake, filters, group_by):
     engine, df = lake
-    got = engine.stats.read("last30d", filters=Filters(**filters), group_by=group_by)
+    got = engine.stats.read("last30d", filters=Filters(**filters), group_by=group_by).model_dump()
     start, end = got["start"], got["end"]
     want = expected(df, start, end, group_by, **filters)
     if not want:
@@ -105,10 +105,10 @@ def test_filters_match_recomputation(lake, filters, group_by):
 def test_late_and_open_hour_records_are_served_from_raw_until_refreshed(lake):
     # Runs after the parametrized reads (file order), which see the late batch unrefreshed.
     engine, df = lake
-    before = engine.stats.read("last30d")
+    before = engine.stats.read("last30d").model_dump()
     assert before["sources"]["raw_hours"] >= 2  # the late hour, the open hour
     engine.stats.refresh_rollups(NOW)
-    after = engine.stats.read("last30d")
+    after = engine.stats.read("last30d").model_dump()
     assert after["sources"]["raw_hours"] == 1  # only the partial open hour remains raw
     want = expected(df, after["start"], after["end"])[None]
     for got in (before, after):
@@ -117,7 +117,7 @@ def test_late_and_open_hour_records_are_served_from_raw_until_refreshed(lake):
 
 def test_raw_source_gives_exact_percentiles_equal_to_recomputation(lake):
     engine, df = lake
-    got = engine.stats.read("last7d", group_by="model", source="raw")
+    got = engine.stats.read("last7d", group_by="model", source="raw").model_dump()
     assert got["percentiles"] == "exact"
     want = expected(df, got["start"], got["end"], "model")
     for g in got["groups"]:
@@ -135,18 +135,18 @@ def test_a_period_inside_the_open_hour_is_exact(clocked):
     t = records(500, 5, hour, NOW)
     engine.ingest_table(t)
     engine.stats.refresh_rollups(NOW)
-    got = engine.stats.read("custom", NOW.date(), NOW.date())
+    got = engine.stats.read("custom", NOW.date(), NOW.date()).model_dump()
     # the open hour has rollups now, but a custom day range is cut at whole hours only at its end
     assert got["percentiles"] == "approx"
-    engine.stats.read("today")  # served without error
-    fresh = engine.stats.read("today", source="raw")
+    engine.stats.read("today").model_dump()  # served without error
+    fresh = engine.stats.read("today", source="raw").model_dump()
     assert fresh["percentiles"] == "exact"
     check(fresh["totals"], expected(frame(t), fresh["start"], fresh["end"])[None], exact=True)
 
 
 def test_empty_lake_answers_zeros(clocked):
     engine = clocked
-    got = engine.stats.read("all", group_by="model")
+    got = engine.stats.read("all", group_by="model").model_dump()
     assert got["totals"]["requests"] == 0
     assert got["totals"]["latency_ms"]["p50"] is None
     assert got["groups"] == [] and got["top_models"] == []
@@ -154,7 +154,7 @@ def test_empty_lake_answers_zeros(clocked):
 
 def test_series_rows_are_flat_with_iso_times(lake):
     engine, df = lake
-    got = engine.stats.series("last7d", "day", "requests", group_by="provider")
+    got = engine.stats.series("last7d", "day", "requests", group_by="provider").model_dump()
     want = expected(df, got["start"], got["end"], "day")
     by_day: dict[str, int] = {}
     for row in got["rows"]:
@@ -162,7 +162,7 @@ def test_series_rows_are_flat_with_iso_times(lake):
         assert row["time"].endswith("T00:00:00Z")
         by_day[row["time"][:10]] = by_day.get(row["time"][:10], 0) + row["requests"]
     assert by_day == {day: m["requests"] for day, m in want.items()}
-    hourly = engine.stats.series("today", "hour", "latency_p95")
+    hourly = engine.stats.series("today", "hour", "latency_p95").model_dump()
     want_h = expected(df, hourly["start"], hourly["end"], "hour")
     hours = int((hourly["end"] - hourly["start"]).total_seconds() // 3600) + 1  # the open hour too
     assert [r["time"] for r in hourly["rows"]] == [
@@ -180,7 +180,7 @@ def test_series_fill_intervals_without_records(clocked):
     start = midnight(NOW.date())
     t = records(30, 21, start + dt.timedelta(hours=2), start + dt.timedelta(hours=3))
     engine.ingest_table(t)
-    got = engine.stats.series("today", "hour", "requests", group_by="model")
+    got = engine.stats.series("today", "hour", "requests", group_by="model").model_dump()
     models = set(t.column("model").to_pylist())
     hours = [(start + dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H:00:00Z") for h in range(NOW.hour + 1)]
     assert sorted((r["time"], r["model"]) for r in got["rows"]) == sorted((h, m) for h in hours for m in models)
@@ -196,12 +196,12 @@ def test_cached_rollup_hours_are_recomputed_after_late_data(clocked):
     t = records(400, 12, midnight_today, NOW)
     engine.ingest_table(t)
     engine.stats.refresh_rollups(NOW)
-    first = engine.stats.read("today", group_by="model")  # caches the hourly part of today
+    first = engine.stats.read("today", group_by="model").model_dump()  # caches the hourly part of today
     late = records(25, 13, midnight_today + dt.timedelta(hours=3), midnight_today + dt.timedelta(hours=4), "late")
     engine.ingest_table(late)
-    dirty = engine.stats.read("today", group_by="model")  # hour 03:00 read raw, the rest still cached
+    dirty = engine.stats.read("today", group_by="model").model_dump()  # hour 03:00 read raw, the rest still cached
     engine.stats.refresh_rollups(NOW)
-    fresh = engine.stats.read("today", group_by="model")  # hour 03:00 has a new version: recomputed
+    fresh = engine.stats.read("today", group_by="model").model_dump()  # hour 03:00 has a new version: recomputed
     want = expected(frame(t, late), fresh["start"], fresh["end"], "model")
     assert fresh["sources"]["raw_hours"] == 1 and dirty["sources"]["raw_hours"] == 2
     for got in (dirty, fresh):

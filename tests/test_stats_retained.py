@@ -16,18 +16,8 @@ import pyarrow as pa
 import pytest
 
 from engine import Engine, catalog, queries
-from engine.compaction import Compactor
-from engine.retention import LogCleaner, dropped_days
-from engine.stats.periods import midnight
-from engine.stats.rollups import (
-    HIST_SCHEMA,
-    LATENCY_BASE,
-    LATENCY_HOURLY,
-    ROLLUP_SCHEMA,
-    ROLLUPS_BASE,
-    ROLLUPS_HOURLY,
-    partition_path,
-)
+from engine.tables import HIST_SCHEMA, LATENCY_BASE, LATENCY_HOURLY, ROLLUP_SCHEMA, ROLLUPS_BASE, ROLLUPS_HOURLY
+from engine.times import midnight
 from tests.factories import make_engine
 from tests.stats_records import records
 
@@ -45,7 +35,7 @@ def dropped(tmp_path: Path) -> tuple[Engine, pa.Table]:
     engine.ingest_table(day1)
     engine.ingest_table(records(400, 2, midnight(DAY2), midnight(DAY2) + 24 * HOUR))
     assert engine.stats.run_daily(NOW) == 2
-    outcome = LogCleaner(engine).run(NOW)
+    outcome = engine.cleaner.run(NOW)
     assert [d["day"] for d in outcome.details["days"] if d["action"] == "drop"] == [DAY1.isoformat()]
     assert engine.stats.raw_days() == [DAY2]
     return engine, day1
@@ -133,7 +123,7 @@ def histograms(engine: Engine, day: dt.date = DAY1) -> Counter[tuple[Any, ...]]:
 
 def files(engine: Engine, day: dt.date) -> dict[str, bytes]:
     data = engine.settings.data_dir
-    return {t.name: (data / partition_path(t, day)).read_bytes() for t in (ROLLUPS_HOURLY, LATENCY_HOURLY)}
+    return {t.name: (data / t.file(day)).read_bytes() for t in (ROLLUPS_HOURLY, LATENCY_HOURLY)}
 
 
 def assert_holds(engine: Engine, *tables: pa.Table) -> None:
@@ -143,7 +133,7 @@ def assert_holds(engine: Engine, *tables: pa.Table) -> None:
     assert hist == expected_histograms(*tables)
     gateway = sum(n for (_, dim, _, metric, _), n in hist.items() if dim == "gateway" and metric == "latency")
     assert gateway == len(_records(*tables))
-    assert engine.stats.read("custom", DAY1, DAY1)["totals"]["requests"] == len(_records(*tables))
+    assert engine.stats.read("custom", DAY1, DAY1).model_dump()["totals"]["requests"] == len(_records(*tables))
 
 
 # -- refresh ----------------------------------------------------------------------------------------
@@ -151,9 +141,9 @@ def assert_holds(engine: Engine, *tables: pa.Table) -> None:
 
 def test_the_cleaner_records_each_drop_and_a_dry_run_none(dropped: tuple[Engine, pa.Table]) -> None:
     engine, _ = dropped
-    assert dropped_days(engine.store) == {DAY1: 1}
-    assert engine.jobs.run("log_cleaner", dry_run=True).rows == 0
-    assert dropped_days(engine.store) == {DAY1: 1}
+    assert engine.cleaner.drops.days() == {DAY1: 1}
+    assert engine.jobs.dry_run("log_cleaner").rows == 0
+    assert engine.cleaner.drops.days() == {DAY1: 1}
 
 
 def test_a_late_batch_into_a_dropped_day_is_added_to_its_rollups(dropped: tuple[Engine, pa.Table]) -> None:
@@ -200,7 +190,7 @@ def test_late_files_merged_by_compaction_before_the_refresh_count_once(tmp_path:
     first, second = _late(15), _late(16)
     engine.ingest_table(first)
     engine.ingest_table(second)
-    outcome = Compactor(make_engine(tmp_path, NOW, compaction_target_rows=1000)).run(NOW)
+    outcome = make_engine(tmp_path, NOW, compaction_target_rows=1000).compactor.run(NOW)
     assert [(p["day"], p["files_in"], p["files_out"]) for p in outcome.details["partitions"]] == [
         (DAY1.isoformat(), 2, 1)]
     engine.stats.refresh_rollups(NOW)
@@ -213,9 +203,9 @@ def test_a_day_dropped_again_keeps_what_its_first_late_batch_added(dropped: tupl
     engine.ingest_table(first)
     engine.stats.refresh_rollups(NOW)
     engine.stats.backfill(DAY1, DAY1)  # rewrites the late day's stats, so the cleaner may drop it again
-    assert [d.action for d in LogCleaner(engine).plan(NOW).decisions] == ["drop"]
-    LogCleaner(engine).run(NOW)
-    assert dropped_days(engine.store) == {DAY1: 2}
+    assert [d.action for d in engine.cleaner.plan(NOW).decisions] == ["drop"]
+    engine.cleaner.run(NOW)
+    assert engine.cleaner.drops.days() == {DAY1: 2}
     engine.ingest_table(second)
     engine.stats.refresh_rollups(NOW)
     assert_holds(engine, day1, first, second)
@@ -231,7 +221,7 @@ def test_backfill_keeps_a_dropped_days_rollups_and_rewrites_its_daily_stats(
     engine.ingest_table(late)
     engine.stats.refresh_rollups(NOW)
     before = files(engine, DAY1)
-    assert engine.stats.read_daily(DAY1, DAY1)["days"][0]["requests"] == len(day1)
+    assert engine.stats.read_daily(DAY1, DAY1).model_dump()["days"][0]["requests"] == len(day1)
 
     one, two = engine.stats.backfill(DAY1, DAY2)
     assert (one.ok, one.rollup_rows, one.daily) == (True, None, "written")
@@ -241,7 +231,7 @@ def test_backfill_keeps_a_dropped_days_rollups_and_rewrites_its_daily_stats(
     assert files(engine, DAY1) == before
     assert_holds(engine, day1, late)
     assert engine.stats.late_days() == []
-    assert engine.stats.read_daily(DAY1, DAY1)["days"][0]["requests"] == len(day1) + len(late)
+    assert engine.stats.read_daily(DAY1, DAY1).model_dump()["days"][0]["requests"] == len(day1) + len(late)
 
     (forced,) = engine.stats.backfill(DAY1, DAY1, force=True)
     assert (forced.rollup_rows, forced.daily) == (None, "written")
@@ -266,7 +256,7 @@ def _rollup_row(hour: dt.datetime, key_id: int, provider_id: int | None, request
 
 def _run_add(engine: Engine, query: str, base: pa.Table, fresh: pa.Table) -> list[dict[str, Any]]:
     table = ROLLUPS_BASE if query == "rollup_add" else LATENCY_BASE
-    engine.lake.publish_file(base, partition_path(table, DAY1))
+    engine.lake.publish_file(base, table.file(DAY1))
     con = engine.connect()
     try:
         catalog.register(con, table, engine.settings.data_dir)

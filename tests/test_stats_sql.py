@@ -11,7 +11,7 @@ import pytest
 
 from engine import Engine, Settings, queries
 from engine.stats.reader import load_sources
-from engine.stats.rollups import MAX_MEASURES, ROLLUP_SCHEMA, SUMMED_MEASURES
+from engine.tables import MAX_MEASURES, ROLLUP_SCHEMA, SUMMED_MEASURES
 
 DAY = dt.date(2026, 1, 1)
 H10 = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
@@ -68,7 +68,7 @@ def sql(con, text, params):
 
 def files(engine):
     """The log_records files of the fixture."""
-    return sorted(str(p) for p in engine.settings.log_records_dir.glob("*/*.parquet"))
+    return sorted(str(p) for p in (engine.settings.data_dir / "log_records").glob("*/*.parquet"))
 
 
 def test_rollup_hours(engine):

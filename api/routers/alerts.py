@@ -8,20 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 
 from api.deps import AdminAuth, EngineDep
-from api.schemas import (
-    AckIn,
-    AlertOut,
-    AlertPageOut,
-    AlertStatsOut,
-    AlertStatus,
-    AlertType,
-    PreviewIn,
-    PreviewOut,
-    ResolveIn,
-    Severity,
-    ThresholdsOut,
-)
-from engine.alerts.history import AlertFilter
+from api.schemas import AckBody, PreviewBody, ResolveBody
+from engine.alerts import Preview
+from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertPage, AlertStatus, AlertType, Severity
 from engine.alerts.thresholds import StoredThresholds, Thresholds
 
 router = APIRouter(prefix="/admin/alerts", tags=["alerts"], dependencies=[AdminAuth])
@@ -29,33 +18,33 @@ router = APIRouter(prefix="/admin/alerts", tags=["alerts"], dependencies=[AdminA
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 404: {}, 409: {}, 422: {}}
 
 
-@router.get("/thresholds", response_model=ThresholdsOut, responses={401: {}})
-def read_thresholds(engine: EngineDep, response: Response) -> dict[str, Any]:
+@router.get("/thresholds", responses={401: {}})
+def read_thresholds(engine: EngineDep, response: Response) -> StoredThresholds:
     """The alert thresholds in force (created with the defaults on first read); ETag = version."""
-    return _thresholds(engine.alerts.read_thresholds(), response)
+    return _tagged(engine.alerts.read_thresholds(), response)
 
 
-@router.put("/thresholds", response_model=ThresholdsOut, responses={401: {}, 412: {}, 422: {}, 428: {}})
+@router.put("/thresholds", responses={401: {}, 412: {}, 422: {}, 428: {}})
 def update_thresholds(
     engine: EngineDep,
     response: Response,
     body: Thresholds,
     if_match: Annotated[str | None, Header(description="The ETag (version) of the thresholds you edited.")] = None,
-) -> dict[str, Any]:
+) -> StoredThresholds:
     """Replace the thresholds; If-Match must carry the current version (412 when stale)."""
     if if_match is None:
         raise HTTPException(428, "send If-Match with the ETag of GET /admin/alerts/thresholds")
     version = None if if_match.strip() == "*" else _version(if_match)
-    return _thresholds(engine.alerts.update_thresholds(body, version), response)
+    return _tagged(engine.alerts.update_thresholds(body, version), response)
 
 
-@router.post("/thresholds/preview", response_model=PreviewOut, responses={401: {}, 422: {}})
-def preview_thresholds(engine: EngineDep, body: PreviewIn) -> dict[str, Any]:
+@router.post("/thresholds/preview", responses={401: {}, 422: {}})
+def preview_thresholds(engine: EngineDep, body: PreviewBody) -> Preview:
     """Backtest: the alerts candidate thresholds would have opened over stored days; stored alerts untouched."""
-    return engine.alerts.preview(body.thresholds, body.from_day, body.to_day).to_dict()
+    return engine.alerts.preview(body.thresholds, body.from_day, body.to_day)
 
 
-@router.get("", response_model=AlertPageOut, responses=_ERRORS)
+@router.get("", responses=_ERRORS)
 def read_alerts(
     engine: EngineDep,
     type: AlertType | None = None,
@@ -67,46 +56,45 @@ def read_alerts(
     until: Annotated[dt.datetime | None, Query(description="Opened before (RFC 3339).")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> AlertPage:
     """Alerts, newest first, filtered and paginated by cursor."""
     where = AlertFilter(type, severity, status, master_id, key_id, since, until)
-    page = engine.alerts.list_alerts(where, cursor, limit)
-    return {"alerts": [a.to_dict() for a in page.alerts], "next_cursor": page.next_cursor}
+    return engine.alerts.list_alerts(where, cursor, limit)
 
 
-@router.get("/stats", response_model=AlertStatsOut, responses=_ERRORS)
+@router.get("/stats", responses=_ERRORS)
 def read_alert_stats(
     engine: EngineDep,
     since: Annotated[dt.datetime | None, Query(description="Start (RFC 3339); default 24 h before until.")] = None,
     until: Annotated[dt.datetime | None, Query(description="End, excluded (RFC 3339); default now.")] = None,
-) -> dict[str, Any]:
+) -> AlertCounts:
     """Alerts opened in a period, counted by type, peak severity and status."""
     return engine.alerts.stats(since, until)
 
 
-@router.get("/{alert_id}", response_model=AlertOut, responses=_ERRORS)
-def read_alert(engine: EngineDep, alert_id: int) -> dict[str, Any]:
+@router.get("/{alert_id}", responses=_ERRORS)
+def read_alert(engine: EngineDep, alert_id: int) -> Alert:
     """One alert with its event history."""
-    return engine.alerts.get(alert_id).to_dict()
+    return engine.alerts.get(alert_id)
 
 
-@router.post("/{alert_id}/ack", response_model=AlertOut, responses=_ERRORS)
-def ack_alert(engine: EngineDep, alert_id: int, body: Annotated[AckIn | None, Body()] = None) -> dict[str, Any]:
+@router.post("/{alert_id}/ack", responses=_ERRORS)
+def ack_alert(engine: EngineDep, alert_id: int, body: Annotated[AckBody | None, Body()] = None) -> Alert:
     """Acknowledge an open alert, with an optional note and expiry."""
-    body = body or AckIn()
-    return engine.alerts.ack(alert_id, body.by, body.note, body.expires_at).to_dict()
+    body = body or AckBody()
+    return engine.alerts.ack(alert_id, body.by, body.note, body.expires_at)
 
 
-@router.post("/{alert_id}/resolve", response_model=AlertOut, responses=_ERRORS)
-def resolve_alert(engine: EngineDep, alert_id: int, body: Annotated[ResolveIn | None, Body()] = None) -> dict[str, Any]:
+@router.post("/{alert_id}/resolve", responses=_ERRORS)
+def resolve_alert(engine: EngineDep, alert_id: int, body: Annotated[ResolveBody | None, Body()] = None) -> Alert:
     """Resolve an open or acknowledged alert by hand (its cooldown starts now)."""
-    body = body or ResolveIn()
-    return engine.alerts.resolve(alert_id, body.by, body.note).to_dict()
+    body = body or ResolveBody()
+    return engine.alerts.resolve(alert_id, body.by, body.note)
 
 
-def _thresholds(stored: StoredThresholds, response: Response) -> dict[str, Any]:
+def _tagged(stored: StoredThresholds, response: Response) -> StoredThresholds:
     response.headers["ETag"] = f'"{stored.version}"'
-    return stored.to_dict()
+    return stored
 
 
 def _version(etag: str) -> int:

@@ -12,7 +12,7 @@ from api.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz")
 def read_health(engine: EngineDep) -> Health:
     """Liveness: the process answers and its data dir is writable."""
     try:

@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.deps import EngineDep, IngestAuth
-from api.schemas import BatchAccepted
 from engine.decoding import CONTENT_TYPES, NDJSON
 from engine.errors import InvalidBatch
+from engine.lake import BatchReceipt
 
 router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[IngestAuth])
 
@@ -22,7 +22,7 @@ _ACCEPTED = {*CONTENT_TYPES, "application/jsonl", "application/x-jsonlines"}
 @router.post(
     "/logs",
     status_code=201,
-    response_model=BatchAccepted,
+    response_model=BatchReceipt,
     responses={401: {}, 409: {}, 413: {}, 415: {}, 422: {"description": "Invalid records; nothing stored"}},
     openapi_extra={"requestBody": {"content": {t: {} for t in CONTENT_TYPES}}},
 )
@@ -45,9 +45,8 @@ async def create_logs(
     metrics.BATCHES.labels("replayed" if receipt.replayed else "stored").inc()
     if not receipt.replayed:
         metrics.RECORDS_ACCEPTED.inc(receipt.records)
-    body_out = BatchAccepted(batch_id=receipt.batch_id, records=receipt.records, files=list(receipt.files))
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else {}
-    return JSONResponse(body_out.model_dump(), status_code=201, headers=headers)
+    return JSONResponse(receipt.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
 from api.deps import AdminAuth, EngineDep
-from api.schemas import RegistrySynced
+from engine.registry import Entities, SyncResult
 
 router = APIRouter(prefix="/admin/registry", tags=["registry"], dependencies=[AdminAuth])
 
@@ -22,16 +21,16 @@ _EXAMPLE = {
 
 
 @router.get("")
-def read_registry(engine: EngineDep) -> dict[str, list[dict[str, Any]]]:
+def read_registry(engine: EngineDep) -> Entities:
     """The whole registry, section by section."""
     return engine.registry.read()
 
 
-@router.put("", response_model=RegistrySynced, responses={422: {}})
+@router.put("", responses={422: {}})
 def update_registry(
     engine: EngineDep,
     document: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])],
     replace: Annotated[bool, Query(description="Also delete entities of the given sections not listed.")] = False,
-) -> RegistrySynced:
+) -> SyncResult:
     """Upsert (and delete) masters, keys, providers and provider keys in bulk, in one transaction."""
-    return RegistrySynced.model_validate(asdict(engine.registry.sync(document, replace)))
+    return engine.registry.sync(document, replace)

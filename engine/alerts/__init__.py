@@ -1,5 +1,5 @@
 """Alerts: detection rules over the lake, their lifecycle in the control-plane store, thresholds, backtest."""
 
-from engine.alerts.service import Alerts, DetectionResult, Preview
+from engine.alerts.service import Alerts, Detection, Preview
 
-__all__ = ["Alerts", "DetectionResult", "Preview"]
+__all__ = ["Alerts", "Detection", "Preview"]

@@ -86,10 +86,11 @@ class ScratchStore(ControlStore):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._con.row_factory = sqlite3.Row
         self._con.execute("PRAGMA synchronous=OFF")
+        super().__init__(path)  # migrates through the connection above
 
     @contextmanager
     def connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:

@@ -6,79 +6,96 @@ import base64
 import datetime as dt
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from engine.alerts.lifecycle import iso
+from pydantic import BaseModel, ConfigDict, Field
+
 from engine.alerts.rules import SEVERITIES, TYPES
 from engine.errors import InvalidParameter, NotFound
 from engine.store import ControlStore
+from engine.times import iso
 
 STATUSES = ("open", "acknowledged", "resolved")
 MAX_LIMIT = 500
 
 
-@dataclass(frozen=True)
-class AlertEvent:
+AlertType = Literal["rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike"]
+Severity = Literal["info", "warning", "critical"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+EventKind = Literal["opened", "escalated", "de-escalated", "acknowledged", "ack_expired", "resolved"]
+
+
+class AlertEvent(BaseModel):
     """One entry of an alert's append-only history."""
 
+    model_config = ConfigDict(frozen=True)
+
     id: int
-    at: str
-    kind: str
-    actor: str
-    note: str | None
-    severity: str | None
+    at: dt.datetime
+    kind: EventKind
+    actor: str = Field(description="`detector` or who acted through the API/CLI.")
+    note: str | None = Field(description="Why: the observation, the ack note or the resolution.")
+    severity: Severity | None
     value: float | None
 
 
-@dataclass(frozen=True)
-class Alert:
-    """An alert as stored; `events` is filled by `get` only."""
+class Alert(BaseModel):
+    """An alert: what was measured where, against which threshold, and where it is in its lifecycle."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
-    fingerprint: str
-    type: str
-    metric: str
-    scope: str
+    fingerprint: str = Field(description="type:metric:scope:id[:period]; one active alert per fingerprint.")
+    type: AlertType
+    metric: str = Field(description="e.g. error_rate, rate_limited_share, failure_rate, master_rpm, global_qps.")
+    scope: Literal["global", "master", "key", "provider_key"]
     scope_id: int | None
     master_id: int | None
     key_id: int | None
     provider_key_id: int | None
-    period: str | None
-    status: str
-    severity: str
-    peak_severity: str
-    value: float
+    period: str | None = Field(description="The UTC day (per-day checks) or quota period start.")
+    status: AlertStatus
+    severity: Severity = Field(description="Current severity (escalates and de-escalates in place).")
+    peak_severity: Severity
+    value: float = Field(description="Last observed value of the metric.")
     peak_value: float
-    threshold: float
+    threshold: float = Field(description="Warning level of the metric.")
     critical_threshold: float
-    samples: int
-    window_start: str
-    window_end: str
-    details: dict[str, Any]
-    opened_at: str
-    last_seen_at: str
-    evaluated_at: str
-    acknowledged_at: str | None
+    samples: int = Field(description="Requests behind the last observation (used units for quotas).")
+    window_start: dt.datetime
+    window_end: dt.datetime
+    details: dict[str, float] = Field(description="The rule's own figures (errors, rate_limited, quota_limit...).")
+    opened_at: dt.datetime
+    last_seen_at: dt.datetime = Field(description="Last evaluation at or over the threshold.")
+    evaluated_at: dt.datetime
+    acknowledged_at: dt.datetime | None
     acknowledged_by: str | None
     ack_note: str | None
-    ack_expires_at: str | None
-    resolved_at: str | None
+    ack_expires_at: dt.datetime | None
+    resolved_at: dt.datetime | None
     resolved_by: str | None
     resolution: str | None
-    events: list[AlertEvent] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return asdict(self)
+    events: list[AlertEvent] = Field(default_factory=list,
+                                     description="History, oldest first (GET /admin/alerts/{id} only).")
 
 
-@dataclass(frozen=True)
-class AlertPage:
-    """One page of alerts, newest first; `next_cursor` fetches the next page (None at the end)."""
+class AlertPage(BaseModel):
+    """A page of alerts, newest first."""
 
     alerts: list[Alert]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class AlertCounts(BaseModel):
+    """Alerts opened in [start, end) counted three ways."""
+
+    start: dt.datetime
+    end: dt.datetime
+    total: int
+    by_type: dict[str, int]
+    by_severity: dict[str, int] = Field(description="By peak severity.")
+    by_status: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,7 @@ class AlertHistory:
             row = con.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no alert with id {alert_id}")
-            events = [AlertEvent(**dict(e)) for e in con.execute(
+            events = [AlertEvent.model_validate(dict(e)) for e in con.execute(
                 "SELECT id, at, kind, actor, note, severity, value FROM alert_events WHERE alert_id = ? ORDER BY id",
                 (alert_id,))]
         return _alert(row, events)
@@ -154,7 +171,7 @@ class AlertHistory:
                                [*params, limit + 1]).fetchall()
         alerts = [_alert(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return AlertPage(alerts, _encode_cursor(alerts[-1].id) if more else None)
+        return AlertPage(alerts=alerts, next_cursor=_encode_cursor(alerts[-1].id) if more else None)
 
     def all(self) -> list[Alert]:
         """Every alert, oldest first (for a backtest's scratch store and for tests)."""
@@ -180,7 +197,7 @@ def _alert(row: sqlite3.Row, events: list[AlertEvent] | None = None) -> Alert:
     for gone in ("series", "period_end", "recovery_streak"):
         data.pop(gone)
     data["details"] = json.loads(data["details"])
-    return Alert(**data, events=events or [])
+    return Alert.model_validate({**data, "events": events or []})
 
 
 def _encode_cursor(last_id: int) -> str:

@@ -22,61 +22,7 @@ from engine.alerts.rules import Observation, at_least
 from engine.alerts.thresholds import Thresholds
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.store import ControlStore
-
-DDL = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    fingerprint        TEXT NOT NULL,
-    series             TEXT NOT NULL,     -- fingerprint without the period
-    type               TEXT NOT NULL,
-    metric             TEXT NOT NULL,
-    scope              TEXT NOT NULL CHECK (scope IN ('global', 'master', 'key', 'provider_key')),
-    scope_id           INTEGER,
-    master_id          INTEGER,
-    key_id             INTEGER,
-    provider_key_id    INTEGER,
-    period             TEXT,              -- the UTC day or quota period of per-period alerts
-    period_end         TEXT,
-    status             TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
-    severity           TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
-    peak_severity      TEXT NOT NULL,
-    value              REAL NOT NULL,
-    peak_value         REAL NOT NULL,
-    threshold          REAL NOT NULL,
-    critical_threshold REAL NOT NULL,
-    samples            INTEGER NOT NULL,
-    window_start       TEXT NOT NULL,
-    window_end         TEXT NOT NULL,
-    details            TEXT NOT NULL,     -- JSON: the rule's extra figures (error count, quota limit, ...)
-    recovery_streak    INTEGER NOT NULL DEFAULT 0,
-    opened_at          TEXT NOT NULL,
-    last_seen_at       TEXT NOT NULL,     -- last evaluation at or over the threshold
-    evaluated_at       TEXT NOT NULL,     -- last evaluation that observed it
-    acknowledged_at    TEXT,
-    acknowledged_by    TEXT,
-    ack_note           TEXT,
-    ack_expires_at     TEXT,
-    resolved_at        TEXT,
-    resolved_by        TEXT,
-    resolution         TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active ON alerts (fingerprint)
-    WHERE status IN ('open', 'acknowledged');
-CREATE INDEX IF NOT EXISTS alerts_by_fingerprint ON alerts (fingerprint, resolved_at);
-CREATE INDEX IF NOT EXISTS alerts_by_opened ON alerts (opened_at, id);
-CREATE TABLE IF NOT EXISTS alert_events (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id INTEGER NOT NULL REFERENCES alerts (id),
-    at       TEXT NOT NULL,
-    kind     TEXT NOT NULL CHECK (kind IN ('opened', 'escalated', 'de-escalated', 'acknowledged',
-                                           'ack_expired', 'resolved')),
-    actor    TEXT NOT NULL,
-    note     TEXT,
-    severity TEXT,
-    value    REAL
-);
-CREATE INDEX IF NOT EXISTS alert_events_by_alert ON alert_events (alert_id, id)
-"""
+from engine.times import iso
 
 ACTIVE = ("open", "acknowledged")
 DETECTOR = "detector"
@@ -100,7 +46,6 @@ class Lifecycle:
 
     def __init__(self, store: ControlStore) -> None:
         self.store = store
-        store.ensure(DDL)
 
     def apply(
         self,
@@ -297,13 +242,6 @@ class Lifecycle:
         ).fetchall()
         for row in expired:
             _event(con, row["id"], stamp, "ack_expired", DETECTOR, None, row["severity"], row["value"])
-
-
-def iso(moment: dt.datetime) -> str:
-    """The one text form of an instant in the store: UTC, microseconds, so text order is time order."""
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: ezstats times are UTC-aware")
-    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _active_row(con: sqlite3.Connection, alert_id: int, action: str) -> sqlite3.Row:

@@ -7,82 +7,93 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import duckdb
+from pydantic import BaseModel, Field
 
 from engine import catalog
 from engine.alerts import backtest, detector
-from engine.alerts.history import Alert, AlertFilter, AlertHistory, AlertPage
-from engine.alerts.lifecycle import Lifecycle, iso
+from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertHistory, AlertPage
+from engine.alerts.lifecycle import Lifecycle
 from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStore
 from engine.errors import InvalidParameter
+from engine.infra import Infra
+from engine.tables import LOG_RECORDS
+from engine.times import as_utc
 
-if TYPE_CHECKING:
-    from engine.facade import Engine
+
+class QuotaSource(Protocol):
+    """Where quota_exceeded reads key quota usage (`engine.quotas.Quotas`)."""
+
+    def usage(self, now: dt.datetime) -> list[Any]:
+        """Every quota's usage in its current period at `now`."""
+        ...
+
+
+#: Ids deleted or disabled in a registry section (`Registry.inactive`): checks leave them alone.
+Inactive = Callable[[str], set[int]]
 
 #: Longest range a preview replays (each day is 1,440 evaluations).
 MAX_PREVIEW_DAYS = 31
 
 
-@dataclass(frozen=True)
-class DetectionResult:
+class Detection(BaseModel):
     """What one evaluation did: alert ids by change, and how long it took."""
 
-    now: str
-    observations: int
+    now: dt.datetime
+    observations: int = Field(description="Metric values judged.")
     opened: list[int]
     escalated: list[int]
     de_escalated: list[int]
     resolved: list[int]
     updated: list[int]
-    suppressed: list[str]
-    skipped: list[str]
+    suppressed: list[str] = Field(description="Fingerprints in their cooldown that would have opened.")
+    skipped: list[str] = Field(description="Rules not evaluated, and why.")
     elapsed_ms: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return asdict(self)
 
+class Preview(BaseModel):
+    """What candidate thresholds would have opened and resolved over a day range; stored alerts are untouched."""
 
-@dataclass(frozen=True)
-class Preview:
-    """A backtest: the alerts candidate thresholds would have opened and resolved over a day range."""
+    start: dt.datetime
+    end: dt.datetime
+    evaluations: int = Field(description="Minutes replayed.")
+    opened: int
+    resolved: int
+    by_type: dict[str, int]
+    by_severity: dict[str, int] = Field(description="By peak severity.")
+    thresholds: Thresholds
+    alerts: list[Alert]
 
-    start: str
-    end: str
-    evaluations: int
-    thresholds: dict[str, Any]
-    alerts: list[Alert] = field(default_factory=list)
-
-    @property
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Alerts by type and by peak severity."""
-        out: dict[str, dict[str, int]] = {"by_type": {}, "by_severity": {}}
-        for a in self.alerts:
-            out["by_type"][a.type] = out["by_type"].get(a.type, 0) + 1
-            out["by_severity"][a.peak_severity] = out["by_severity"].get(a.peak_severity, 0) + 1
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return {"start": self.start, "end": self.end, "evaluations": self.evaluations,
-                "opened": len(self.alerts), "resolved": sum(a.status == "resolved" for a in self.alerts),
-                **self.counts, "thresholds": self.thresholds, "alerts": [a.to_dict() for a in self.alerts]}
+    @classmethod
+    def of(cls, start: dt.datetime, end: dt.datetime, evaluations: int, thresholds: Thresholds,
+           alerts: list[Alert]) -> Preview:
+        """A preview of replayed alerts, with their counts."""
+        by_type: dict[str, int] = {}
+        by_severity: dict[str, int] = {}
+        for a in alerts:
+            by_type[a.type] = by_type.get(a.type, 0) + 1
+            by_severity[a.peak_severity] = by_severity.get(a.peak_severity, 0) + 1
+        return cls(start=start, end=end, evaluations=evaluations, opened=len(alerts),
+                   resolved=sum(a.status == "resolved" for a in alerts), by_type=by_type, by_severity=by_severity,
+                   thresholds=thresholds, alerts=alerts)
 
 
 class Alerts:
     """The alerts domain of one engine."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.thresholds = ThresholdStore(engine.store, engine.clock)
-        self.lifecycle = Lifecycle(engine.store)
-        self.history = AlertHistory(engine.store)
+    def __init__(self, infra: Infra, quotas: QuotaSource | None, inactive: Inactive) -> None:
+        """`quotas` None: quota_exceeded checks nothing."""
+        self.infra = infra
+        self.quotas = quotas
+        self.inactive = inactive
+        self.thresholds = ThresholdStore(infra.store, infra.now)
+        self.lifecycle = Lifecycle(infra.store)
+        self.history = AlertHistory(infra.store)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
-        self._quota_usage: tuple[object, dt.datetime, list[Any]] | None = None
+        self._quota_usage: tuple[dt.datetime, list[Any]] | None = None
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -94,29 +105,30 @@ class Alerts:
         """
         with self._con_lock:
             if self._con is None:
-                self._con = self.engine.connect()
+                self._con = self.infra.connect()
             else:
-                catalog.register(self._con, catalog.LOG_RECORDS, self.engine.settings.data_dir)
+                catalog.register(self._con, LOG_RECORDS, self.infra.data_dir)
             yield self._con
 
     # -- detection ----------------------------------------------------------------------------
 
-    def run_once(self, now: dt.datetime | None = None) -> DetectionResult:
+    def run_once(self, now: dt.datetime | None = None) -> Detection:
         """Evaluate every rule at `now` (default: the engine clock) and apply the result to stored alerts.
 
         The scheduler calls this every minute; `ezstats alerts detect --at` calls it for any instant.
         """
-        now = _utc(now or self.engine.clock())
+        now = as_utc(now or self.infra.now())
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
             evaluation = detector.evaluate(con, thresholds, now, self._quotas())
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
                                        self._retired())
-        return DetectionResult(
-            iso(now), len(evaluation.observations), changes.opened, changes.escalated, changes.de_escalated,
-            changes.resolved, changes.updated, changes.suppressed, evaluation.skipped,
-            round((time.perf_counter() - started) * 1000, 2),
+        return Detection(
+            now=now, observations=len(evaluation.observations), opened=changes.opened, escalated=changes.escalated,
+            de_escalated=changes.de_escalated, resolved=changes.resolved, updated=changes.updated,
+            suppressed=changes.suppressed, skipped=evaluation.skipped,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
     def _quotas(self) -> Callable[[dt.datetime], list[Any]] | None:
@@ -126,27 +138,24 @@ class Alerts:
         (a share of a period's quota), so a minute-by-minute detector recomputes it every few minutes.
         An evaluation at an earlier instant than the cached one (a replay) recomputes.
         """
-        quotas = getattr(self.engine, "quotas", None)
+        quotas = self.quotas
         if quotas is None:
             return None
-        refresh = dt.timedelta(seconds=self.engine.settings.alert_quota_refresh_seconds)
+        refresh = dt.timedelta(seconds=self.infra.settings.alert_quota_refresh_seconds)
 
         def usage(now: dt.datetime) -> list[Any]:
             cached = self._quota_usage
-            if cached is not None and cached[0] is quotas and dt.timedelta(0) <= now - cached[1] < refresh:
-                return cached[2]
+            if cached is not None and dt.timedelta(0) <= now - cached[0] < refresh:
+                return cached[1]
             fresh = list(quotas.usage(now))
-            self._quota_usage = (quotas, now, fresh)
+            self._quota_usage = (now, fresh)
             return fresh
 
         return usage
 
     def _retired(self) -> dict[str, set[int]]:
-        """Masters, keys and provider keys deleted or disabled in the registry (when there is one)."""
-        registry = getattr(self.engine, "registry", None)
-        if registry is None:
-            return {}
-        return {column: registry.inactive(section) for column, section in (
+        """Masters, keys and provider keys deleted or disabled in the registry."""
+        return {column: self.inactive(section) for column, section in (
             ("master_id", "masters"), ("key_id", "keys"), ("provider_key_id", "provider_keys"))}
 
     # -- reading and acting on alerts ---------------------------------------------------------
@@ -162,13 +171,13 @@ class Alerts:
     def ack(self, alert_id: int, by: str = "admin", note: str | None = None,
             expires_at: dt.datetime | None = None) -> Alert:
         """Acknowledge an open alert, optionally until `expires_at`. Raises NotFound, Conflict, InvalidParameter."""
-        self.lifecycle.acknowledge(alert_id, by, note, _utc(expires_at) if expires_at else None,
-                                   _utc(self.engine.clock()))
+        self.lifecycle.acknowledge(alert_id, by, note, as_utc(expires_at) if expires_at else None,
+                                   as_utc(self.infra.now()))
         return self.get(alert_id)
 
     def resolve(self, alert_id: int, by: str = "admin", note: str | None = None) -> Alert:
         """Resolve an open or acknowledged alert by hand. Raises NotFound, Conflict."""
-        self.lifecycle.resolve(alert_id, by, note, _utc(self.engine.clock()))
+        self.lifecycle.resolve(alert_id, by, note, as_utc(self.infra.now()))
         return self.get(alert_id)
 
     def resolve_scope(self, column: str, scope_id: int, by: str = "registry", note: str = "deleted") -> list[int]:
@@ -179,14 +188,14 @@ class Alerts:
         Returns:
             The ids of the alerts resolved. Raises InvalidParameter for another column.
         """
-        return self.lifecycle.resolve_scope(column, scope_id, by, note, _utc(self.engine.clock()))
+        return self.lifecycle.resolve_scope(column, scope_id, by, note, as_utc(self.infra.now()))
 
-    def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict[str, Any]:
+    def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> AlertCounts:
         """Alerts opened in [since, until) (default: the last 24 hours) by type, peak severity and status."""
-        until = _utc(until or self.engine.clock())
-        since = _utc(since) if since else until - dt.timedelta(days=1)
+        until = as_utc(until or self.infra.now())
+        since = as_utc(since) if since else until - dt.timedelta(days=1)
         counts = self.history.counts(AlertFilter(since=since, until=until))
-        return {"start": iso(since), "end": iso(until), **counts}
+        return AlertCounts(start=since, end=until, **counts)
 
     # -- thresholds ---------------------------------------------------------------------------
 
@@ -218,20 +227,15 @@ class Alerts:
             raise InvalidParameter(f"a preview covers at most {MAX_PREVIEW_DAYS} days")
         start = dt.datetime.combine(from_day, dt.time(), dt.UTC)
         end = dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC)
-        return self.replay(thresholds, start, min(end, _utc(self.engine.clock())))
+        return self.replay(thresholds, start, min(end, as_utc(self.infra.now())))
 
     def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
         """The backtest of `preview` over any whole-minute range [start, end)."""
         # A replay runs for seconds: on its own connection, so that evaluations never wait for it.
-        con = self.engine.connect()
+        con = self.infra.connect()
         try:
-            alerts, evaluations = backtest.replay(con, thresholds, _utc(start), _utc(end))
+            alerts, evaluations = backtest.replay(con, thresholds, as_utc(start), as_utc(end))
         finally:
             con.close()
-        return Preview(iso(_utc(start)), iso(_utc(end)), evaluations, thresholds.model_dump(mode="json"), alerts)
+        return Preview.of(as_utc(start), as_utc(end), evaluations, thresholds, alerts)
 
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is None:
-        raise InvalidParameter(f"{moment.isoformat()} has no time zone; give UTC (e.g. 2026-01-01T00:00:00Z)")
-    return moment.astimezone(dt.UTC)

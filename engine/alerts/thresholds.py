@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
@@ -187,30 +186,15 @@ class Thresholds(_Model):
             raise InvalidParameter(f"invalid thresholds: {problems}") from None
 
 
-@dataclass(frozen=True)
-class StoredThresholds:
-    """The thresholds in force, their version (the ETag) and when and by whom they were last set."""
+class StoredThresholds(BaseModel):
+    """The thresholds in force; `version` is also the ETag to send back as If-Match."""
 
-    thresholds: Thresholds
+    model_config = ConfigDict(frozen=True)
+
     version: int
-    updated_at: str
+    updated_at: dt.datetime
     updated_by: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return {"version": self.version, "updated_at": self.updated_at, "updated_by": self.updated_by,
-                "thresholds": self.thresholds.model_dump(mode="json")}
-
-
-DDL = """
-CREATE TABLE IF NOT EXISTS alert_thresholds (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    version    INTEGER NOT NULL,
-    body       TEXT NOT NULL,      -- Thresholds as JSON
-    updated_at TEXT NOT NULL,
-    updated_by TEXT NOT NULL
-)
-"""
+    thresholds: Thresholds
 
 
 _SELECT = "SELECT version, body, updated_at, updated_by FROM alert_thresholds WHERE id = 1"
@@ -222,7 +206,6 @@ class ThresholdStore:
     def __init__(self, store: ControlStore, clock: Callable[[], dt.datetime]) -> None:
         self.store = store
         self.clock = clock
-        store.ensure(DDL)
 
     def read(self) -> StoredThresholds:
         """The thresholds in force (the defaults, stored as version 1, if none were ever set)."""
@@ -236,8 +219,8 @@ class ThresholdStore:
                     (Thresholds().model_dump_json(), self._now()),
                 )
                 row = con.execute(_SELECT).fetchone()
-        return StoredThresholds(Thresholds.model_validate_json(row["body"]), row["version"], row["updated_at"],
-                                row["updated_by"])
+        return StoredThresholds(thresholds=Thresholds.model_validate_json(row["body"]), version=row["version"],
+                                updated_at=row["updated_at"], updated_by=row["updated_by"])
 
     def update(self, body: Any, if_match: int | None, by: str = "admin") -> StoredThresholds:
         """Replace the thresholds, atomically against `if_match` (None: unconditionally).

@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import InvalidParameter
-from engine.retention import dropped_days
+from engine.infra import Infra
+from engine.partitions import PartitionDrops
 from engine.stats import periods
-from engine.stats.daily import DAILY_SCHEMA, GRAINS, Daily, closed
+from engine.stats.answers import DailyStats, PeriodStats, SeriesStats
+from engine.stats.daily import GRAINS, Daily, closed
 from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, Reader
-from engine.stats.rollups import DAY, ROLLUP_SCHEMA, Rollups
+from engine.stats.rollups import Rollups
+from engine.tables import LOG_RECORDS
+from engine.times import DAY, midnight
 
-if TYPE_CHECKING:
-    from engine.facade import Engine
-
-__all__ = ["DAILY_SCHEMA", "GRAINS", "GROUP_BYS", "INTERVALS", "ROLLUP_SCHEMA", "SERIES_METRICS", "DayResult",
-           "Filters", "Stats"]
+__all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats"]
 
 
 @dataclass
@@ -41,11 +41,12 @@ class DayResult:
 class Stats:
     """The stats domain of an engine: `engine.stats`."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.rollups = Rollups(engine)
-        self.daily = Daily(engine, self.rollups)
-        self.reader = Reader(engine, self.rollups)
+    def __init__(self, infra: Infra, drops: PartitionDrops) -> None:
+        self.infra = infra
+        self.drops = drops
+        self.rollups = Rollups(infra, drops)
+        self.daily = Daily(infra, self.rollups)
+        self.reader = Reader(infra, self.rollups)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -93,10 +94,10 @@ class Stats:
         """
         if first > last:
             raise InvalidParameter(f"from ({first}) is after to ({last})")
-        now = now or self.engine.clock()
+        now = now or self.infra.now()
         late = set(self.daily.late_days())
         raw_days = set(self.raw_days())
-        dropped = set(dropped_days(self.engine.store))
+        dropped = set(self.drops.days())
         results = []
         for i in range((last - first).days + 1):
             day = first + i * DAY
@@ -133,26 +134,24 @@ class Stats:
 
     def raw_days(self) -> list[dt.date]:
         """Days with raw log record files."""
-        root = self.engine.settings.log_records_dir
-        return sorted(dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in root.glob("date=*")
-                      if any(p.glob("*.parquet")))
+        return LOG_RECORDS.days(self.infra.data_dir)
 
     # -- reads --------------------------------------------------------------------------------
 
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
                now: dt.datetime | None = None) -> periods.Period:
         """Resolve a period name at `now` (default: the engine clock); `all` starts at the first data day."""
-        now = now or self.engine.clock()
+        now = now or self.infra.now()
         period = periods.resolve(name, now, first, last)
         if name == "all":
             days = self.raw_days() + self.rollups.days()
-            start = periods.midnight(min(days)) if days else now
+            start = midnight(min(days)) if days else now
             period = periods.Period(name, min(start, now), now)
         return period
 
     def read(self, period: str = "today", first: dt.date | None = None, last: dt.date | None = None,
              filters: Filters | None = None, group_by: str | None = None, source: str = "auto"
-             ) -> dict[str, Any]:
+             ) -> PeriodStats:
         """Stats of a period (SPEC metrics, groups, top models); see `Reader.read`.
 
         Raises:
@@ -162,22 +161,22 @@ class Stats:
 
     def series(self, period: str, interval: str, metric: str, group_by: str | None = None,
                first: dt.date | None = None, last: dt.date | None = None, filters: Filters | None = None,
-               source: str = "auto") -> dict[str, Any]:
+               source: str = "auto") -> SeriesStats:
         """One metric per hour or day (and group) over a period; see `Reader.series`."""
         return self.reader.series(self.period(period, first, last), filters or Filters(), interval, metric,
                                   group_by, source)
 
     def read_daily(self, first: dt.date | None = None, last: dt.date | None = None,
-                   master_id: int | None = None) -> dict[str, Any]:
+                   master_id: int | None = None) -> DailyStats:
         """Stored daily stats of [first, last] (default: the 30 days before today): gateway or one master's rows.
 
         Raises:
             InvalidParameter: first is after last.
         """
-        today = self.engine.clock().date()
+        today = self.infra.now().date()
         last = last or today - DAY
         first = first or min(last, today - 30 * DAY)
         if first > last:
             raise InvalidParameter(f"from ({first}) is after to ({last})")
         rows = self.daily.read(first, last, "gateway" if master_id is None else "master", master_id)
-        return {"start": first, "end": last, "master_id": master_id, "days": rows}
+        return DailyStats(start=first, end=last, master_id=master_id, days=rows)

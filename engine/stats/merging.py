@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.stats.rollups import MAX_MEASURES, SUMMED_MEASURES
+from engine.tables import MAX_MEASURES, SUMMED_MEASURES
 
 FINE_KEYS = ("g1", "g2", "model", "master_id", "key_id")
 DISTINCT_NAMES = {"master_id": "masters", "key_id": "keys"}  # what the distinct counts are called

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from engine.errors import InvalidParameter
+from engine.times import midnight
 
 PERIODS = ("today", "week", "month", "last7d", "last30d", "all", "custom")
 
@@ -26,11 +27,6 @@ class Period:
         """The UTC days the period touches, in order."""
         first, last = self.start.date(), (self.end - dt.timedelta(microseconds=1)).date()
         return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)] if self.end > self.start else []
-
-
-def midnight(day: dt.date) -> dt.datetime:
-    """00:00 UTC of a day."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def resolve(name: str, now: dt.datetime, start: dt.date | None = None, end: dt.date | None = None) -> Period:

@@ -22,20 +22,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries
 from engine.errors import InvalidParameter
+from engine.infra import Infra
 from engine.stats import histograms, merging
+from engine.stats.answers import PeriodStats, SeriesStats
 from engine.stats.live import LiveParts, relisting
-from engine.stats.periods import Period, midnight
-from engine.stats.rollups import DAY, HOUR, LATENCY_DAILY, ROLLUPS_DAILY, Rollups, partition_path
-
-if TYPE_CHECKING:
-    from engine.facade import Engine
+from engine.stats.periods import Period
+from engine.stats.rollups import Rollups
+from engine.tables import LATENCY_DAILY, LOG_RECORDS, ROLLUPS_DAILY, VIEWS
+from engine.times import DAY, HOUR, floor_hour, midnight
 
 T = TypeVar("T")
 GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour")
@@ -100,18 +101,13 @@ class Plan:
         return {"raw_from": self.raw_from, "split": self.split, "raw_hours": list(self.raw_hours)}
 
 
-def floor_hour(t: dt.datetime) -> dt.datetime:
-    """The start of the hour holding t."""
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
 class Reader:
     """Reads stats for periods; one instance per engine."""
 
-    def __init__(self, engine: Engine, rollups: Rollups) -> None:
-        self.engine = engine
+    def __init__(self, infra: Infra, rollups: Rollups) -> None:
+        self.infra = infra
         self.rollups = rollups
-        self.live = LiveParts(engine.settings.log_records_dir)
+        self.live = LiveParts(LOG_RECORDS.root(infra.data_dir))
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -124,12 +120,12 @@ class Reader:
         try:
             pooled = self._pool.get_nowait()
         except queue.Empty:
-            con = self.engine.connect()
+            con = self.infra.connect()
             load_sources(con)
             con.execute("SET parquet_metadata_cache = true")
             pooled = _Pooled(con, {})
-        data_dir = self.engine.settings.data_dir
-        for table in catalog.TABLES:
+        data_dir = self.infra.data_dir
+        for table in VIEWS:
             # A view made while its table had no file reads an empty stand-in, and a glob that matches
             # nothing fails: re-point a view when its table gains its first file or loses its last.
             has = table.has_files(data_dir)
@@ -164,7 +160,7 @@ class Reader:
         return Plan(start, end, split, raw_from, tuple(dirty), days, total_hours - len(dirty))
 
     def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto"
-             ) -> dict[str, Any]:
+             ) -> PeriodStats:
         """The SPEC metrics of a period: totals, groups, top models, and how percentiles were computed.
 
         Raises:
@@ -180,7 +176,7 @@ class Reader:
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
         groups.sort(key=lambda r: (r["g1"] is None, r["g1"]) if group_by in ("day", "hour")
                     else (-r["requests"], str(r["g1"])))
-        return {
+        return PeriodStats.model_validate({
             "period": period.name,
             "start": plan.start,
             "end": plan.end,
@@ -194,10 +190,10 @@ class Reader:
             "percentiles": mode,
             "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
                         + (plan.end > plan.split), "daily_days": len(plan.daily_days)},
-        }
+        })
 
     def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
-               source: str = "auto") -> dict[str, Any]:
+               source: str = "auto") -> SeriesStats:
         """One metric per interval (and per group): flat rows with ISO times, as Grafana reads them.
 
         Raises:
@@ -227,9 +223,10 @@ class Reader:
             rows.append(row)
         rows += _empty_intervals(rows, plan, interval, metric, group_by)
         rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
-        return {"period": period.name, "start": plan.start, "end": plan.end, "interval": interval,
-                "metric": metric, "group_by": group_by, "filters": filters.to_dict(),
-                "percentiles": mode if needs_pcts else "none", "rows": rows}
+        return SeriesStats.model_validate({
+            "period": period.name, "start": plan.start, "end": plan.end, "interval": interval, "metric": metric,
+            "group_by": group_by, "filters": filters.to_dict(), "percentiles": mode if needs_pcts else "none",
+            "rows": rows})
 
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
@@ -310,12 +307,11 @@ class Reader:
     def _versions(self, plan: Plan) -> tuple[Any, ...]:
         """What the rollup part of a plan was read from: each daily file's identity (inode, mtime, size)
         and the version of each rolled-up hour."""
-        data_dir = self.engine.settings.data_dir
         out = []
         for day in plan.daily_days:
             for table in (ROLLUPS_DAILY, LATENCY_DAILY):
                 try:
-                    st = (data_dir / partition_path(table, day)).stat()
+                    st = (self.infra.data_dir / table.file(day)).stat()
                 except FileNotFoundError:
                     out.append((0, 0, 0))
                     continue
@@ -324,7 +320,7 @@ class Reader:
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
-        raw = self.engine.stats.raw_days()
+        raw = LOG_RECORDS.days(self.infra.data_dir)
         first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
         return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
 

@@ -1,0 +1,206 @@
+"""The control-store schema: every table of `ezstats.db`, as numbered migrations applied on open.
+
+A migration runs once per database, in order, inside one transaction that also records its number
+(`PRAGMA user_version`, plus a row in `schema_migrations` for people). Released migrations never
+change: a new column or table is a new migration at the end of `MIGRATIONS`.
+
+Migration 1 is the schema of ezstats 0.1.0, whose modules created their own tables with
+`CREATE TABLE IF NOT EXISTS`; written the same way, it upgrades such a database in place (its tables
+are kept, with their rows, and those it lacks are created).
+
+Each table has one owning module (named above its DDL): only that module reads or writes it; others
+go through its methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered step of the schema."""
+
+    version: int
+    name: str
+    sql: str
+
+
+INITIAL = """
+-- owner: engine.lake (the ingest ledger)
+CREATE TABLE IF NOT EXISTS ingest_batches (
+    batch_id     TEXT PRIMARY KEY,
+    state        TEXT NOT NULL CHECK (state IN ('publishing', 'committed')),
+    records      INTEGER NOT NULL,
+    files        TEXT NOT NULL,   -- JSON list of [staged file name, path relative to the data dir]
+    staging      TEXT NOT NULL,   -- the staging folder the files came from
+    hours        TEXT NOT NULL,   -- JSON list of the UTC hours (ISO) the batch has records in
+    created_at   TEXT NOT NULL,
+    committed_at TEXT
+);
+-- owner: engine.partitions (partition drops)
+CREATE TABLE IF NOT EXISTS log_partition_drops (
+    date       TEXT PRIMARY KEY,  -- a UTC day whose raw log partition the cleaner dropped
+    drops      INTEGER NOT NULL,  -- how many times: late records start a new partition that is dropped in turn
+    dropped_at TEXT NOT NULL      -- the latest drop
+);
+-- owner: engine.stats.rollups
+CREATE TABLE IF NOT EXISTS stats_watermarks (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL   -- ingest_batches rowid: every batch at or below it is in the rollups
+);
+CREATE TABLE IF NOT EXISTS rollup_hour_versions (
+    hour    TEXT PRIMARY KEY,  -- ISO UTC hour
+    version INTEGER NOT NULL   -- changes whenever the hour's rollup rows are recomputed (cache keys)
+);
+CREATE TABLE IF NOT EXISTS rollup_bases (
+    date  TEXT PRIMARY KEY,  -- a day whose raw partition the log cleaner dropped
+    drops INTEGER NOT NULL   -- the drop its rollups_base files were taken after (log_partition_drops.drops)
+);
+-- owner: engine.stats.daily
+CREATE TABLE IF NOT EXISTS daily_stats_late (
+    date          TEXT PRIMARY KEY,  -- a summarized day that received records after its stats were written
+    first_seen_at TEXT NOT NULL,
+    last_seen_at  TEXT NOT NULL,
+    refreshes     INTEGER NOT NULL   -- how many rollup refreshes found new records for it
+);
+-- owner: engine.jobs
+CREATE TABLE IF NOT EXISTS job_runs (
+    run_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job         TEXT NOT NULL,
+    trigger     TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual')),
+    due_at      TEXT,             -- the scheduled tick (ISO UTC), NULL for a manual run
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('running', 'ok', 'failed', 'abandoned')),
+    rows        INTEGER,
+    message     TEXT,
+    details     TEXT,             -- JSON
+    error       TEXT,
+    duration_ms REAL,
+    owner       TEXT NOT NULL     -- host:pid:thread that ran it
+);
+CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, run_id);
+CREATE TABLE IF NOT EXISTS job_ticks (
+    job      TEXT PRIMARY KEY,
+    last_due TEXT NOT NULL       -- ISO UTC of the last scheduled tick claimed
+);
+-- owner: engine.quotas
+CREATE TABLE IF NOT EXISTS key_quotas (
+    key_id        INTEGER PRIMARY KEY,
+    quota_limit   INTEGER NOT NULL CHECK (quota_limit > 0),
+    reset_period  TEXT NOT NULL CHECK (reset_period IN ('daily', 'weekly', 'monthly', 'never')),
+    last_reset_at TEXT NOT NULL,  -- ISO UTC, usage counts quota_cost of records with created_at >= this
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quota_resets (
+    key_id       INTEGER NOT NULL,
+    period_start TEXT NOT NULL,   -- the new period's start (ISO UTC)
+    previous     TEXT NOT NULL,   -- the closed period's start
+    used         INTEGER NOT NULL, -- quota units used in the closed period
+    reset_at     TEXT NOT NULL,   -- when the job ran
+    PRIMARY KEY (key_id, period_start)
+);
+-- owner: engine.registry
+CREATE TABLE IF NOT EXISTS registry_masters (
+    master_id INTEGER PRIMARY KEY,
+    name TEXT,
+    status TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_keys (
+    key_id INTEGER PRIMARY KEY,
+    master_id INTEGER,
+    name TEXT,
+    status TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_providers (
+    provider_id INTEGER PRIMARY KEY,
+    name TEXT,
+    provider_type TEXT,
+    status TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_provider_keys (
+    provider_key_id INTEGER PRIMARY KEY,
+    provider_id INTEGER,
+    name TEXT,
+    status TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_deleted (
+    kind       TEXT NOT NULL,    -- masters, keys, providers, provider_keys
+    id         INTEGER NOT NULL,
+    deleted_at TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+-- owner: engine.alerts.thresholds
+CREATE TABLE IF NOT EXISTS alert_thresholds (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    version    INTEGER NOT NULL,
+    body       TEXT NOT NULL,      -- Thresholds as JSON
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+-- owner: engine.alerts.lifecycle (and engine.alerts.history reads them)
+CREATE TABLE IF NOT EXISTS alerts (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint        TEXT NOT NULL,
+    series             TEXT NOT NULL,     -- fingerprint without the period
+    type               TEXT NOT NULL,
+    metric             TEXT NOT NULL,
+    scope              TEXT NOT NULL CHECK (scope IN ('global', 'master', 'key', 'provider_key')),
+    scope_id           INTEGER,
+    master_id          INTEGER,
+    key_id             INTEGER,
+    provider_key_id    INTEGER,
+    period             TEXT,              -- the UTC day or quota period of per-period alerts
+    period_end         TEXT,
+    status             TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
+    severity           TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+    peak_severity      TEXT NOT NULL,
+    value              REAL NOT NULL,
+    peak_value         REAL NOT NULL,
+    threshold          REAL NOT NULL,
+    critical_threshold REAL NOT NULL,
+    samples            INTEGER NOT NULL,
+    window_start       TEXT NOT NULL,
+    window_end         TEXT NOT NULL,
+    details            TEXT NOT NULL,     -- JSON: the rule's extra figures (error count, quota limit, ...)
+    recovery_streak    INTEGER NOT NULL DEFAULT 0,
+    opened_at          TEXT NOT NULL,
+    last_seen_at       TEXT NOT NULL,     -- last evaluation at or over the threshold
+    evaluated_at       TEXT NOT NULL,     -- last evaluation that observed it
+    acknowledged_at    TEXT,
+    acknowledged_by    TEXT,
+    ack_note           TEXT,
+    ack_expires_at     TEXT,
+    resolved_at        TEXT,
+    resolved_by        TEXT,
+    resolution         TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active ON alerts (fingerprint)
+    WHERE status IN ('open', 'acknowledged');
+CREATE INDEX IF NOT EXISTS alerts_by_fingerprint ON alerts (fingerprint, resolved_at);
+CREATE INDEX IF NOT EXISTS alerts_by_opened ON alerts (opened_at, id);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    at       TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('opened', 'escalated', 'de-escalated', 'acknowledged',
+                                           'ack_expired', 'resolved')),
+    actor    TEXT NOT NULL,
+    note     TEXT,
+    severity TEXT,
+    value    REAL
+);
+CREATE INDEX IF NOT EXISTS alert_events_by_alert ON alert_events (alert_id, id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
+)
+
+#: The version a database has once every migration is applied.
+LATEST = MIGRATIONS[-1].version
