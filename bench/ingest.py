@@ -76,7 +76,7 @@ def bench_http(batches: list[bytes], content_type: str, clients: int, repeat: in
     env = {**os.environ, "EZ_DATA_DIR": str(workdir / f"http-{port}"), "EZ_LOG_LEVEL": "WARNING",
            "EZ_SCHEDULER_ENABLED": "false",
            "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
                               cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

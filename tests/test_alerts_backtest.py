@@ -108,7 +108,7 @@ def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     invalid = client.post("/admin/alerts/thresholds/preview", json={**body, "thresholds": {"recovery_ratio": 3}})
     assert invalid.status_code == 422
 
-    from engine.cli import app
+    from cli import app
     from engine.settings import get_settings
 
     monkeypatch.setenv("EZ_DATA_DIR", str(tmp_path))

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from engine import Engine, Settings
-from engine.cli import app
 from engine.settings import get_settings
 from tests.alert_traffic import NOW, minutes, requests, store
 
@@ -46,8 +46,8 @@ def test_detect_list_show_ack_resolve_stats(cli):
     assert resolved.exit_code == 0
     shown = cli("alerts", "show", str(alert_id))
     assert [k in shown.stdout for k in ("opened", "acknowledged", "resolved")] == [True] * 3
-    assert cli("alerts", "resolve", str(alert_id)).exit_code == 1
-    assert cli("alerts", "show", "999").exit_code == 1
+    assert cli("alerts", "resolve", str(alert_id)).exit_code == 4   # a conflict: already resolved
+    assert cli("alerts", "show", "999").exit_code == 3                # not found
 
     stats = json.loads(cli("alerts", "stats", "--since", "2026-03-10T00:00:00Z",
                            "--until", "2026-03-11T00:00:00Z").stdout)

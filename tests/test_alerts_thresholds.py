@@ -202,7 +202,7 @@ def test_admin_token_is_required(tmp_path):
 
 
 def test_cli_prints_and_sets_thresholds(tmp_path, monkeypatch):
-    from engine.cli import app
+    from cli import app
     from engine.settings import get_settings
 
     monkeypatch.setenv("EZ_DATA_DIR", str(tmp_path))
@@ -219,7 +219,7 @@ def test_cli_prints_and_sets_thresholds(tmp_path, monkeypatch):
     assert stored.exit_code == 0, stored.output
     assert json.loads(stored.stdout)["thresholds"]["error_spike"]["min_samples"] == 50
     stale = runner.invoke(app, ["alerts", "thresholds", "--set", str(path), "--if-match", "1"])
-    assert stale.exit_code == 1 and "version 2, not 1" in stale.output
+    assert stale.exit_code == 4 and "version 2, not 1" in stale.output  # a conflict (stale version)
     path.write_text(json.dumps({"error_spike": {"warning": 3}}))
     bad = runner.invoke(app, ["alerts", "thresholds", "--set", str(path)])
     assert bad.exit_code == 1 and "error_spike.warning" in bad.output

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
+from cli import app
 from engine import Engine
-from engine.cli import app
 from tests.conftest import make_record
 
 runner = CliRunner()
@@ -92,7 +92,7 @@ def test_serve_without_tokens_binds_loopback_only_and_says_so(tmp_path: Path):
     env = {**os.environ, "EZ_DATA_DIR": str(tmp_path / "data")}
     env.pop("EZ_INGEST_TOKEN", None)
     env.pop("EZ_ADMIN_TOKEN", None)
-    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
                               env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr is not None

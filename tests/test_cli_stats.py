@@ -8,8 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from engine import Engine, Settings
-from engine.cli import app
 from engine.settings import get_settings
 from engine.times import midnight
 from tests.stats_oracle import expected, frame

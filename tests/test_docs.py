@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.main import get_command
 
+from cli import app
 from engine import queries
-from engine.cli import app
 from engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

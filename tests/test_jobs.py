@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
-from engine.cli import app as cli
+from cli import app as cli
 from engine.settings import get_settings
 from tests.factories import day_records, make_engine, mark_summarized
 
@@ -86,7 +86,7 @@ def test_cli_jobs_run_list_and_dry_run(cli_env: Path) -> None:
     assert next(j for j in listed if j["name"] == "log_cleaner")["last_run"]["outcome"] == "ok"
     runs = json.loads(runner.invoke(cli, ["jobs", "runs", "log_cleaner", "--json"]).stdout)
     assert len(runs) == 1
-    assert runner.invoke(cli, ["jobs", "run", "nope"]).exit_code == 1
+    assert runner.invoke(cli, ["jobs", "run", "nope"]).exit_code == 3  # not found
     assert runner.invoke(cli, ["jobs", "run", "quota_reset", "--dry-run"]).exit_code == 1  # has no dry run
     assert runner.invoke(cli, ["jobs", "list"]).exit_code == 0
 
@@ -110,7 +110,7 @@ def test_standalone_scheduler_stops_on_sigterm_after_its_jobs(tmp_path: Path) ->
     import sys
 
     env = {**os.environ, "EZ_DATA_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", "from engine.cli import app; app()", "scheduler"],
+    proc = subprocess.Popen([sys.executable, "-c", "from cli import app; app()", "scheduler"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     engine = make_engine(tmp_path, NOW)
     deadline = time.monotonic() + 30

@@ -217,7 +217,7 @@ def test_quotas_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     from typer.testing import CliRunner
 
-    from engine.cli import app as cli
+    from cli import app as cli
     from engine.settings import get_settings
 
     engine = _engine(tmp_path, _traffic())

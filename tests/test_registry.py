@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
-from engine.cli import app as cli
+from cli import app as cli
 from engine.errors import InvalidParameter
 from engine.settings import get_settings
 from tests.factories import make_engine, records

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from engine.cli.main import JsonFlag, open_engine
-from engine.cli.output import err, fail, out, print_json
+from cli.common import JsonFlag, open_engine
+from cli.output import err, fail, out, print_json
 
 app: typer.Typer = typer.Typer(help="Scheduled jobs: list them, run one now, read their runs.", no_args_is_help=True)
 
@@ -43,19 +43,14 @@ def run_job(
 ) -> None:
     """Run one job now and wait for it (recorded like a scheduled run; a dry run is not recorded).
 
-    Exits 1 when the job failed, 2 when it is already running elsewhere.
+    Exits 1 when the job failed, 3 when there is no such job, 4 when it is already running elsewhere
+    (retry later).
     Example: ezstats jobs run log_cleaner --dry-run
     """
-    from engine.errors import Conflict, EzError
     from engine.jobs import JobRun
 
     engine = open_engine()
-    try:
-        result = engine.jobs.run(name, dry_run=dry_run)
-    except Conflict as exc:
-        raise fail(str(exc), code=2) from None
-    except EzError as exc:
-        raise fail(str(exc)) from None
+    result = engine.jobs.run(name, dry_run=dry_run)
     if json_out:
         print_json(dataclasses.asdict(result))
     elif isinstance(result, JobRun):
@@ -79,12 +74,7 @@ def list_runs(
     """
     from rich.table import Table
 
-    from engine.errors import EzError
-
-    try:
-        runs = open_engine().jobs.runs(name, limit)
-    except EzError as exc:
-        raise fail(str(exc)) from None
+    runs = open_engine().jobs.runs(name, limit)
     if json_out:
         print_json([dataclasses.asdict(r) for r in runs])
         return

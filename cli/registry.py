@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from engine.cli.main import JsonFlag, open_engine
-from engine.cli.output import err, fail, print_json
+from cli.common import JsonFlag, about, open_engine
+from cli.output import err, fail, print_json
 
 app: typer.Typer = typer.Typer(help="The registry of masters, keys, providers and provider keys.", no_args_is_help=True)
 
@@ -27,13 +27,12 @@ def import_registry(
 
     Example: ezstats registry import registry.json --replace
     """
-    from engine.errors import EzError
-
     try:
         document = json.loads(file.read_text())
-        result = open_engine().registry.sync(document, replace=replace)
-    except (ValueError, EzError) as exc:
+    except ValueError as exc:
         raise fail(f"{file}: {exc}") from None
+    with about(file):
+        result = open_engine().registry.sync(document, replace=replace)
     if json_out:
         print_json(dataclasses.asdict(result))
     else:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from engine.cli.main import JsonFlag, _parse_day, app, open_engine
-from engine.cli.output import err, fail, out, print_json
+from cli.common import JsonFlag, open_engine, parse_day
+from cli.output import err, fail, out, print_json
 
 if TYPE_CHECKING:
     from engine.stats import DayResult
@@ -17,7 +16,6 @@ FromOpt = Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-
 ToOpt = Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (included).")]
 
 
-@app.command("stats")
 def stats(
     period: Annotated[str, typer.Option(help="today, week, month, last7d, last30d, all or custom.")] = "today",
     first: FromOpt = None,
@@ -36,22 +34,18 @@ def stats(
 
     Example: ezstats stats --period last7d --group-by model
     """
-    from engine.errors import InvalidParameter
     from engine.stats import Filters
 
     engine = open_engine()
     filters = Filters(master_id, key_id, model, provider_id, provider_key_id)
-    try:
-        result = engine.stats.read(period, _day(first), _day(last), filters, group_by, source)
-    except InvalidParameter as exc:
-        raise fail(str(exc)) from None
+    result = engine.stats.read(period, parse_day(first or None, "--from"), parse_day(last or None, "--to"),
+                               filters, group_by, source)
     if json_out:
         print_json(result)
         return
     _print_stats(result)
 
 
-@app.command("backfill")
 def backfill(
     first: FromOpt = None,
     last: ToOpt = None,
@@ -68,22 +62,17 @@ def backfill(
     """
     from rich.progress import Progress
 
-    from engine.errors import InvalidParameter
-
     if first is None or last is None:
         raise fail("backfill needs --from and --to (YYYY-MM-DD)")
     engine = open_engine()
-    start, end = _parse_day(first), _parse_day(last)
+    start, end = parse_day(first, "--from"), parse_day(last, "--to")
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("backfill", total=max((end - start).days + 1, 0))
 
         def advance(result: DayResult) -> None:
             progress.update(task, advance=1, description=f"{result.day} {result.daily}")
 
-        try:
-            results = engine.stats.backfill(start, end, force, dry_run, progress=advance)
-        except InvalidParameter as exc:
-            raise fail(str(exc)) from None
+        results = engine.stats.backfill(start, end, force, dry_run, progress=advance)
     failed = [r for r in results if not r.ok]
     if json_out:
         print_json({"dry_run": dry_run, "days": [r.to_dict() for r in results],
@@ -103,7 +92,6 @@ def backfill(
         raise typer.Exit(1)
 
 
-@app.command("daily-stats")
 def daily_stats(json_out: JsonFlag = False) -> None:
     """Run the daily stats job now: refresh rollups, write every closed day that has no stats yet.
 
@@ -117,10 +105,6 @@ def daily_stats(json_out: JsonFlag = False) -> None:
     else:
         err.print(f"daily stats: {written} day(s) written"
                   + (f"; days with late data (run `ezstats backfill`): {', '.join(late)}" if late else ""))
-
-
-def _day(text: str | None) -> dt.date | None:
-    return _parse_day(text) if text else None
 
 
 def _print_stats(result: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from engine.cli.main import JsonFlag, open_engine
-from engine.cli.output import fail, out, print_json
+from cli.common import JsonFlag, open_engine
+from cli.output import out, print_json
 
 app: typer.Typer = typer.Typer(help="Key quotas: set them, read usage.", no_args_is_help=True)
 
@@ -24,12 +24,7 @@ def set_quota(
 
     Example: ezstats quotas set 42 --limit 1000000 --period monthly
     """
-    from engine.errors import EzError
-
-    try:
-        quota = open_engine().quotas.put(key_id, limit, period)
-    except EzError as exc:
-        raise fail(str(exc)) from None
+    quota = open_engine().quotas.put(key_id, limit, period)
     if json_out:
         print_json(dataclasses.asdict(quota))
     else:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from engine.cli.main import JsonFlag, open_engine
-from engine.cli.output import err, fail, out, print_json
+from cli.common import JsonFlag, open_engine, parse_day, parse_instant
+from cli.output import err, fail, out, print_json
 
 if TYPE_CHECKING:
     from engine.alerts.history import Alert
@@ -19,34 +18,6 @@ app: typer.Typer = typer.Typer(help="Alerts: detect, list, acknowledge, resolve;
 
 By = Annotated[str, typer.Option(help="Who acts (recorded in the alert's history).")]
 Note = Annotated[str | None, typer.Option(help="Why (recorded in the alert's history).")]
-
-
-def _instant(text: str | None, name: str) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{name}: not an RFC 3339 instant: {text!r}") from None
-    if moment.tzinfo is None:
-        raise fail(f"{name}: {text!r} has no offset; add Z for UTC")
-    return moment
-
-
-def _day(text: str, name: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{name}: not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from engine.errors import EzError
-
-    try:
-        return fn(*args, **kwargs)
-    except EzError as exc:
-        raise fail(str(exc)) from None
 
 
 def _print_alerts(alerts: list[Alert]) -> None:
@@ -72,7 +43,7 @@ def detect(
     Example: ezstats alerts detect --at 2026-01-05T14:30:00Z
     """
     engine = open_engine()
-    result = _call(engine.alerts.run_once, _instant(at, "--at"))
+    result = engine.alerts.run_once(parse_instant(at, "--at"))
     if json_out:
         print_json(result.to_dict())
         return
@@ -102,9 +73,9 @@ def list_alerts(
     """
     from engine.alerts.history import AlertFilter
 
-    where = AlertFilter(type_, severity, status, master_id, key_id, _instant(since, "--since"),
-                        _instant(until, "--until"))
-    page = _call(open_engine().alerts.list_alerts, where, cursor, limit)
+    where = AlertFilter(type_, severity, status, master_id, key_id, parse_instant(since, "--since"),
+                        parse_instant(until, "--until"))
+    page = open_engine().alerts.list_alerts(where, cursor, limit)
     if json_out:
         print_json({"alerts": [a.to_dict() for a in page.alerts], "next_cursor": page.next_cursor})
         return
@@ -119,7 +90,7 @@ def show(alert_id: Annotated[int, typer.Argument(help="Alert id.")], json_out: J
 
     Example: ezstats alerts show 12
     """
-    alert = _call(open_engine().alerts.get, alert_id)
+    alert = open_engine().alerts.get(alert_id)
     if json_out:
         print_json(alert.to_dict())
         return
@@ -140,7 +111,7 @@ def ack(
 
     Example: ezstats alerts ack 12 --note "provider notified" --expires 2026-01-05T18:00:00Z
     """
-    alert = _call(open_engine().alerts.ack, alert_id, by, note, _instant(expires, "--expires"))
+    alert = open_engine().alerts.ack(alert_id, by, note, parse_instant(expires, "--expires"))
     print_json(alert.to_dict()) if json_out else err.print(f"alert {alert.id} acknowledged")
 
 
@@ -155,7 +126,7 @@ def resolve(
 
     Example: ezstats alerts resolve 12 --note "fixed upstream"
     """
-    alert = _call(open_engine().alerts.resolve, alert_id, by, note)
+    alert = open_engine().alerts.resolve(alert_id, by, note)
     print_json(alert.to_dict()) if json_out else err.print(f"alert {alert.id} resolved")
 
 
@@ -168,7 +139,7 @@ def stats(
 
     Example: ezstats alerts stats --since 2026-01-01T00:00:00Z
     """
-    print_json(_call(open_engine().alerts.stats, _instant(since, "--since"), _instant(until, "--until")))
+    print_json(open_engine().alerts.stats(parse_instant(since, "--since"), parse_instant(until, "--until")))
 
 
 @app.command()
@@ -183,10 +154,10 @@ def thresholds(
     """
     engine = open_engine()
     if set_file is None:
-        stored = _call(engine.alerts.read_thresholds)
+        stored = engine.alerts.read_thresholds()
     else:
         body = _load(set_file)
-        stored = _call(engine.alerts.update_thresholds, body, if_match, "cli")
+        stored = engine.alerts.update_thresholds(body, if_match, "cli")
         err.print(f"thresholds stored as version {stored.version}")
     print_json(stored.to_dict())
 
@@ -206,7 +177,7 @@ def preview(
     Example: ezstats alerts preview --from 2026-01-01 --to 2026-01-07 --thresholds candidate.json
     """
     candidate = _load(thresholds_file) if thresholds_file else None
-    result = _call(open_engine().alerts.preview, candidate, _day(from_day, "--from"), _day(to_day, "--to"))
+    result = open_engine().alerts.preview(candidate, parse_day(from_day, "--from"), parse_day(to_day, "--to"))
     if json_out:
         print_json(result.to_dict())
         return

@@ -7,21 +7,29 @@ import decimal
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 out = Console()
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error on stderr; `raise fail(...)` exits non-zero."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print an error on stderr; `raise fail(...)` exits non-zero (1 unless `code` says otherwise)."""
+    error(message)
     return typer.Exit(code)
+
+
+def error(message: str) -> None:
+    """One `error: ...` line on stderr, the message printed as is (no rich markup)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -40,6 +48,7 @@ def print_arrow(table: pa.Table, fmt: str = "table", output: Path | None = None,
         err.print(f"wrote {table.num_rows} rows to {output}")
         return
     if fmt == "csv":
+        import pyarrow as pa
         import pyarrow.csv as pcsv
 
         sink = pa.BufferOutputStream()

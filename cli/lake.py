@@ -1,42 +1,17 @@
-"""Root of the `ezstats` CLI and its lake commands: serve, ingest, demo, sql."""
+"""Lake commands: `ezstats serve`, `ezstats ingest`, `ezstats demo`, `ezstats sql`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from engine.cli.output import err, fail, print_arrow, print_json
-
-if TYPE_CHECKING:
-    from engine import Engine
-
-app = typer.Typer(
-    name="ezstats",
-    help="ezstats: analytics for LLM API gateway traffic. Data lives under $EZ_DATA_DIR (default ./data).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+from cli.common import JsonFlag, open_engine, parse_day
+from cli.output import err, fail, print_arrow, print_json
 
 
-def open_engine() -> Engine:
-    """The engine over the settings of this process's environment."""
-    from engine import Engine, get_settings
-
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("engine.queries").setLevel(logging.WARNING)
-    return Engine(settings)
-
-
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default $EZ_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default $EZ_PORT, 8000).")] = None,
@@ -68,7 +43,6 @@ def serve(
     uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
 
 
-@app.command()
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="NDJSON/JSONL, JSON, CSV or Parquet files.", exists=True,
                                                 dir_okay=False, readable=True)],
@@ -94,7 +68,7 @@ def ingest(
             try:
                 receipt = engine.ingest_file(path)
                 results.append({"file": str(path), "ok": True, **receipt.to_dict()})
-            except EzError as exc:
+            except EzError as exc:  # a refused file is reported with the others, not raised
                 results.append({"file": str(path), "ok": False, "error": str(exc)})
             progress.advance(task)
     failed = [r for r in results if not r["ok"]]
@@ -111,7 +85,6 @@ def ingest(
         raise typer.Exit(1)
 
 
-@app.command()
 def demo(
     days: Annotated[int, typer.Option(min=1, help="How many days, ending today (UTC).")] = 7,
     rows_per_day: Annotated[int, typer.Option(min=1000, help="Records per day.")] = 100_000,
@@ -130,7 +103,7 @@ def demo(
     if if_empty and engine.lake_has_records():
         err.print(f"{engine.settings.data_dir} already has log records; skipping the demo (--if-empty).")
         return
-    last = _parse_day(end_day) if end_day else None
+    last = parse_day(end_day or None, "--end-day")
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=days)
         receipts = engine.generate_demo(
@@ -144,7 +117,6 @@ def demo(
         err.print(f"demo: {total:,} records over {days} day(s) in {engine.settings.data_dir}")
 
 
-@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over the views log_records, daily_stats, ...")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json (lines) or parquet.")] = "table",
@@ -154,22 +126,9 @@ def sql(
 
     Example: ezstats sql "SELECT model, count(*) FROM log_records WHERE date = current_date GROUP BY 1"
     """
-    from engine.errors import QueryError
-
     if fmt not in ("table", "csv", "json", "parquet"):
         raise fail(f"unknown --format {fmt!r}; use table, csv, json or parquet")
-    try:
-        result = open_engine().sql(query)
-    except QueryError as exc:
-        raise fail(str(exc)) from None
-    print_arrow(result, fmt, output)
-
-
-def _parse_day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise fail(f"not a date (YYYY-MM-DD): {text!r}") from None
+    print_arrow(open_engine().sql(query), fmt, output)
 
 
 def _is_loopback(host: str) -> bool:
@@ -179,14 +138,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# Command groups that live in their own modules register here, one line each.
-from engine.cli import alerts, jobs, quotas, registry  # noqa: E402 -- they import this module's helpers
-
-app.add_typer(jobs.app, name="jobs")
-app.command("scheduler")(jobs.scheduler)
-app.add_typer(quotas.app, name="quotas")
-app.add_typer(registry.app, name="registry")
-app.add_typer(alerts.app, name="alerts")
-from engine.cli import stats as _stats  # noqa: E402, F401  (stats, backfill, daily-stats)
