@@ -29,7 +29,8 @@ def _print_alerts(alerts: list[Alert]) -> None:
     for a in alerts:
         scope = a.scope if a.scope_id is None else f"{a.scope} {a.scope_id}"
         grid.add_row(str(a.id), a.status, a.severity, a.type, a.metric, scope, f"{a.value:.4g}",
-                     f"{a.threshold:.4g}", a.opened_at[:19], (a.resolved_at or "")[:19])
+                     f"{a.threshold:.4g}", f"{a.opened_at:%Y-%m-%d %H:%M:%S}",
+                     f"{a.resolved_at:%Y-%m-%d %H:%M:%S}" if a.resolved_at else "")
     out.print(grid)
 
 
@@ -45,7 +46,7 @@ def detect(
     engine = open_engine()
     result = engine.alerts.run_once(parse_instant(at, "--at"))
     if json_out:
-        print_json(result.to_dict())
+        print_json(result)
         return
     err.print(f"evaluated {result.observations} observations at {result.now} in {result.elapsed_ms:.0f} ms: "
               f"{len(result.opened)} opened, {len(result.escalated)} escalated, "
@@ -77,7 +78,7 @@ def list_alerts(
                         parse_instant(until, "--until"))
     page = open_engine().alerts.list_alerts(where, cursor, limit)
     if json_out:
-        print_json({"alerts": [a.to_dict() for a in page.alerts], "next_cursor": page.next_cursor})
+        print_json(page)
         return
     _print_alerts(page.alerts)
     if page.next_cursor:
@@ -92,11 +93,12 @@ def show(alert_id: Annotated[int, typer.Argument(help="Alert id.")], json_out: J
     """
     alert = open_engine().alerts.get(alert_id)
     if json_out:
-        print_json(alert.to_dict())
+        print_json(alert)
         return
     _print_alerts([alert])
     for e in alert.events:
-        out.print(f"{e.at[:19]}  {e.kind:<13} {e.actor:<10} {e.severity or '':<8} {e.note or ''}", highlight=False)
+        out.print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<13} {e.actor:<10} {e.severity or '':<8} {e.note or ''}",
+                  highlight=False)
 
 
 @app.command()
@@ -112,7 +114,7 @@ def ack(
     Example: ezstats alerts ack 12 --note "provider notified" --expires 2026-01-05T18:00:00Z
     """
     alert = open_engine().alerts.ack(alert_id, by, note, parse_instant(expires, "--expires"))
-    print_json(alert.to_dict()) if json_out else err.print(f"alert {alert.id} acknowledged")
+    print_json(alert) if json_out else err.print(f"alert {alert.id} acknowledged")
 
 
 @app.command()
@@ -127,7 +129,7 @@ def resolve(
     Example: ezstats alerts resolve 12 --note "fixed upstream"
     """
     alert = open_engine().alerts.resolve(alert_id, by, note)
-    print_json(alert.to_dict()) if json_out else err.print(f"alert {alert.id} resolved")
+    print_json(alert) if json_out else err.print(f"alert {alert.id} resolved")
 
 
 @app.command()
@@ -159,7 +161,7 @@ def thresholds(
         body = _load(set_file)
         stored = engine.alerts.update_thresholds(body, if_match, "cli")
         err.print(f"thresholds stored as version {stored.version}")
-    print_json(stored.to_dict())
+    print_json(stored)
 
 
 @app.command()
@@ -179,11 +181,11 @@ def preview(
     candidate = _load(thresholds_file) if thresholds_file else None
     result = open_engine().alerts.preview(candidate, parse_day(from_day, "--from"), parse_day(to_day, "--to"))
     if json_out:
-        print_json(result.to_dict())
+        print_json(result)
         return
     _print_alerts(result.alerts)
     err.print(f"{len(result.alerts)} alert(s) over {result.evaluations} evaluations "
-              f"[{result.start}, {result.end}): {result.counts['by_type']}")
+              f"[{result.start}, {result.end}): {result.by_type}")
 
 
 def _load(path: Path) -> Any:

@@ -24,7 +24,7 @@ def list_jobs(json_out: JsonFlag = False) -> None:
     engine = open_engine()
     statuses = engine.jobs.status(engine.clock())
     if json_out:
-        print_json([dataclasses.asdict(s) for s in statuses])
+        print_json(statuses)
         return
     grid = Table("job", "schedule", "last run", "outcome", "rows", "next run", header_style="bold")
     for s in statuses:
@@ -47,18 +47,21 @@ def run_job(
     (retry later).
     Example: ezstats jobs run log_cleaner --dry-run
     """
-    from engine.jobs import JobRun
-
     engine = open_engine()
-    result = engine.jobs.run(name, dry_run=dry_run)
+    if dry_run:
+        outcome = engine.jobs.dry_run(name)
+        if json_out:
+            print_json(dataclasses.asdict(outcome))
+        else:
+            err.print(f"{name} (dry run): {outcome.message}", soft_wrap=True)
+        return
+    result = engine.jobs.run(name)
     if json_out:
-        print_json(dataclasses.asdict(result))
-    elif isinstance(result, JobRun):
+        print_json(result)
+    else:
         err.print(f"{result.job}: {result.outcome} in {result.duration_ms or 0:.0f} ms, {result.rows} rows. "
                   f"{result.message or ''}", soft_wrap=True)
-    else:
-        err.print(f"{name} (dry run): {result.message}", soft_wrap=True)
-    if isinstance(result, JobRun) and result.outcome != "ok":
+    if result.outcome != "ok":
         raise fail(f"{result.job} failed: {result.error}")
 
 
@@ -76,7 +79,7 @@ def list_runs(
 
     runs = open_engine().jobs.runs(name, limit)
     if json_out:
-        print_json([dataclasses.asdict(r) for r in runs])
+        print_json(runs)
         return
     grid = Table("id", "job", "trigger", "started", "ms", "outcome", "rows", "message / error", header_style="bold")
     for r in runs:

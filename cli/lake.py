@@ -67,7 +67,8 @@ def ingest(
             progress.update(task, description=f"ingesting {path.name}")
             try:
                 receipt = engine.ingest_file(path)
-                results.append({"file": str(path), "ok": True, **receipt.to_dict()})
+                results.append({"file": str(path), "ok": True, **receipt.model_dump(mode="json"),
+                                "replayed": receipt.replayed})
             except EzError as exc:  # a refused file is reported with the others, not raised
                 results.append({"file": str(path), "ok": False, "error": str(exc)})
             progress.advance(task)
@@ -112,7 +113,7 @@ def demo(
         )
     total = sum(r.records for r in receipts)
     if json_out:
-        print_json([r.to_dict() for r in receipts])
+        print_json(receipts)
     else:
         err.print(f"demo: {total:,} records over {days} day(s) in {engine.settings.data_dir}")
 

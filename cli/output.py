@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,7 +34,7 @@ def error(message: str) -> None:
 
 
 def print_json(data: Any) -> None:
-    """JSON on stdout, one document, for scripts."""
+    """JSON on stdout, one document, for scripts; engine answers (pydantic models) as the API serializes them."""
     sys.stdout.write(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2) + "\n")
 
 
@@ -77,6 +78,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
     if isinstance(value, decimal.Decimal):  # DuckDB sums of integers are HUGEINT/DECIMAL
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dt.datetime | dt.date):

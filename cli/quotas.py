@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 import typer
@@ -26,7 +25,7 @@ def set_quota(
     """
     quota = open_engine().quotas.put(key_id, limit, period)
     if json_out:
-        print_json(dataclasses.asdict(quota))
+        print_json(quota)
     else:
         out.print(f"key {quota.key_id}: {quota.quota_limit:,} per {quota.reset_period} period, "
                   f"current period since {quota.last_reset_at:%Y-%m-%d %H:%M}")
@@ -46,7 +45,7 @@ def list_usage(
     engine = open_engine()
     usages = engine.quotas.over(over, engine.clock())
     if json_out:
-        print_json([{**dataclasses.asdict(u), "ratio": u.ratio, "period_end": u.period_end} for u in usages])
+        print_json(usages)
         return
     grid = Table("key", "name", "limit", "used", "share", "period", "since", "until", header_style="bold")
     for u in usages:

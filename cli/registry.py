@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +33,7 @@ def import_registry(
     with about(file):
         result = open_engine().registry.sync(document, replace=replace)
     if json_out:
-        print_json(dataclasses.asdict(result))
+        print_json(result)
     else:
         err.print("upserted " + (", ".join(f"{n} {s}" for s, n in result.upserted.items() if n) or "nothing"))
         if any(result.deleted.values()):

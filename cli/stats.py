@@ -43,7 +43,7 @@ def stats(
     if json_out:
         print_json(result)
         return
-    _print_stats(result)
+    _print_stats(result.model_dump())
 
 
 def backfill(
