@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import Problem
 from engine.errors import (
     BatchInProgress,
     Conflict,
@@ -42,10 +43,10 @@ KINDS: dict[str, tuple[int, str, str]] = {
     "precondition-failed": (412, "Precondition failed", "If-Match names a version that is not the current one."),
     "payload-too-large": (413, "Payload too large", "The body is over EZ_MAX_BODY_BYTES."),
     "unsupported-media-type": (415, "Unsupported media type", "The Content-Type is not one the route reads."),
-    "invalid-records": (422, "Invalid records", "Some records of the batch are invalid; nothing was stored. "
-                        "`errors` lists row, field and reason."),
     "invalid-request": (422, "Invalid request", "A parameter or body field is missing or out of its domain; "
                         "`detail` names it."),
+    "invalid-records": (422, "Invalid records", "Some records of the batch are invalid; nothing was stored. "
+                        "`errors` lists row, field and reason."),
     "precondition-required": (428, "Precondition required", "The route needs If-Match (the ETag you edited)."),
     "internal-error": (500, "Internal error", "An unexpected failure; it is logged."),
 }
@@ -95,9 +96,37 @@ def read_problem_kind(kind: str) -> dict[str, Any]:
     return {"type": type_uri(kind), "title": title, "status": status, "description": description}
 
 
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make an OpenAPI document say what the handlers below do: every error answer is a `Problem` as
+    problem+json, and any operation can answer 500."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("500", {})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    kind = _BY_STATUS.get(int(code))
+                    response["description"] = KINDS[kind][1] if kind else response.get("description", "Error")
+                    response["content"] = content
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn engine and framework errors into problem+json."""
+    """Register the handlers that turn engine and framework errors into problem+json, and document them."""
     app.include_router(router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(EzError)
     async def engine_error(request: Request, exc: EzError) -> JSONResponse:

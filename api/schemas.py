@@ -6,7 +6,7 @@ Naming: answers are nouns (`Alert`, `JobRun`, `PeriodStats`), request bodies end
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +64,11 @@ class PreviewBody(_Body):
 class Problem(BaseModel):
     """An error (RFC 9457 problem details, `application/problem+json`)."""
 
-    type: str = Field(description="A URI naming the kind of error; GET it for its description.")
+    type: str = Field(description="A URI naming the kind of error (`/problems/<kind>`); GET it for its description.")
     title: str
     status: int
     detail: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Invalid records (row, field, reason) or invalid parameters (loc, msg, type).")
+    error_count: int | None = Field(None, description="All invalid records of a refused batch; `errors` lists "
+                                    "the first EZ_MAX_ERRORS_REPORTED.")

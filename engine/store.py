@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,11 +24,7 @@ class ControlStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=30)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: set once for the file
-        finally:
-            con.close()
+        _use_wal(path)
         self.migrate()
 
     @contextmanager
@@ -72,6 +69,24 @@ class ControlStore:
                 _apply(con, migration)
             applied.append(migration.version)
         return applied
+
+
+def _use_wal(path: Path, attempts: int = 100) -> None:
+    """Put the file in WAL mode (persistent: once per file). Switching takes an exclusive lock that SQLite
+    does not wait for, so processes opening a new file at once retry."""
+    for attempt in range(attempts):
+        con = sqlite3.connect(path, timeout=30)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt + 1 == attempts:
+                raise
+            time.sleep(0.01 + 0.01 * (attempt % 10))
+        finally:
+            con.close()
 
 
 def _apply(con: sqlite3.Connection, migration: Migration) -> None:

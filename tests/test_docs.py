@@ -49,3 +49,11 @@ def _commands(group: typer.Typer) -> list[tuple[str, object]]:
 @pytest.mark.parametrize(("path", "command"), _commands(app), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_cli_command_has_help_with_an_example(path, command):
     assert command.help and "Example:" in command.help, path
+
+
+def test_every_problem_type_is_in_the_readme():
+    from api.problems import KINDS
+
+    readme = (ROOT / "README.md").read_text()
+    for slug, (status, title, _) in KINDS.items():
+        assert f"| {status} | `/problems/{slug}` | {title} |" in readme, slug
