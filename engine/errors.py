@@ -67,3 +67,7 @@ class Conflict(EzError):
 
 class PreconditionFailed(Conflict):
     """An If-Match version is not the current one."""
+
+
+class SecretKeyError(EzError):
+    """Stored secrets cannot be decrypted with the configured keys (EZ_SECRET_KEY or <data>/secret.key)."""

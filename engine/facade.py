@@ -15,6 +15,7 @@ import pyarrow as pa
 from engine import decoding, demo, queries
 from engine.alerts import Alerts
 from engine.compaction import Compactor
+from engine.credentials import Credentials
 from engine.errors import InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
 from engine.jobs import Jobs, standard_specs
@@ -60,13 +61,17 @@ class Engine:
         drops = PartitionDrops(infra.store)
         self.stats = Stats(infra, drops)
         self.registry = Registry(infra)
+        self.credentials = Credentials(infra, set_key_status=self.registry.set_provider_key_status)
         self.quotas = Quotas(infra, names=self.registry.names)
         self.registry.on_delete(self.quotas.forget_deleted)
-        self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive)
+        self.registry.on_delete(self.credentials.forget_deleted)
+        self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive,
+                             credentials=self.credentials.states, deleted=self.registry.deleted)
+        self.credentials.on_change(self.alerts.credential_changed)
         self.cleaner = LogCleaner(infra, self.stats.daily, self.stats.rollups, drops)
         self.compactor = Compactor(infra)
         self.jobs = Jobs(infra, standard_specs(infra, self.stats, self.alerts, self.cleaner, self.compactor,
-                                               self.quotas))
+                                               self.quotas, self.credentials))
 
     @property
     def settings(self) -> Settings:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.alerts import Alerts
 from engine.compaction import Compactor
+from engine.credentials import Credentials
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.infra import Infra
 from engine.locks import flock
@@ -245,8 +246,8 @@ def _owner() -> str:
 
 
 def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogCleaner, compactor: Compactor,
-                   quotas: Quotas) -> list[JobSpec]:
-    """The jobs of a full ezstats (stats, alerts, retention, compaction, quota resets) on their
+                   quotas: Quotas, credentials: Credentials | None = None) -> list[JobSpec]:
+    """The jobs of a full ezstats (stats, alerts, retention, compaction, quota resets, token refresh) on their
     `EZ_SCHEDULE_*` schedules."""
     s = infra.settings
     return [
@@ -263,4 +264,7 @@ def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogClean
                 "Merge the small files of each log partition.", dry_run=compactor.dry_run),
         JobSpec("quota_reset", Schedule.parse(s.schedule_quota_reset), quotas.reset_due,
                 "Start the new quota period of keys whose period ended."),
+        *([JobSpec("token_refresh", Schedule.parse(s.schedule_token_refresh), credentials.run,
+                   "Refresh OAuth access tokens before they expire, and the ones the gateway or an admin asked for.")]
+          if credentials is not None else []),
     ]

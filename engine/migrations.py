@@ -198,8 +198,82 @@ CREATE TABLE IF NOT EXISTS alert_events (
 CREATE INDEX IF NOT EXISTS alert_events_by_alert ON alert_events (alert_id, id);
 """
 
+CREDENTIALS = """
+-- owner: engine.registry (why a provider key is disabled, e.g. by the token refresh)
+ALTER TABLE registry_provider_keys ADD COLUMN reason TEXT;
+-- owner: engine.credentials.store
+CREATE TABLE credentials (
+    provider_key_id INTEGER PRIMARY KEY,
+    provider_type   TEXT NOT NULL CHECK (provider_type IN ('codex', 'claude-code', 'gemini-cli', 'antigravity')),
+    access_token    BLOB NOT NULL,     -- every token is encrypted (engine.credentials.secretbox), never clear
+    refresh_token   BLOB NOT NULL,
+    id_token        BLOB,
+    expires_at      TEXT NOT NULL,     -- of the access token
+    account_id      TEXT,
+    email           TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('active', 'refreshing', 'disabled')),
+    reason          TEXT,              -- why it is disabled
+    version         INTEGER NOT NULL,  -- +1 whenever the tokens change: the compare-and-swap of every store
+    lease_owner     TEXT,              -- host:pid:thread refreshing it now (single flight across processes)
+    lease_until     TEXT,
+    inflight_owner  TEXT,              -- set while a refresh token is out at the provider: a crash leaves it
+    inflight_at     TEXT,
+    last_refresh_at TEXT,              -- last successful refresh
+    last_attempt_at TEXT,
+    last_outcome    TEXT,
+    last_error      TEXT,
+    failures        INTEGER NOT NULL DEFAULT 0,  -- consecutive failed attempts
+    next_attempt_at TEXT,              -- backoff: no attempt before this
+    imported_at     TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE TABLE credential_attempts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider_key_id INTEGER NOT NULL,
+    provider_type   TEXT NOT NULL,
+    at              TEXT NOT NULL,
+    trigger         TEXT NOT NULL,     -- schedule, request, import, ...
+    outcome         TEXT NOT NULL,     -- refreshed, retryable, rate_limited, disabled, superseded, interrupted, ...
+    http_status     INTEGER,
+    error           TEXT,
+    duration_ms     REAL,
+    expires_at      TEXT,              -- the new expiry after a refresh
+    owner           TEXT NOT NULL
+);
+CREATE INDEX credential_attempts_by_key ON credential_attempts (provider_key_id, id);
+CREATE TABLE credential_refresh_counts (
+    provider_type TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    count         INTEGER NOT NULL,    -- monotonic: the /metrics counter, across processes and restarts
+    PRIMARY KEY (provider_type, outcome)
+);
+CREATE TABLE credential_token_reads (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider_key_id INTEGER NOT NULL,
+    at              TEXT NOT NULL,
+    actor           TEXT NOT NULL,     -- who read the access token (the audit of GET .../token)
+    version         INTEGER NOT NULL
+);
+-- owner: engine.credentials.queue
+CREATE TABLE credential_refresh_requests (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider_key_id INTEGER NOT NULL,
+    source          TEXT NOT NULL,     -- api, cli, redis
+    requested_by    TEXT NOT NULL,
+    requested_at    TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+    claimed_by      TEXT,
+    claimed_until   TEXT,              -- a running request whose worker died is queued again after this
+    finished_at     TEXT,
+    outcome         TEXT,
+    error           TEXT
+);
+CREATE INDEX credential_refresh_requests_by_state ON credential_refresh_requests (state, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
+    Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
 )
 
 #: The version a database has once every migration is applied.

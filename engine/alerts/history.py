@@ -20,7 +20,8 @@ STATUSES = ("open", "acknowledged", "resolved")
 MAX_LIMIT = 500
 
 
-AlertType = Literal["rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike"]
+AlertType = Literal["rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike",
+                    "credential_invalid"]
 Severity = Literal["info", "warning", "critical"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 EventKind = Literal["opened", "escalated", "de-escalated", "acknowledged", "ack_expired", "resolved"]
@@ -65,7 +66,9 @@ class Alert(BaseModel):
     samples: int = Field(description="Requests behind the last observation (used units for quotas).")
     window_start: dt.datetime
     window_end: dt.datetime
-    details: dict[str, float] = Field(description="The rule's own figures (errors, rate_limited, quota_limit...).")
+    details: dict[str, float | str] = Field(
+        description="The rule's own figures (errors, rate_limited, quota_limit...); for credential_invalid the "
+        "provider_type, account and reason.")
     opened_at: dt.datetime
     last_seen_at: dt.datetime = Field(description="Last evaluation at or over the threshold.")
     evaluated_at: dt.datetime

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from engine.alerts.rules import Observation, at_least
+from engine.alerts.rules import KEPT_WHEN_DISABLED, Observation, at_least
 from engine.alerts.thresholds import Thresholds
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.store import ControlStore
@@ -54,6 +54,7 @@ class Lifecycle:
         now: dt.datetime,
         complete: frozenset[tuple[str, str]] = frozenset(),
         retired: Mapping[str, set[int]] | None = None,
+        deleted: Mapping[str, set[int]] | None = None,
     ) -> Changes:
         """Apply one evaluation's observations at `now`, in one transaction.
 
@@ -64,11 +65,14 @@ class Lifecycle:
             complete: (type, metric) pairs whose absent scopes are a measured zero, not missing data.
             retired: ids deleted or disabled in the registry by column (`master_id`, `key_id`,
                 `provider_key_id`): they raise nothing, and their active alerts resolve.
+            deleted: the ids of `retired` that are deleted: what retires the types of `KEPT_WHEN_DISABLED`.
         """
         retired = {column: ids for column, ids in (retired or {}).items() if ids}
+        gone = {column: ids for column, ids in (deleted or {}).items() if ids}
 
         def is_retired(ids: Callable[[str], int | None]) -> bool:
-            return any(ids(column) in found for column, found in retired.items())
+            found_in = gone if ids("type") in KEPT_WHEN_DISABLED else retired
+            return any(ids(column) in found for column, found in found_in.items())
 
         changes = Changes()
         stamp = iso(now)
@@ -139,15 +143,17 @@ class Lifecycle:
             _active_row(con, alert_id, "resolve")
             self._resolve(con, alert_id, iso(now), by, note or "resolved manually", Changes())
 
-    def resolve_scope(self, column: str, scope_id: int, by: str, note: str, now: dt.datetime) -> list[int]:
-        """Resolve every active alert whose `column` (master_id, key_id, provider_key_id) is `scope_id`."""
+    def resolve_scope(self, column: str, scope_id: int, by: str, note: str, now: dt.datetime,
+                      alert_type: str | None = None) -> list[int]:
+        """Resolve every active alert (of `alert_type`, or any) whose `column` (master_id, key_id,
+        provider_key_id) is `scope_id`."""
         if column not in ("master_id", "key_id", "provider_key_id"):
             raise InvalidParameter(f"cannot resolve alerts by {column!r}")
         changes = Changes()
         with self.store.connect() as con:
             ids = [r["id"] for r in con.execute(
-                f"SELECT id FROM alerts WHERE {column} = ? AND status IN ('open', 'acknowledged') ORDER BY id",
-                (scope_id,))]
+                f"SELECT id FROM alerts WHERE {column} = ? AND (? IS NULL OR type = ?)"
+                " AND status IN ('open', 'acknowledged') ORDER BY id", (scope_id, alert_type, alert_type))]
             for alert_id in ids:
                 self._resolve(con, alert_id, iso(now), by, note, changes)
         return changes.resolved
@@ -266,5 +272,8 @@ def _max_severity(a: str, b: str) -> str:
 
 
 def _describe(obs: Observation) -> str:
+    if obs.type == "credential_invalid":
+        return (f"the {obs.extra.get('provider_type')} credential of provider key {obs.scope_id} "
+                f"({obs.extra.get('account') or 'unknown account'}) is disabled: {obs.extra.get('reason')}")
     return (f"{obs.metric} = {obs.value:g} (threshold {obs.threshold:g}, critical {obs.critical:g},"
             f" {obs.samples} samples)")

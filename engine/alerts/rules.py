@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from engine.alerts.thresholds import ErrorSpikeRule, ProviderDownRule, QuotaRule, RateLimitRule, TrafficRule
 
-TYPES = ("rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike")
+TYPES = ("rate_limit", "error_spike", "quota_exceeded", "provider_down", "traffic_spike", "credential_invalid")
+#: Types whose alerts are about a disabled entity (a credential_invalid alert is for a disabled provider key):
+#: the registry's disabled status does not resolve them, only deletion does.
+KEPT_WHEN_DISABLED = frozenset({"credential_invalid"})
 SEVERITIES = ("info", "warning", "critical")
 SCOPES = ("global", "master", "key", "provider_key")
 
@@ -58,7 +61,7 @@ class Observation:
     provider_key_id: int | None = None
     period: str | None = None
     period_end: dt.datetime | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float | str] = field(default_factory=dict)
 
     @property
     def series(self) -> str:
@@ -217,6 +220,28 @@ def quota_exceeded(usages: Iterable[object], rule: QuotaRule, now: dt.datetime) 
             "quota_exceeded", "quota_used_share", "key", key, used / limit, rule.warning, rule.critical, used,
             Window(start, now), sufficient=True, conclusive=True, key_id=key, period=start.isoformat(),
             period_end=_as_utc(end) if end is not None else None, extra={"used": used, "quota_limit": limit},
+        ))
+    return out
+
+
+def credential_invalid(credentials: Iterable[object], now: dt.datetime) -> list[Observation]:
+    """Provider keys whose OAuth credential is disabled (its refresh token stopped working): 1, else 0.
+
+    `credentials` are the credential store's `Credential` answers (provider_key_id, provider_type, status,
+    reason, account_id, email). The value is 1 or 0, so the alert opens critical and resolves like any other.
+    """
+    out = []
+    for credential in credentials:
+        key = int(getattr(credential, "provider_key_id"))  # noqa: B009
+        invalid = getattr(credential, "status", None) == "disabled"
+        account = getattr(credential, "email", None) or getattr(credential, "account_id", None) or ""
+        extra: dict[str, float | str] = {"provider_type": str(getattr(credential, "provider_type", "")),
+                                         "account": str(account)}
+        if invalid:
+            extra["reason"] = str(getattr(credential, "reason", "") or "")
+        out.append(Observation(
+            "credential_invalid", "credential_invalid", "provider_key", key, 1.0 if invalid else 0.0, 1.0, 1.0, 1,
+            Window(now, now), sufficient=True, conclusive=True, provider_key_id=key, extra=extra,
         ))
     return out
 

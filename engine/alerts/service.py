@@ -13,7 +13,7 @@ import duckdb
 from pydantic import BaseModel, Field
 
 from engine import catalog
-from engine.alerts import backtest, detector
+from engine.alerts import backtest, detector, rules
 from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertHistory, AlertPage
 from engine.alerts.lifecycle import Lifecycle
 from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStore
@@ -33,6 +33,12 @@ class QuotaSource(Protocol):
 
 #: Ids deleted or disabled in a registry section (`Registry.inactive`): checks leave them alone.
 Inactive = Callable[[str], set[int]]
+
+#: The provider credentials and their status (`Credentials.states`): credential_invalid reads them.
+CredentialSource = Callable[[], list[Any]]
+
+#: The registry sections whose ids alerts carry, by alert column.
+_SECTIONS = (("master_id", "masters"), ("key_id", "keys"), ("provider_key_id", "provider_keys"))
 
 #: Longest range a preview replays (each day is 1,440 evaluations).
 MAX_PREVIEW_DAYS = 31
@@ -83,11 +89,15 @@ class Preview(BaseModel):
 class Alerts:
     """The alerts domain of one engine."""
 
-    def __init__(self, infra: Infra, quotas: QuotaSource | None, inactive: Inactive) -> None:
-        """`quotas` None: quota_exceeded checks nothing."""
+    def __init__(self, infra: Infra, quotas: QuotaSource | None, inactive: Inactive,
+                 credentials: CredentialSource | None = None, deleted: Inactive | None = None) -> None:
+        """`quotas` None: quota_exceeded checks nothing; `credentials` None: credential_invalid checks nothing.
+        `deleted` (`Registry.deleted`) retires credential_invalid alerts, which are about disabled keys."""
         self.infra = infra
         self.quotas = quotas
         self.inactive = inactive
+        self.credentials = credentials
+        self.deleted = deleted
         self.thresholds = ThresholdStore(infra.store, infra.now)
         self.lifecycle = Lifecycle(infra.store)
         self.history = AlertHistory(infra.store)
@@ -121,9 +131,9 @@ class Alerts:
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
-            evaluation = detector.evaluate(con, thresholds, now, self._quotas())
+            evaluation = detector.evaluate(con, thresholds, now, self._quotas(), self.credentials)
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
-                                       self._retired())
+                                       self._retired(), self._deleted())
         return Detection(
             now=now, observations=len(evaluation.observations), opened=changes.opened, escalated=changes.escalated,
             de_escalated=changes.de_escalated, resolved=changes.resolved, updated=changes.updated,
@@ -155,8 +165,26 @@ class Alerts:
 
     def _retired(self) -> dict[str, set[int]]:
         """Masters, keys and provider keys deleted or disabled in the registry."""
-        return {column: self.inactive(section) for column, section in (
-            ("master_id", "masters"), ("key_id", "keys"), ("provider_key_id", "provider_keys"))}
+        return {column: self.inactive(section) for column, section in _SECTIONS}
+
+    def _deleted(self) -> dict[str, set[int]]:
+        """Masters, keys and provider keys deleted from the registry."""
+        deleted = self.deleted
+        return {column: deleted(section) for column, section in _SECTIONS} if deleted else {}
+
+    def credential_changed(self, provider_key_id: int, valid: bool) -> list[int]:
+        """A credential was disabled (open its credential_invalid alert now) or imported working again
+        (resolve it now); `Credentials.on_change` calls this. Returns the ids of the alerts opened or resolved."""
+        now = as_utc(self.infra.now())
+        if valid:
+            return self.lifecycle.resolve_scope("provider_key_id", provider_key_id, "credentials",
+                                                "a working credential was imported", now, "credential_invalid")
+        if self.credentials is None:
+            return []
+        states = [c for c in self.credentials() if getattr(c, "provider_key_id", None) == provider_key_id]
+        changes = self.lifecycle.apply(rules.credential_invalid(states, now), self.thresholds.read().thresholds,
+                                       now, deleted=self._deleted())
+        return changes.opened
 
     # -- reading and acting on alerts ---------------------------------------------------------
 
