@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics, problems
-from api.routers import alerts, health, ingest, jobs, quotas, registry, stats
+from api.routers import alerts, credentials, health, ingest, jobs, quotas, registry, stats
 from engine import Engine, Settings
 
 
@@ -45,8 +45,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     )
     app.state.engine = engine
     problems.install(app)
-    metrics.install(app)
+    metrics.install(app, engine)
     # One router per resource; add new ones to this tuple.
-    for module in (health, ingest, jobs, quotas, registry, stats, alerts):
+    for module in (health, ingest, jobs, quotas, registry, stats, alerts, credentials):
         app.include_router(module.router)
     return app

@@ -25,6 +25,7 @@ from engine.errors import (
     NotFound,
     PreconditionFailed,
     QueryError,
+    SecretKeyError,
     UnsupportedFormat,
 )
 
@@ -53,6 +54,7 @@ KINDS: dict[str, tuple[int, str, str]] = {
 
 #: Engine exceptions and the kind each becomes; the most specific class wins.
 ENGINE_KINDS: dict[type[EzError], str] = {
+    SecretKeyError: "internal-error",
     MalformedBody: "malformed-body",
     InvalidBatch: "invalid-records",
     UnsupportedFormat: "unsupported-media-type",

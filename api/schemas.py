@@ -72,3 +72,15 @@ class Problem(BaseModel):
         None, description="Invalid records (row, field, reason) or invalid parameters (loc, msg, type).")
     error_count: int | None = Field(None, description="All invalid records of a refused batch; `errors` lists "
                                     "the first EZ_MAX_ERRORS_REPORTED.")
+
+
+class CredentialBody(_Body):
+    """A provider key's OAuth credential as the vendor's CLI wrote it (see `ezstats credentials import`)."""
+
+    provider_type: Literal["codex", "claude-code", "gemini-cli", "antigravity"]
+    access_token: str = Field(min_length=1, max_length=20_000)
+    refresh_token: str = Field(min_length=1, max_length=20_000)
+    expires_at: dt.datetime = Field(description="When the access token expires (RFC 3339 with an offset).")
+    account_id: str | None = Field(None, max_length=500, description="The account at the provider.")
+    email: str | None = Field(None, max_length=500)
+    id_token: str | None = Field(None, max_length=20_000, description="Codex/Google id_token (JWT), if any.")

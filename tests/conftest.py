@@ -14,6 +14,9 @@ from api.app import create_app
 from engine import Engine, Settings
 from engine.settings import get_settings
 
+# The fake OAuth server and credential engines (`oauth`, `cred_engine`, `cred_clock`).
+pytest_plugins = ("tests.credential_fixtures",)
+
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 

@@ -1,4 +1,5 @@
-"""What the credential tests share: the fake OAuth server, an engine pointed at it, a clock to move."""
+"""What the credential tests share (a pytest plugin of conftest): the fake OAuth server, an engine pointed at it,
+a clock to move."""
 
 from __future__ import annotations
 
@@ -56,13 +57,14 @@ def make_engine(data_dir: Path, oauth: FakeOAuth, clock: MovingClock | None = No
 
 
 @pytest.fixture
-def clock() -> MovingClock:
+def cred_clock() -> MovingClock:
     return MovingClock()
 
 
 @pytest.fixture
-def engine(tmp_path: Path, oauth: FakeOAuth, clock: MovingClock) -> Engine:
-    return make_engine(tmp_path / "data", oauth, clock)
+def cred_engine(tmp_path: Path, oauth: FakeOAuth, cred_clock: MovingClock) -> Engine:
+    """An engine whose token endpoints are the fake server and whose clock (and waits) the test moves."""
+    return make_engine(tmp_path / "data", oauth, cred_clock)
 
 
 def put(engine: Engine, provider_key_id: int, account: Account, expires_in: float = 3600, **extra: Any) -> None:

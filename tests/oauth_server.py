@@ -215,7 +215,7 @@ class FakeOAuth:
 
 def _handler(server: FakeOAuth) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             status, body, headers = server.answer(self.path, self.headers.get("content-type", ""), raw)
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()

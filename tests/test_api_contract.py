@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from api.app import create_app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, minutes, requests, store
+from tests.oauth_server import FakeOAuth
 
 #: An instant with an offset, as RFC 3339 requires (`Z` or `+hh:mm`).
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -20,8 +22,9 @@ DAY = NOW.date().isoformat()
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, dict[str, Any]]:
-    engine = Engine(Settings(data_dir=tmp_path_factory.mktemp("contract"), scheduler_enabled=False),
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    oauth = FakeOAuth().start()
+    engine = Engine(Settings(data_dir=tmp_path_factory.mktemp("contract"), scheduler_enabled=False, **oauth.settings()),
                     clock=Clock(NOW + minutes(10)))
     for key in (1, 2):
         store(engine, requests(NOW - dt.timedelta(days=1), 60, 50, key_id=key),
@@ -32,8 +35,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, dict[st
     for job in ("rollups", "daily_stats"):
         engine.jobs.run(job)
     engine.alerts.run_once(NOW)
+    account = oauth.account("codex")
+    engine.credentials.put(31, "codex", account.access_token, account.refresh_token, NOW + dt.timedelta(days=1))
+    assert engine.credentials.request_refresh(31, wait=10).outcome == "refreshed"  # refresh request 1
     client = TestClient(create_app(engine=engine))
-    return client, client.get("/openapi.json").json()
+    yield client, client.get("/openapi.json").json()
+    oauth.stop()
 
 
 def _ids(client: TestClient) -> dict[str, int]:
@@ -72,6 +79,16 @@ CALLS: list[tuple[str, str, str, dict[str, Any], Any, dict[str, str]]] = [
     ("get", "/admin/alerts/{alert_id}", "/admin/alerts/{open}", {}, None, {}),
     ("post", "/admin/alerts/{alert_id}/ack", "/admin/alerts/{open}/ack", {}, {"note": "x"}, {}),
     ("post", "/admin/alerts/{alert_id}/resolve", "/admin/alerts/{other}/resolve", {}, {}, {}),
+    ("get", "/admin/credentials", "/admin/credentials", {}, None, {}),
+    ("put", "/admin/credentials/{provider_key_id}", "/admin/credentials/32", {},
+     {"provider_type": "gemini-cli", "access_token": "at", "refresh_token": "rt", "expires_at": "2026-03-10T13:00:00Z",
+      "email": "a@example.com"}, {}),
+    ("get", "/admin/credentials/{provider_key_id}", "/admin/credentials/31", {}, None, {}),
+    ("get", "/admin/credentials/{provider_key_id}/token", "/admin/credentials/31/token", {}, None, {"X-Actor": "gw"}),
+    ("get", "/admin/credentials/{provider_key_id}/attempts", "/admin/credentials/31/attempts", {}, None, {}),
+    ("post", "/admin/credentials/{provider_key_id}/refresh", "/admin/credentials/31/refresh", {}, None, {}),
+    ("get", "/admin/credentials/refresh-requests/{request_id}", "/admin/credentials/refresh-requests/1", {}, None,
+     {}),
 ]
 
 #: Error answers, checked against the problem schema of the same operation.
@@ -82,6 +99,8 @@ ERRORS: list[tuple[str, str, str, dict[str, Any], Any, int]] = [
     ("post", "/v1/logs", "/v1/logs", {}, [{"request_id": "", "created_at": "x"}], 422),
     ("put", "/admin/alerts/thresholds", "/admin/alerts/thresholds", {}, {}, 428),
     ("get", "/admin/jobs/{name}/runs", "/admin/jobs/nope/runs", {}, None, 404),
+    ("get", "/admin/credentials/{provider_key_id}", "/admin/credentials/99", {}, None, 404),
+    ("put", "/admin/credentials/{provider_key_id}", "/admin/credentials/33", {}, {"provider_type": "x"}, 422),
 ]
 
 

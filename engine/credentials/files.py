@@ -73,7 +73,8 @@ def parse(document: Any, provider_type: str | None, now: dt.datetime) -> Parsed:
 
 
 def _cliproxy(document: dict[str, Any], provider_type: str, now: dt.datetime) -> Parsed:
-    source = document.get("token") if isinstance(document.get("token"), dict) else document
+    nested = document.get("token")
+    source: dict[str, Any] = nested if isinstance(nested, dict) else document
     expires = _instant(source.get("expiry")) or _instant(document.get("expired"))
     if expires is None and isinstance(document.get("timestamp"), int | float) and document.get("expires_in"):
         expires = _millis(document["timestamp"])

@@ -54,7 +54,8 @@ class ClaudeCodeRefresher(Refresher):
 
     def tokens(self, answer: dict[str, Any], previous: Tokens, now: dt.datetime) -> Tokens:
         tokens = super().tokens(answer, previous, now)
-        account = answer.get("account") if isinstance(answer.get("account"), dict) else {}
+        found = answer.get("account")
+        account: dict[str, Any] = found if isinstance(found, dict) else {}
         account_id = account.get("uuid") if isinstance(account.get("uuid"), str) else None
         email = account.get("email_address") if isinstance(account.get("email_address"), str) else None
         return _with_account(tokens, account_id or previous.account_id, email or previous.email)
@@ -117,7 +118,8 @@ def lead_time(settings: Settings, provider_type: str) -> dt.timedelta:
 def codex_account(id_token: str | None) -> tuple[str | None, str | None]:
     """(ChatGPT account id, email) of a Codex id_token."""
     claims = jwt_claims(id_token)
-    auth = claims.get(OPENAI_AUTH_CLAIM) if isinstance(claims.get(OPENAI_AUTH_CLAIM), dict) else {}
+    found = claims.get(OPENAI_AUTH_CLAIM)
+    auth: dict[str, Any] = found if isinstance(found, dict) else {}
     account = auth.get("chatgpt_account_id")
     email = claims.get("email")
     return (account if isinstance(account, str) else None), (email if isinstance(email, str) else None)

@@ -25,8 +25,9 @@ class RefreshQueue:
     def enqueue(self, provider_key_id: int, source: str, by: str, now: dt.datetime) -> int:
         """Queue a refresh of one credential; the id of the request (an already queued one for it is reused)."""
         with self.store.connect() as con:
-            row = con.execute("SELECT id FROM credential_refresh_requests WHERE provider_key_id = ? AND state = 'queued'"
-                              " ORDER BY id LIMIT 1", (provider_key_id,)).fetchone()
+            row = con.execute(
+                "SELECT id FROM credential_refresh_requests WHERE provider_key_id = ? AND state = 'queued'"
+                " ORDER BY id LIMIT 1", (provider_key_id,)).fetchone()
             if row is not None:
                 return int(row["id"])
             cur = con.execute(
@@ -55,8 +56,9 @@ class RefreshQueue:
     def finish(self, request_id: int, outcome: str, error: str | None, now: dt.datetime) -> None:
         """Record a request's outcome."""
         with self.store.connect() as con:
-            con.execute("UPDATE credential_refresh_requests SET state = 'done', finished_at = ?, outcome = ?, error = ?,"
-                        " claimed_until = NULL WHERE id = ?", (iso(now), outcome, error, request_id))
+            con.execute(
+                "UPDATE credential_refresh_requests SET state = 'done', finished_at = ?, outcome = ?, error = ?,"
+                " claimed_until = NULL WHERE id = ?", (iso(now), outcome, error, request_id))
 
     def get(self, request_id: int) -> RefreshRequest:
         """One request. Raises NotFound."""

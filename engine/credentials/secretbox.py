@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import threading
@@ -166,10 +167,8 @@ def _write_key_file(path: Path, keys: list[bytes], replace: bool) -> None:
         if replace:
             os.replace(temp, path)
         else:
-            try:
-                os.link(temp, path)  # fails when another process created it first: theirs is kept
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # another process created it first: theirs is kept
+                os.link(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -15,6 +15,7 @@ disabled with the reason, and listeners (the credential_invalid alert) are told.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -75,7 +76,7 @@ class KeyStatus(Protocol):
 
 
 #: Told `(provider_key_id, valid)` when a credential is disabled (False) or imported working again (True).
-Listener = Callable[[int, bool], None]
+Listener = Callable[[int, bool], object]
 
 
 class Credentials:
@@ -190,7 +191,7 @@ class Credentials:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def list(self) -> CredentialList:
+    def list_all(self) -> CredentialList:
         """Every credential, secrets masked."""
         now = self.infra.now()
         return CredentialList(credentials=[self.store.credential(r, now) for r in self.store.rows()])
@@ -201,7 +202,7 @@ class Credentials:
 
     def states(self) -> list[Credential]:
         """Every credential (the alert detector's credential source)."""
-        return self.list().credentials
+        return self.list_all().credentials
 
     def token(self, provider_key_id: int, actor: str) -> AccessToken:
         """The current access token, for the gateway; the read is recorded (who, when).
@@ -250,10 +251,8 @@ class Credentials:
         request_id = self.queue.enqueue(provider_key_id, source, by, self.infra.now())
         if wait > 0:
             future = self._pool().submit(self.run_request, request_id)
-            try:
+            with contextlib.suppress(FutureTimeout):  # still running: the caller polls
                 future.result(timeout=wait)
-            except FutureTimeout:
-                pass
         return self.get_request(request_id)
 
     def get_request(self, request_id: int) -> RefreshRequest:
@@ -420,7 +419,8 @@ class Credentials:
         self.notifier.changed(claim.provider_key_id, claim.provider_type, version, now)
         return "refreshed", None
 
-    def _failed(self, claim: Claim, failure: RefreshFailed, trigger: str, duration_ms: float) -> tuple[str, float | None]:
+    def _failed(self, claim: Claim, failure: RefreshFailed, trigger: str,
+                duration_ms: float) -> tuple[str, float | None]:
         now = self.infra.now()
         message = redact(failure.message, claim.tokens.secrets())
         if not failure.retryable:

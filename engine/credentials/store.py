@@ -209,10 +209,12 @@ class CredentialStore:
         """Encrypt every stored secret with the first key; returns how many credentials were rewritten."""
         box = self.box
         with self.store.connect() as con:
-            rows = con.execute("SELECT provider_key_id, access_token, refresh_token, id_token FROM credentials").fetchall()
+            rows = con.execute(
+                "SELECT provider_key_id, access_token, refresh_token, id_token FROM credentials").fetchall()
             for row in rows:
                 con.execute(
-                    "UPDATE credentials SET access_token = ?, refresh_token = ?, id_token = ? WHERE provider_key_id = ?",
+                    "UPDATE credentials SET access_token = ?, refresh_token = ?, id_token = ?"
+                    " WHERE provider_key_id = ?",
                     (box.rotate(row["access_token"]), box.rotate(row["refresh_token"]),
                      box.rotate(row["id_token"]) if row["id_token"] else None, row["provider_key_id"]))
         return len(rows)
