@@ -53,7 +53,7 @@ from engine.credentials.providers import lead_time, refreshers
 from engine.credentials.queue import RefreshQueue
 from engine.credentials.secretbox import SecretBox
 from engine.credentials.store import Claim, CredentialStore
-from engine.errors import Conflict, InvalidParameter, NotFound
+from engine.errors import Conflict, InvalidParameter, NotFound, SecretKeyError
 from engine.infra import Infra
 from engine.schedules import JobOutcome
 from engine.times import as_utc
@@ -151,7 +151,8 @@ class Credentials:
         """Import one file the tools write (see `engine.credentials.files`).
 
         Without `provider_key_id`, the credential of the same provider type and account (id or email)
-        is replaced: re-importing after signing in again needs no id.
+        (or, for files that name no account, the same refresh token) is replaced: re-importing a known account
+        needs no id.
 
         Raises:
             InvalidParameter: unreadable, not a format we read, or no provider key id to store it under.
@@ -187,6 +188,9 @@ class Credentials:
             if (tokens.account_id and row["account_id"] == tokens.account_id) or (
                     tokens.email and row["email"] == tokens.email):
                 return int(row["provider_key_id"])
+            with contextlib.suppress(SecretKeyError):  # a file without identity (Claude Code's): the same token
+                if self.store.tokens(row).refresh_token == tokens.refresh_token:
+                    return int(row["provider_key_id"])
         return None
 
     # -- reading ------------------------------------------------------------------------------
