@@ -88,13 +88,14 @@ def test_cli_imports_every_file_format_and_lists_them(tmp_path: Path, oauth: Fak
     listing = runner.invoke(cli, ["credentials", "list", "--json"])
     rows = {c["provider_key_id"]: c for c in json.loads(listing.stdout)["credentials"]}
     # Codex's auth.json has no expiry (and this access token is no JWT): due now, the refresh learns it.
-    expected = {1: ("codex", "2026-04-01T12:00:00"), 2: ("claude-code", "2026-04-01T20:00"), 3: ("gemini-cli", "2026-04-01T12:50"),
+    expected = {1: ("codex", ""), 2: ("claude-code", "2026-04-01T20:00"), 3: ("gemini-cli", "2026-04-01T12:50"),
                 4: ("antigravity", "2026-04-01T12:59:59"), 5: ("codex", "2026-04-09T12:00"),
                 6: ("gemini-cli", "2026-04-01T12:40:00.123456"), 7: ("claude-code", "2026-04-01T16:00")}
     for key, (provider_type, expires) in expected.items():
         assert rows[key]["provider_type"] == provider_type and rows[key]["status"] == "active"
         assert rows[key]["failures"] == 0 and rows[key]["last_refresh_at"] is None
         assert rows[key]["expires_at"].startswith(expires), (key, rows[key]["expires_at"])
+    assert dt.datetime.fromisoformat(rows[1]["expires_at"]) <= dt.datetime.now(dt.UTC)
     accounts = [a for _, a in files.values()]
     assert rows[1]["account_id"] == accounts[0].account_id and rows[1]["email"] == accounts[0].email  # id_token
     assert rows[3]["email"] == accounts[2].email and rows[4]["email"] == accounts[3].email
