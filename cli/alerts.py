@@ -57,7 +57,8 @@ def detect(
 
 @app.command("list")
 def list_alerts(
-    type_: Annotated[str | None, typer.Option("--type", help="rate_limit, error_spike, quota_exceeded, provider_down, traffic_spike or credential_invalid.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="rate_limit, error_spike, quota_exceeded, provider_down, "
+                                              "traffic_spike or credential_invalid.")] = None,
     severity: Annotated[str | None, typer.Option(help="info, warning or critical.")] = None,
     status: Annotated[str | None, typer.Option(help="open, acknowledged or resolved.")] = None,
     master_id: Annotated[int | None, typer.Option(help="Only this master's alerts.")] = None,

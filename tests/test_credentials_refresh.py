@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from engine import Engine
+from engine.alerts.history import AlertFilter
 from tests.credential_fixtures import NOW, MovingClock, make_engine, put
 from tests.oauth_server import ANTIGRAVITY_CLIENT, CLAUDE_CLIENT, CODEX_CLIENT, GEMINI_CLIENT, FakeOAuth
 
@@ -220,3 +221,24 @@ def test_a_reused_codex_token_says_so(cred_engine: Engine, oauth: FakeOAuth):
     cred_engine.credentials.put(2, "codex", "x" * 30, stale, NOW)
     assert cred_engine.credentials.refresh(2) == "disabled"
     assert cred_engine.credentials.get(2).reason.startswith("refresh token already used elsewhere")
+
+
+def test_credential_invalid_alert_through_the_detector_and_deletion(cred_engine: Engine, oauth: FakeOAuth,
+                                                                   cred_clock: MovingClock):
+    account = oauth.account("codex")
+    put(cred_engine, 9, account, email=account.email)
+    put(cred_engine, 10, oauth.account("gemini-cli"))
+    account.revoked = True
+    assert cred_engine.credentials.refresh(9) == "disabled"
+    detection = cred_engine.alerts.run_once(cred_clock())
+    assert detection.opened == [] and detection.skipped == []  # opened already, by the refresh itself
+    page = cred_engine.alerts.list_alerts(AlertFilter(type="credential_invalid"))
+    assert [a.provider_key_id for a in page.alerts] == [9]  # the working credential raises nothing
+    event = cred_engine.alerts.get(page.alerts[0].id).events[0]
+    assert event.kind == "opened" and "codex credential of provider key 9" in event.note
+    assert account.email in event.note and "invalid_grant" in event.note
+    # Deleting the provider key deletes its credential (its secrets) and retires the alert.
+    cred_engine.registry.sync({"deleted": {"provider_keys": [9]}})
+    assert [c.provider_key_id for c in cred_engine.credentials.list_all().credentials] == [10]
+    cred_clock.advance(60)
+    assert cred_engine.alerts.run_once(cred_clock()).resolved == [page.alerts[0].id]
