@@ -47,7 +47,9 @@ def test_two_schedulers_on_one_rotating_credential(tmp_path: Path, oauth: FakeOA
     env = environment(data, oauth, EZ_SCHEDULE_TOKEN_REFRESH="1", EZ_SCHEDULE_ALERT_DETECTOR="3600",
                       EZ_SCHEDULE_ROLLUPS="3600", EZ_SCHEDULE_QUOTA_RESET="3600")
     schedulers = [spawn(env, "-m", "cli", "scheduler") for _ in range(2)]
-    time.sleep(6)
+    deadline = time.monotonic() + 90  # both start, run their first ticks, then refresh every second
+    while time.monotonic() < deadline and sum(r.rows or 0 for r in engine.jobs.runs("token_refresh", 100)) < 4:
+        time.sleep(0.5)
     for s in schedulers:
         s.send_signal(signal.SIGTERM)
     for s in schedulers:
