@@ -58,8 +58,8 @@ class Engine:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         infra = self.infra
         drops = PartitionDrops(infra.store)
-        self.stats = Stats(infra, drops)
         self.registry = Registry(infra)
+        self.stats = Stats(infra, drops, names=self.registry.names)
         self.quotas = Quotas(infra, names=self.registry.names)
         self.registry.on_delete(self.quotas.forget_deleted)
         self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive)
