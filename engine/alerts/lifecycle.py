@@ -152,6 +152,37 @@ class Lifecycle:
                 self._resolve(con, alert_id, iso(now), by, note, changes)
         return changes.resolved
 
+    def adopt(self, source: ControlStore) -> list[int]:
+        """Copy the alerts (and their events) of another store, e.g. a replay's, into this one; returns
+        the new ids.
+
+        An alert already here (same fingerprint opened at the same instant) is skipped, so adopting the
+        same replay twice copies it once; so is an active one whose fingerprint is active here.
+        """
+        with source.connect(write=False) as src:
+            alerts = [dict(r) for r in src.execute("SELECT * FROM alerts ORDER BY id")]
+            events = [dict(r) for r in src.execute("SELECT * FROM alert_events ORDER BY id")]
+        by_alert: dict[int, list[dict[str, object]]] = {}
+        for event in events:
+            by_alert.setdefault(int(event["alert_id"]), []).append(event)
+        added = []
+        with self.store.connect() as con:
+            for alert in alerts:
+                known = con.execute("SELECT 1 FROM alerts WHERE fingerprint = ? AND (opened_at = ? OR (status IN "
+                                    "('open', 'acknowledged') AND ? IN ('open', 'acknowledged')))",
+                                    (alert["fingerprint"], alert["opened_at"], alert["status"])).fetchone()
+                if known:
+                    continue
+                old_id = alert.pop("id")
+                columns = ", ".join(alert)
+                new_id = con.execute(f"INSERT INTO alerts ({columns}) VALUES ({', '.join('?' * len(alert))}) "
+                                     "RETURNING id", tuple(alert.values())).fetchone()["id"]
+                for event in by_alert.get(int(old_id), []):
+                    _event(con, new_id, str(event["at"]), str(event["kind"]), str(event["actor"]),
+                           event["note"], event["severity"], event["value"])  # type: ignore[arg-type]
+                added.append(new_id)
+        return added
+
     # -- the steps of `apply` -----------------------------------------------------------------
 
     def _open(self, con: sqlite3.Connection, obs: Observation, thresholds: Thresholds, stamp: str,

@@ -245,6 +245,22 @@ class Alerts:
         end = dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC)
         return self.replay(thresholds, start, min(end, as_utc(self.infra.now())))
 
+    def backfill(self, start: dt.datetime, end: dt.datetime) -> Preview:
+        """Store the alerts the detector would have raised had it run every minute of [start, end) with the
+        stored thresholds (the backtest's replay, kept instead of thrown away); e.g. after loading history.
+
+        Alerts already stored (same fingerprint and opening instant) are not stored twice. Quota alerts
+        are not replayed; `run_once` at the end judges the current quota periods.
+        """
+        thresholds = self.read_thresholds().thresholds
+        start = as_utc(start).replace(second=0, microsecond=0)
+        con = self.infra.connect()
+        try:
+            alerts, evaluations = backtest.replay(con, thresholds, start, as_utc(end), adopt=self.lifecycle.adopt)
+        finally:
+            con.close()
+        return Preview.of(start, as_utc(end), evaluations, thresholds, alerts)
+
     def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
         """The backtest of `preview` over any whole-minute range [start, end)."""
         # A replay runs for seconds: on its own connection, so that evaluations never wait for it.
