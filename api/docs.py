@@ -12,6 +12,9 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = "/static/vendor"
+#: The docs pages may load nothing from another host: ReDoc's sidebar would fetch a logo from its CDN.
+SELF_ONLY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+             "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'")
 
 
 def install(app: FastAPI) -> None:
@@ -23,12 +26,12 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def read_swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        return _self_only(get_swagger_ui_html(
             openapi_url=openapi_url, title=title, oauth2_redirect_url="/docs/oauth2-redirect",
             swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png",
-        )
+        ))
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     def read_swagger_ui_redirect() -> HTMLResponse:
@@ -36,5 +39,11 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def read_redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=openapi_url, title=title, redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
-                              redoc_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png", with_google_fonts=False)
+        return _self_only(get_redoc_html(
+            openapi_url=openapi_url, title=title, redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png", with_google_fonts=False))
+
+
+def _self_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = SELF_ONLY
+    return page

@@ -16,10 +16,11 @@ _DECLARED: dict[int, frozenset[str]] = {}
 
 
 def reject_unknown_query(request: Request) -> None:
-    """A dependency of every route: 422 for each query parameter the route does not take (aliases count,
-    e.g. `from` and `to`)."""
+    """A dependency of every route: 422 for each query parameter an API operation does not take (aliases
+    count, e.g. `from` and `to`). Pages outside the OpenAPI document (the console, /docs) read their URL in
+    the browser and are left alone."""
     route = request.scope.get("route")
-    if route is None or not request.query_params:
+    if route is None or not request.query_params or not getattr(route, "include_in_schema", True):
         return
     allowed = declared(route)
     unknown = sorted({name for name in request.query_params if name not in allowed})

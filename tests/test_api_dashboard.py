@@ -232,6 +232,7 @@ def test_docs_pages_load_only_from_the_app(served, page):
         assert url.startswith("/"), f"{page} loads {url} from another host"
         assert client.get(url).status_code == 200, url
     assert "cdn" not in html.lower() and "googleapis" not in html
+    assert "default-src 'self'" in client.get(page).headers["content-security-policy"]
 
 
 def test_the_ingest_body_is_documented(served):

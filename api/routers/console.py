@@ -14,3 +14,9 @@ router = APIRouter(tags=["console"])
 def read_console() -> FileResponse:
     """The console page; it asks for the admin token itself and keeps it for the browser session."""
     return FileResponse(STATIC / "console" / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def read_favicon() -> FileResponse:
+    """The icon browsers ask for on their own."""
+    return FileResponse(STATIC / "vendor" / "swagger-ui" / "favicon-32x32.png", media_type="image/png")
