@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from api import metrics, problems
-from api.routers import alerts, credentials, health, ingest, jobs, quotas, registry, stats
+from api import docs, metrics, problems
+from api.routers import alerts, console, credentials, health, ingest, jobs, quotas, registry, stats
+from api.strict import reject_unknown_query
 from engine import Engine, Settings
+
+#: What a browser may send and read cross-origin (EZ_CORS_ORIGINS).
+_CORS_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key"]
+_CORS_EXPOSED = ["ETag", "Idempotent-Replayed", "Location"]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None,
@@ -42,11 +48,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         summary="Analytics for LLM API gateway traffic: ingest, stats, alerts.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,   # served by api/docs.py from the package, not from a CDN
+        redoc_url=None,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.engine = engine
     problems.install(app)
     metrics.install(app, engine)
+    docs.install(app)
     # One router per resource; add new ones to this tuple.
-    for module in (health, ingest, jobs, quotas, registry, stats, alerts, credentials):
+    for module in (health, ingest, jobs, quotas, registry, stats, alerts, credentials, console):
         app.include_router(module.router)
+    origins = engine.settings.cors_origin_list
+    # Bearer tokens travel in a header, which CORS allows without credentials; credentials (cookies) are
+    # allowed only to origins named one by one, never to any origin.
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
+                       allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=_CORS_HEADERS,
+                       expose_headers=_CORS_EXPOSED, max_age=600)
     return app

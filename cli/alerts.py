@@ -137,12 +137,19 @@ def resolve(
 def stats(
     since: Annotated[str | None, typer.Option(help="Start (RFC 3339); default 24 h before --until.")] = None,
     until: Annotated[str | None, typer.Option(help="End, excluded (RFC 3339); default now.")] = None,
+    period: Annotated[str | None, typer.Option(help="Instead of --since/--until: today, week, month, last7d, "
+                                               "last30d or custom (with --from/--to), in --tz.")] = None,
+    first: Annotated[str | None, typer.Option("--from", help="First day of --period custom, YYYY-MM-DD.")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="Last day of --period custom (included).")] = None,
+    tz: Annotated[str | None, typer.Option(help="IANA time zone of --period's days (default $EZ_DEFAULT_TZ).")
+                  ] = None,
 ) -> None:
     """Count alerts opened in a period by type, peak severity and status (JSON).
 
-    Example: ezstats alerts stats --since 2026-01-01T00:00:00Z
+    Example: ezstats alerts stats --period today --tz Asia/Shanghai
     """
-    print_json(open_engine().alerts.stats(parse_instant(since, "--since"), parse_instant(until, "--until")))
+    print_json(open_engine().alerts.stats(parse_instant(since, "--since"), parse_instant(until, "--until"), period,
+                                          parse_day(first, "--from"), parse_day(last, "--to"), tz))
 
 
 @app.command()

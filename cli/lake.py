@@ -88,34 +88,65 @@ def ingest(
 
 def demo(
     days: Annotated[int, typer.Option(min=1, help="How many days, ending today (UTC).")] = 7,
-    rows_per_day: Annotated[int, typer.Option(min=1000, help="Records per day.")] = 100_000,
+    rows_per_day: Annotated[int, typer.Option(min=1000, help="Records per whole day.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
-    end_day: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default: today UTC).")] = None,
+    end_day: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default: today UTC, up to now; a "
+                                                "past day gives whole days).")] = None,
     if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing if the lake has records.")] = False,
+    alerts: Annotated[bool, typer.Option("--alerts/--no-alerts", help="Run the alert detector over the demo "
+                                         "period, as if it had run every minute, so its alerts exist.")] = True,
+    follow: Annotated[bool, typer.Option("--follow", help="Then keep going: write each second's records as "
+                                         "they happen, until interrupted (Ctrl-C).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Generate deterministic synthetic gateway traffic with scripted incidents into the lake.
+    """Generate deterministic synthetic gateway traffic with scripted incidents into the lake, as a gateway
+    would have sent it by now: records stop at this moment; the registry names every master, key and
+    provider; the alert detector is replayed over the period so its alerts are there (five incidents a
+    day). Run it again later, or with --follow, and it adds the records since.
 
-    Example: ezstats demo --days 30 --rows-per-day 200000 --seed 7
+    Example: ezstats demo --days 7 && ezstats serve   (or: ezstats demo --follow, beside ezstats serve)
     """
+    import datetime as dt
+    import time
+
     from rich.progress import Progress
 
     engine = open_engine()
     if if_empty and engine.lake_has_records():
         err.print(f"{engine.settings.data_dir} already has log records; skipping the demo (--if-empty).")
-        return
-    last = parse_day(end_day or None, "--end-day")
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("generating", total=days)
-        receipts = engine.generate_demo(
-            days, rows_per_day, seed, last,
-            progress=lambda day, _: progress.update(task, advance=1, description=f"wrote {day}"),
-        )
-    total = sum(r.records for r in receipts)
-    if json_out:
-        print_json(receipts)
+        if not follow:
+            return
     else:
-        err.print(f"demo: {total:,} records over {days} day(s) in {engine.settings.data_dir}")
+        last = parse_day(end_day or None, "--end-day")
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("generating", total=days)
+            receipts = engine.generate_demo(
+                days, rows_per_day, seed, last,
+                progress=lambda day, _: progress.update(task, advance=1, description=f"wrote {day}"),
+            )
+        total = sum(r.records for r in receipts)
+        if json_out:
+            print_json(receipts)
+        else:
+            err.print(f"demo: {total:,} new records over {days} day(s) in {engine.settings.data_dir}")
+        if alerts:
+            now = engine.clock()
+            first = (last or now.date()) - dt.timedelta(days=days - 1)
+            start = dt.datetime.combine(first, dt.time(), dt.UTC)
+            end = min(now, dt.datetime.combine((last or now.date()) + dt.timedelta(days=1), dt.time(), dt.UTC))
+            err.print("replaying the alert detector over the demo period ...")
+            replay = engine.alerts.backfill(start, end.replace(second=0, microsecond=0))
+            engine.alerts.run_once(now)  # and judge the current quota periods now
+            err.print(f"demo: {replay.opened} alert(s) over {replay.evaluations:,} minute(s)")
+    if follow:
+        err.print("following: writing live demo traffic every second (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(1)
+                # Yesterday too: the last records of a day land just after midnight.
+                engine.ingest_demo(2, rows_per_day, seed)
+        except KeyboardInterrupt:
+            err.print("stopped")
 
 
 def sql(

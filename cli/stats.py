@@ -28,18 +28,24 @@ def stats(
     provider_id: Annotated[int | None, typer.Option(help="Only this provider.")] = None,
     provider_key_id: Annotated[int | None, typer.Option(help="Only this provider key.")] = None,
     source: Annotated[str, typer.Option(help="auto (rollups + recent raw) or raw (exact percentiles).")] = "auto",
+    tz: Annotated[str | None, typer.Option(help="IANA time zone of the period's days and of day/hour groups, "
+                                           "e.g. Asia/Shanghai (default $EZ_DEFAULT_TZ, UTC).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="List at most this many groups.")] = None,
+    sort: Annotated[str | None, typer.Option(help="Sort groups by a metric, '-' first for descending "
+                                             "(e.g. -errors); default -requests.")] = None,
+    other: Annotated[bool, typer.Option("--other", help="Sum the groups past --limit into one row.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Print the stats of a period (the same answer as GET /admin/stats) as tables or JSON.
 
-    Example: ezstats stats --period last7d --group-by model
+    Example: ezstats stats --period last7d --group-by key --limit 10 --sort -errors --tz Asia/Shanghai
     """
-    from engine.stats import Filters
+    from engine.stats import Filters, TopN
 
     engine = open_engine()
     filters = Filters(master_id, key_id, model, provider_id, provider_key_id)
     result = engine.stats.read(period, parse_day(first or None, "--from"), parse_day(last or None, "--to"),
-                               filters, group_by, source)
+                               filters, group_by, source, tz, TopN(limit, sort, other))
     if json_out:
         print_json(result)
         return
@@ -108,9 +114,13 @@ def daily_stats(json_out: JsonFlag = False) -> None:
 
 
 def _print_stats(result: dict[str, Any]) -> None:
+    from zoneinfo import ZoneInfo
+
     from rich.table import Table
 
-    out.print(f"[bold]{result['period']}[/] {result['start']:%Y-%m-%d %H:%M} .. {result['end']:%Y-%m-%d %H:%M} UTC"
+    zone = ZoneInfo(result["tz"])
+    start, end = result["start"].astimezone(zone), result["end"].astimezone(zone)
+    out.print(f"[bold]{result['period']}[/] {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} {result['tz']}"
               f"  (percentiles {result['percentiles']})")
     totals = Table("metric", "value", header_style="bold")
     for name, value in _flat(result["totals"]).items():
@@ -118,11 +128,16 @@ def _print_stats(result: dict[str, Any]) -> None:
     out.print(totals)
     if result["groups"]:
         cols = ["requests", "errors", "rate_limited", "total_tokens", "keys", "latency_ms.avg", "latency_ms.p95"]
-        grid = Table(result["group_by"], *cols, header_style="bold")
+        grid = Table(result["group_by"], "name", *cols, header_style="bold")
         for g in result["groups"]:
             flat = _flat(g)
-            grid.add_row(str(g["group"]), *(_fmt(flat[c]) for c in cols))
+            grid.add_row(str(g["group"]), g["name"] or "", *(_fmt(flat[c]) for c in cols))
+        if result["other"]:
+            flat = _flat(result["other"])
+            grid.add_row(f"({result['other']['groups']} others)", "", *(_fmt(flat[c]) for c in cols), style="dim")
         out.print(grid)
+        if result["groups_total"] > len(result["groups"]):
+            err.print(f"{len(result['groups'])} of {result['groups_total']} groups shown")
     if result["top_models"]:
         top = Table("model", "requests", "total_tokens", title="top models", header_style="bold")
         for m in result["top_models"]:
@@ -135,7 +150,7 @@ def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
     for name, value in metrics.items():
         if isinstance(value, dict):
             flat.update({f"{name}.{k}": v for k, v in value.items()})
-        elif name != "group":
+        elif name not in ("group", "name", "groups"):
             flat[name] = value
     return flat
 

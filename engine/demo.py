@@ -637,3 +637,56 @@ def generate(days: int, rows_per_day: int, seed: int, end_day: dt.date) -> Itera
     for back in range(days - 1, -1, -1):
         day = end_day - dt.timedelta(days=back)
         yield day, generate_day(day, rows_per_day, seed)
+
+
+def request_prefix(day: dt.date) -> str:
+    """What the request ids of a demo day start with."""
+    return f"req-{day:%Y%m%d}-"
+
+
+def until(table: pa.Table, now: dt.datetime) -> pa.Table:
+    """The records of a demo day (sorted by created_at) that happened before `now`: a gateway has sent
+    nothing from the future."""
+    times = table.column("created_at")
+    cut = int(np.searchsorted(times.to_numpy(), np.datetime64(now.astimezone(dt.UTC).replace(tzinfo=None), "us")))
+    return table.slice(0, cut)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Names for the registry
+# ---------------------------------------------------------------------------------------------------
+
+_FIRST = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
+          "Soylent", "Aperture", "Vandelay", "Pied Piper", "Gringotts", "Oscorp", "Monarch", "Nakatomi", "Dunder",
+          "Sterling", "Prestige", "Massive", "Blue Sun", "Vehement", "Oceanic", "Virtucon", "Axiom", "Weyland",
+          "Zorg", "Kaiju")
+_SECOND = ("Labs", "Corp", "AI", "Systems", "Health", "Media", "Logistics", "Bank", "Studio", "Robotics",
+           "Retail", "Analytics", "Games", "Legal", "Travel", "Energy", "Cloud", "Bio", "Foods", "Security")
+_KEY_USES = ("prod", "staging", "batch", "web", "mobile", "ci", "support-bot", "search", "agents", "eval",
+             "backfill", "internal", "partner", "sandbox", "reports", "ingest", "chat", "summaries", "translate",
+             "dev")
+_PROVIDER_NAMES = ("OpenAI (primary)", "OpenAI (EU)", "Azure OpenAI", "Anthropic", "Anthropic (backup)",
+                   "Claude Code", "Google Gemini", "Vertex AI Gemini", "OpenAI Codex", "Qwen (OpenAI-compatible)")
+
+
+def registry() -> dict[str, list[dict[str, object]]]:
+    """Display names for the demo's masters, keys, providers and provider keys, as a registry document
+    (`PUT /admin/registry`): deterministic, so every demo lake names the same ids the same way."""
+    masters = []
+    for master_id in sorted(_MASTER_IDS.tolist()):
+        first = _FIRST[master_id % len(_FIRST)]
+        second = _SECOND[(master_id // len(_FIRST)) % len(_SECOND)]
+        masters.append({"master_id": master_id, "name": f"{first} {second}", "status": "active"})
+    keys = []
+    for key_id in _KEYS["key_id"].tolist():
+        master_id, n = divmod(key_id, 100)
+        slug = _FIRST[master_id % len(_FIRST)].lower().replace(" ", "-")
+        keys.append({"key_id": key_id, "master_id": master_id, "name": f"{slug}-{_KEY_USES[(n - 1) % len(_KEY_USES)]}",
+                     "status": "active"})
+    providers = [{"provider_id": pid, "name": _PROVIDER_NAMES[pid - 1], "provider_type": ptype, "status": "active"}
+                 for pid, ptype, _ in _PROVIDERS]
+    provider_keys = [{"provider_key_id": pid * 100 + n, "provider_id": pid,
+                      "name": f"{_PROVIDER_NAMES[pid - 1].split(' (')[0].lower().replace(' ', '-')}-key-{n}",
+                      "status": "active"}
+                     for pid, _, count in _PROVIDERS for n in range(1, count + 1)]
+    return {"masters": masters, "keys": keys, "providers": providers, "provider_keys": provider_keys}

@@ -59,8 +59,8 @@ class Engine:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         infra = self.infra
         drops = PartitionDrops(infra.store)
-        self.stats = Stats(infra, drops)
         self.registry = Registry(infra)
+        self.stats = Stats(infra, drops, names=self.registry.names)
         self.credentials = Credentials(infra, set_key_status=self.registry.set_provider_key_status)
         self.quotas = Quotas(infra, names=self.registry.names)
         self.registry.on_delete(self.quotas.forget_deleted)
@@ -172,16 +172,60 @@ class Engine:
         end_day: dt.date | None = None,
         progress: Callable[[dt.date, BatchReceipt], None] | None = None,
     ) -> list[BatchReceipt]:
-        """Write `days` days of synthetic gateway traffic ending `end_day` (default: today, UTC).
+        """Write `days` days of synthetic gateway traffic ending `end_day` (default: today, UTC), as a
+        gateway would have sent it by now: records stop at the engine clock's now. Then seed the demo's
+        key quotas and give its masters, keys, providers and provider keys names in the registry.
 
-        Each day is one batch with a deterministic id, so running the same demo twice stores it once.
+        Idempotent: each day's records are a fixed sequence, and only the part not stored yet is written
+        (see `ingest_demo`), so running it again later adds exactly the records since.
         """
-        end_day = end_day or self.clock().date()
+        receipts = self.ingest_demo(days, rows_per_day, seed, end_day, progress)
+        self.quotas.seed(demo.DEMO_QUOTAS)
+        self.registry.sync(demo.registry())
+        return receipts
+
+    def ingest_demo(
+        self,
+        days: int,
+        rows_per_day: int,
+        seed: int,
+        end_day: dt.date | None = None,
+        progress: Callable[[dt.date, BatchReceipt], None] | None = None,
+    ) -> list[BatchReceipt]:
+        """The demo's records of `days` days ending `end_day` that are due by now and not stored yet.
+
+        A demo day is a fixed sequence sorted by time (`demo.generate_day`); what the lake holds of it is a
+        prefix, counted by its request ids. The rest up to now is one batch whose id names the day and
+        the rows, so a retry stores it once, and `ezstats demo --follow` calling this every second
+        streams the day as it happens. A whole day keeps the id `demo:<seed>:<rows>:<day>`.
+        """
+        now = self.clock()
+        end_day = end_day or now.date()
         receipts = []
         for day, table in demo.generate(days, rows_per_day, seed, end_day):
-            receipt = self.ingest_table(table, f"demo:{seed}:{rows_per_day}:{day.isoformat()}")
+            due = demo.until(table, now)
+            have = self._demo_rows(day)
+            if due.num_rows <= have:
+                continue
+            part = due.slice(have)
+            whole = have == 0 and part.num_rows == table.num_rows
+            batch = f"demo:{seed}:{rows_per_day}:{day.isoformat()}" + (
+                "" if whole else f":{have}-{have + part.num_rows}")
+            receipt = self.ingest_table(part, batch)
             receipts.append(receipt)
             if progress:
                 progress(day, receipt)
-        self.quotas.seed(demo.DEMO_QUOTAS)
         return receipts
+
+    def _demo_rows(self, day: dt.date) -> int:
+        """How many of a demo day's records the lake holds (their request ids name the day)."""
+        if day not in set(LOG_RECORDS.days(self.settings.data_dir)):
+            return 0
+        con = self.connect()
+        try:
+            found = queries.retrying(lambda: con.execute(
+                "SELECT count(*) FROM log_records WHERE date = ? AND starts_with(request_id, ?)",
+                [day, demo.request_prefix(day)]).fetchone())
+        finally:
+            con.close()
+        return int(found[0]) if found else 0

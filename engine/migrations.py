@@ -271,9 +271,24 @@ CREATE TABLE credential_refresh_requests (
 CREATE INDEX credential_refresh_requests_by_state ON credential_refresh_requests (state, id);
 """
 
+ALERT_PEAKS = """
+-- owner: engine.alerts.lifecycle. value, samples, window_* and details describe the latest evaluation;
+-- the peak (highest value while active) is kept apart with its own evaluation time, window, samples and
+-- figures. Alerts stored before this migration have a peak only where it was the latest evaluation.
+ALTER TABLE alerts ADD COLUMN peak_at TEXT;
+ALTER TABLE alerts ADD COLUMN peak_window_start TEXT;
+ALTER TABLE alerts ADD COLUMN peak_window_end TEXT;
+ALTER TABLE alerts ADD COLUMN peak_samples INTEGER;
+ALTER TABLE alerts ADD COLUMN peak_details TEXT;
+UPDATE alerts SET peak_at = evaluated_at, peak_window_start = window_start, peak_window_end = window_end,
+    peak_samples = samples, peak_details = details
+WHERE value = peak_value;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
+    Migration(3, "alerts: the peak apart from the latest evaluation", ALERT_PEAKS),
 )
 
 #: The version a database has once every migration is applied.

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine import zones
 from engine.errors import InvalidParameter
 from engine.schedules import Schedule
 
@@ -81,6 +82,26 @@ class Settings(BaseSettings):
         300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
     )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
+    default_tz: str = Field(
+        "UTC", description="IANA time zone of stats requests that name none (`tz`): their periods, local days and "
+        "hours. Immutable daily stats stay UTC days.")
+    cors_origins: str = Field(
+        "", description="Comma-separated browser origins allowed to call the API cross-origin (e.g. "
+        "https://dash.example.com), or * for any (then never with credentials); empty: no cross-origin access.")
+
+    @field_validator("default_tz")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            zones.zone(value)
+        except InvalidParameter as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """EZ_CORS_ORIGINS as a list (empty: none)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     # -- provider credentials (OAuth accounts of the vendors' CLIs) -------------------------------
     secret_key: SecretStr | None = Field(

@@ -5,15 +5,20 @@
 -- refresh) from the hourly tier: the rollup part, which the reader caches. The rest (the partial last
 -- hour and the raw_hours, all at or after raw_from) comes from the raw records of a list of lake files:
 -- the raw part, which the reader keeps file by file (engine/stats/live.py); end_ts NULL reads a file
--- to its end. Grouping and histogram ids are text, as the API reports them.
+-- to its end. Grouping and histogram ids are text, as the API reports them. Day and hour groups are
+-- local to the request's zone, given as its UTC offsets (tz_starts, tz_offsets: offset i, in seconds
+-- east of UTC, is in force from tz_starts[i]; see engine/zones.py): a day group is the local date, an
+-- hour group the UTC instant of the local hour's start. A rollup row is labelled by its hour's start and
+-- a raw record by its own created_at (`instant`), so an hour that a local day or hour boundary cuts must be
+-- read raw (the reader's plan does so).
 -- Grain: stats_rows, stats_raw_rows: rollup grain (hour or day x master x key x model x provider x
 --   provider key; a raw record is one row with requests = 1); stats_latency_rows,
 --   stats_raw_latency_rows: hour or day x id of one dimension x latency bucket.
 -- Parameters: none (macros; filters f_master, f_key, f_model, f_provider, f_pkey are NULL for any;
 --   dim_name is a histogram dimension and f_id an optional id of it; group_by and then_by are
---   stats_group names or 'none').
+--   stats_group names or 'none'; tz_starts, tz_offsets the zone's offsets).
 -- Output: macros stats_rows / stats_raw_rows (hour, ids, the rollup measures), stats_latency_rows /
---   stats_raw_latency_rows (hour, id, b, n), stats_fine / stats_raw_fine (g1, g2, model, master_id,
+--   stats_raw_latency_rows (hour, instant, id, b, n), stats_fine / stats_raw_fine (g1, g2, model, master_id,
 --   key_id and the measures: what the distinct counts and the three groupings of engine/stats/merging.py need),
 --   stats_hist / stats_raw_hist (g1, g2, b, n), dim_id(dim, ...) (a record's id in a dimension, as
 --   text), stats_group(dim, ...) (the text value a group_by name gives a row) and hist_group(group_name, hour,
@@ -27,19 +32,29 @@ CASE dim
     WHEN 'provider_key' THEN CAST(provider_key_id AS VARCHAR)
 END;
 
-CREATE OR REPLACE MACRO stats_group(dim, hour, master_id, key_id, model, provider_id, provider_key_id) AS
-CASE dim
-    WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
-    WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z')
-    ELSE dim_id(dim, master_id, key_id, model, provider_id, provider_key_id)
+-- The local wall-clock time of an instant (as a UTC-typed timestamp whose fields read local).
+CREATE OR REPLACE MACRO local_time(instant, tz_starts, tz_offsets) AS
+CASE WHEN len(tz_offsets) = 1 THEN instant + to_seconds(tz_offsets[1])
+     ELSE instant + to_seconds(tz_offsets[len(list_filter(tz_starts, lambda s: s <= instant))])
 END;
 
-CREATE OR REPLACE MACRO hist_group(group_name, hour, id) AS
-CASE group_name
-    WHEN 'none' THEN NULL
-    WHEN 'day' THEN strftime(hour, '%Y-%m-%d')
-    WHEN 'hour' THEN strftime(hour, '%Y-%m-%dT%H:00:00Z')
-    ELSE id
+CREATE OR REPLACE MACRO time_group(dim, instant, tz_starts, tz_offsets) AS
+CASE dim
+    WHEN 'day' THEN strftime(local_time(instant, tz_starts, tz_offsets), '%Y-%m-%d')
+    ELSE strftime(instant - (local_time(instant, tz_starts, tz_offsets)
+                        - date_trunc('hour', local_time(instant, tz_starts, tz_offsets))), '%Y-%m-%dT%H:%M:00Z')
+END;
+
+CREATE OR REPLACE MACRO stats_group(dim, instant, tz_starts, tz_offsets, master_id, key_id, model, provider_id,
+                                    provider_key_id) AS
+CASE WHEN dim IN ('day', 'hour') THEN time_group(dim, instant, tz_starts, tz_offsets)
+     ELSE dim_id(dim, master_id, key_id, model, provider_id, provider_key_id)
+END;
+
+CREATE OR REPLACE MACRO hist_group(group_name, instant, tz_starts, tz_offsets, id) AS
+CASE WHEN group_name = 'none' THEN NULL
+     WHEN group_name IN ('day', 'hour') THEN time_group(group_name, instant, tz_starts, tz_offsets)
+     ELSE id
 END;
 
 CREATE OR REPLACE MACRO stats_filter(f_master, f_key, f_model, f_provider, f_pkey,
@@ -71,8 +86,8 @@ WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
 
 CREATE OR REPLACE MACRO stats_raw_rows(files, raw_from, split_ts, end_ts, raw_hours,
                                        f_master, f_key, f_model, f_provider, f_pkey) AS TABLE
-SELECT date_trunc('hour', created_at) AS hour, master_id, key_id, model, provider_id, provider_key_id,
-       1 AS requests, CAST(is_success(status_code) AS BIGINT) AS successes,
+SELECT date_trunc('hour', created_at) AS hour, created_at AS instant, master_id, key_id, model, provider_id,
+       provider_key_id, 1 AS requests, CAST(is_success(status_code) AS BIGINT) AS successes,
        CAST(is_error(status_code) AS BIGINT) AS errors,
        CAST(is_rate_limited(status_code) AS BIGINT) AS rate_limited,
        CAST(is_provider_failure(provider_key_id, status_code) AS BIGINT) AS provider_failures,
@@ -98,7 +113,7 @@ WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id);
 
 CREATE OR REPLACE MACRO stats_raw_latency_rows(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id) AS TABLE
-SELECT date_trunc('hour', created_at) AS hour,
+SELECT date_trunc('hour', created_at) AS hour, created_at AS instant,
        dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) AS id,
        CAST(latency_bucket(latency_ms) AS SMALLINT) AS b, CAST(1 AS BIGINT) AS n
 FROM read_parquet(files)
@@ -106,31 +121,39 @@ WHERE raw_window(created_at, raw_from, split_ts, end_ts, raw_hours)
   AND (f_id IS NULL OR dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) = f_id);
 
 CREATE OR REPLACE MACRO stats_fine(start_ts, split_ts, raw_hours, daily_days,
-                                   f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by) AS TABLE
-SELECT stats_group(group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
-       stats_group(then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
+                                   f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by,
+                                   tz_starts, tz_offsets) AS TABLE
+SELECT stats_group(group_by, hour, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
+           AS g1,
+       stats_group(then_by, hour, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
+           AS g2,
        model, master_id, key_id,
        CAST(sum(COLUMNS(lambda c: summed_measure(c))) AS BIGINT), max(COLUMNS(lambda c: max_measure(c)))
 FROM stats_rows(start_ts, split_ts, raw_hours, daily_days, f_master, f_key, f_model, f_provider, f_pkey)
 GROUP BY ALL;
 
 CREATE OR REPLACE MACRO stats_raw_fine(files, raw_from, split_ts, end_ts, raw_hours,
-                                       f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by) AS TABLE
-SELECT stats_group(group_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g1,
-       stats_group(then_by, hour, master_id, key_id, model, provider_id, provider_key_id) AS g2,
+                                       f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by,
+                                       tz_starts, tz_offsets) AS TABLE
+SELECT stats_group(group_by, instant, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
+           AS g1,
+       stats_group(then_by, instant, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
+           AS g2,
        model, master_id, key_id,
        CAST(sum(COLUMNS(lambda c: summed_measure(c))) AS BIGINT), max(COLUMNS(lambda c: max_measure(c)))
 FROM stats_raw_rows(files, raw_from, split_ts, end_ts, raw_hours, f_master, f_key, f_model, f_provider, f_pkey)
 GROUP BY ALL;
 
-CREATE OR REPLACE MACRO stats_hist(start_ts, split_ts, raw_hours, daily_days, dim_name, f_id, group_by, then_by)
-AS TABLE
-SELECT hist_group(group_by, hour, id) AS g1, hist_group(then_by, hour, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
+CREATE OR REPLACE MACRO stats_hist(start_ts, split_ts, raw_hours, daily_days, dim_name, f_id, group_by, then_by,
+                                   tz_starts, tz_offsets) AS TABLE
+SELECT hist_group(group_by, hour, tz_starts, tz_offsets, id) AS g1,
+       hist_group(then_by, hour, tz_starts, tz_offsets, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
 FROM stats_latency_rows(start_ts, split_ts, raw_hours, daily_days, dim_name, f_id)
 GROUP BY ALL;
 
 CREATE OR REPLACE MACRO stats_raw_hist(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id, group_by,
-                                       then_by) AS TABLE
-SELECT hist_group(group_by, hour, id) AS g1, hist_group(then_by, hour, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
+                                       then_by, tz_starts, tz_offsets) AS TABLE
+SELECT hist_group(group_by, instant, tz_starts, tz_offsets, id) AS g1,
+       hist_group(then_by, instant, tz_starts, tz_offsets, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
 FROM stats_raw_latency_rows(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id)
 GROUP BY ALL;

@@ -19,17 +19,22 @@ def frame(*tables: pa.Table) -> pl.DataFrame:
 
 
 def expected(df: pl.DataFrame, start: dt.datetime, end: dt.datetime, group_by: str | None = None,
-             **filters: Any) -> dict[Any, dict[str, Any]]:
-    """{group value (None for the total): metrics} over [start, end) with equality filters."""
+             tz: str = "UTC", **filters: Any) -> dict[Any, dict[str, Any]]:
+    """{group value (None for the total): metrics} over [start, end) with equality filters; day and hour
+    groups are those of the zone `tz` (a day as its local date, an hour as the UTC instant it starts)."""
     d = df.filter((pl.col("created_at") >= start) & (pl.col("created_at") < end))
     for name, value in filters.items():
         d = d.filter(pl.col(name) == value)
     if group_by is None:
         d = d.with_columns(pl.lit(None).alias("g"))
     elif group_by == "day":
-        d = d.with_columns(pl.col("created_at").dt.strftime("%Y-%m-%d").alias("g"))
+        d = d.with_columns(pl.col("created_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d").alias("g"))
     elif group_by == "hour":
-        d = d.with_columns(pl.col("created_at").dt.truncate("1h").dt.strftime("%Y-%m-%dT%H:00:00Z").alias("g"))
+        local = pl.col("created_at").dt.convert_time_zone(tz)
+        # The local hour's start: the instant minus the local minutes and seconds past the hour.
+        past = pl.duration(minutes=local.dt.minute(), seconds=local.dt.second(), microseconds=local.dt.microsecond())
+        d = d.with_columns((pl.col("created_at") - past).dt.convert_time_zone("UTC")
+                           .dt.strftime("%Y-%m-%dT%H:%M:00Z").alias("g"))
     else:
         d = d.with_columns(pl.col(COLUMNS[group_by]).alias("g"))
     status = pl.col("status_code").cast(pl.Int64)

@@ -197,7 +197,8 @@ def test_store_refuses_a_second_active_alert_per_fingerprint(engine):
             con.execute("INSERT INTO alerts SELECT NULL, fingerprint, series, type, metric, scope, scope_id, master_id,"
                         " key_id, provider_key_id, period, period_end, 'open', severity, peak_severity, value,"
                         " peak_value, threshold, critical_threshold, samples, window_start, window_end, details, 0,"
-                        " opened_at, last_seen_at, evaluated_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+                        " opened_at, last_seen_at, evaluated_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                        " peak_at, peak_window_start, peak_window_end, peak_samples, peak_details"
                         " FROM alerts WHERE id = ?", (alert_id,))
     finally:
         con.close()
@@ -280,3 +281,43 @@ def test_registry_deleted_or_disabled_scopes_raise_nothing_and_resolve(tmp_path)
     result = engine.alerts.run_once(NOW + minutes(6))      # after the cooldown: only 55 opens again
     assert [engine.alerts.get(i).provider_key_id for i in result.opened if engine.alerts.get(i).type ==
             "provider_down"] == [55]
+
+
+def test_alert_fields_describe_one_evaluation_and_the_peak_its_own(engine):
+    """The newcomer's scenario: 34 requests in a window, all failed, open an alert; a later evaluation sees
+    53 requests without an error. value, samples, window and details must all be that later evaluation's,
+    and the peak the breach's, with its own window and time."""
+    store(engine, requests(NOW, 5, 34, key_id=7, status=500))
+    (alert_id,) = engine.alerts.run_once(NOW).opened
+    later = NOW + minutes(6)
+    store(engine, requests(later, 5, 53, key_id=7))
+    engine.alerts.run_once(later)
+    a = engine.alerts.get(alert_id)
+    assert a.status == "open"
+    assert (a.value, a.samples, a.details) == (0.0, 53, {"errors": 0})
+    assert (a.window_start, a.window_end, a.evaluated_at) == (later - minutes(5), later, later)
+    assert (a.peak_value, a.peak_samples, a.peak_details) == (1.0, 34, {"errors": 34})
+    assert (a.peak_window_start, a.peak_window_end, a.peak_at) == (NOW - minutes(5), NOW, NOW)
+    # The window the latest evaluation reports holds exactly the requests it says.
+    con = engine.connect()
+    try:
+        held = con.execute("SELECT count(*), count(*) FILTER (status_code >= 400) FROM log_records WHERE key_id = 7"
+                           " AND created_at >= ? AND created_at < ?", [a.window_start, a.window_end]).fetchone()
+    finally:
+        con.close()
+    assert held == (a.samples, a.details["errors"])
+
+
+def test_an_absent_scope_reports_a_zero_window_ending_now(engine):
+    """A master gone quiet in an evaluation that saw other traffic is a measured zero: the window moves too."""
+    set_thresholds(engine, traffic_spike={"enabled": True, "master_rpm": 50, "min_samples": 10})
+    store(engine, requests(NOW, 1, 120, master_id=3, key_id=30))
+    (alert_id,) = [i for i in engine.alerts.run_once(NOW).opened
+                   if engine.alerts.get(i).metric == "master_rpm"]
+    later = NOW + minutes(2)
+    store(engine, requests(later, 1, 5, master_id=4, key_id=40))
+    engine.alerts.run_once(later)
+    a = engine.alerts.get(alert_id)
+    assert (a.value, a.samples, a.details) == (0.0, 0, {})
+    assert (a.window_start, a.window_end) == (later - minutes(1), later)
+    assert (a.peak_value, a.peak_samples, a.peak_window_end) == (120.0, 120, NOW)

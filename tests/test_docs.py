@@ -57,3 +57,22 @@ def test_every_problem_type_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for slug, (status, title, _) in KINDS.items():
         assert f"| {status} | `/problems/{slug}` | {title} |" in readme, slug
+
+
+def test_the_reference_documents_the_record_schema_definitions_and_periods():
+    """docs/reference.md is the project's own contract: generated from engine/schema.py, checked against
+    sql/definitions.sql and the periods the engine resolves."""
+    from engine import schema
+    from engine.stats.periods import PERIODS
+
+    doc = (ROOT / "docs" / "reference.md").read_text()
+    assert schema.markdown_table() in doc, "docs/reference.md: regenerate the record table from engine/schema.py"
+    definitions = queries.load("definitions").text
+    for macro in ("total_tokens(prompt, completion)", "is_success(status)", "is_rate_limited(status)",
+                  "is_error(status)", "is_provider_failure(provider_key, status)"):
+        body = definitions.split(f"MACRO {macro} AS ", 1)[1].split(";", 1)[0].strip()
+        assert f"`{body}`" in doc, (macro, body)
+    for name in PERIODS:
+        assert f"| `{name}` |" in doc, name
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/reference.md" in readme and "../shared" not in readme

@@ -204,6 +204,9 @@ def test_generate_demo_seeds_the_demo_quotas(tmp_path: Path, monkeypatch: pytest
     fake = types.ModuleType("engine.demo")  # stands in for engine/demo.py: only its interface matters here
     fake.generate = lambda days, rows, seed, end_day: iter([(end_day, records([NOW - dt.timedelta(hours=1)]))])
     fake.DEMO_QUOTAS = {1: (500, "daily"), 2: (9, "never")}
+    fake.until = lambda table, now: table
+    fake.request_prefix = lambda day: "r"
+    fake.registry = lambda: {"keys": [{"key_id": 1, "name": "demo key"}]}
     monkeypatch.setattr("engine.facade.demo", fake)
     eng = make_engine(tmp_path, NOW)
     eng.quotas.put(2, 77, "weekly")  # an admin's quota is kept

@@ -158,7 +158,7 @@ def test_series_rows_are_flat_with_iso_times(lake):
     want = expected(df, got["start"], got["end"], "day")
     by_day: dict[str, int] = {}
     for row in got["rows"]:
-        assert set(row) == {"time", "provider", "requests"}
+        assert set(row) == {"time", "group", "name", "requests"}
         assert row["time"].endswith("T00:00:00Z")
         by_day[row["time"][:10]] = by_day.get(row["time"][:10], 0) + row["requests"]
     assert by_day == {day: m["requests"] for day, m in want.items()}
@@ -183,8 +183,8 @@ def test_series_fill_intervals_without_records(clocked):
     got = engine.stats.series("today", "hour", "requests", group_by="model").model_dump()
     models = set(t.column("model").to_pylist())
     hours = [(start + dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H:00:00Z") for h in range(NOW.hour + 1)]
-    assert sorted((r["time"], r["model"]) for r in got["rows"]) == sorted((h, m) for h in hours for m in models)
-    counted = {(r["time"], r["model"]): r["requests"] for r in got["rows"]}
+    assert sorted((r["time"], r["group"]) for r in got["rows"]) == sorted((h, m) for h in hours for m in models)
+    counted = {(r["time"], r["group"]): r["requests"] for r in got["rows"]}
     for model in models:
         assert counted[(hours[2], model)] == t.column("model").to_pylist().count(model)
         assert all(counted[(h, model)] == 0 for h in hours if h != hours[2])

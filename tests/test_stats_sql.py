@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from engine import Engine, Settings, queries
+from engine import Engine, Settings, queries, zones
 from engine.stats.reader import load_sources
 from engine.tables import MAX_MEASURES, ROLLUP_SCHEMA, SUMMED_MEASURES
 
@@ -138,6 +138,7 @@ def test_latency_keep_rollup_day_and_latency_day(engine):
 
 
 FILTERS = {"master_id": None, "key_id": None, "model": None, "provider_id": None, "provider_key_id": None}
+UTC_ZONE = {"tz_starts": [zones.DAWN], "tz_offsets": [0]}  # the offsets of UTC (engine/zones.py)
 
 
 def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
@@ -179,15 +180,15 @@ def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
 def test_stats_fine_and_stats_hist_read_only_rollups(engine):
     engine.stats.refresh_rollups(dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
     day = _rollup(HOURS[-1] + dt.timedelta(hours=1), daily_days=[DAY])
-    fine = run(engine, "stats_fine", **day, **FILTERS, group_by="model", then_by="none")
+    fine = run(engine, "stats_fine", **day, **FILTERS, group_by="model", then_by="none", **UTC_ZONE)
     assert sorted((r["g1"], r["key_id"], r["requests"]) for r in fine) == [
         ("gpt-4o", 10, 3), ("gpt-4o", 11, 1), ("模型", 20, 2)]
     # the same day from the hourly tier (not listed in daily_days), minus a dirty hour left to raw
     hourly = run(engine, "stats_fine", **_rollup(HOURS[-1] + dt.timedelta(hours=1), raw_hours=[H11]), **FILTERS,
-                 group_by="none", then_by="none")
+                 group_by="none", then_by="none", **UTC_ZONE)
     assert sum(r["requests"] for r in hourly) == 3
-    assert run(engine, "stats_fine", **_rollup(HOURS[0]), **FILTERS, group_by="none", then_by="none") == []
-    hist = run(engine, "stats_hist", **day, dim="key", dim_id="10", group_by="day", then_by="none")
+    assert run(engine, "stats_fine", **_rollup(HOURS[0]), **FILTERS, group_by="none", then_by="none", **UTC_ZONE) == []
+    hist = run(engine, "stats_hist", **day, dim="key", dim_id="10", group_by="day", then_by="none", **UTC_ZONE)
     assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
         ("2026-01-01", bucket(ms), 1) for ms in (100, 300, 0))
 
@@ -195,24 +196,25 @@ def test_stats_fine_and_stats_hist_read_only_rollups(engine):
 def test_stats_live_fine_and_live_hist(engine):
     # the raw part: the dirty hour 11:00 and everything from 23:00 on (nothing), by model
     live = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=None), **FILTERS,
-               group_by="model", then_by="none")
+               group_by="model", then_by="none", **UTC_ZONE)
     by = {(r["g1"], r["key_id"]): r for r in live}
     assert set(by) == {("模型", 20), ("gpt-4o", 11)}
     assert (by[("模型", 20)]["requests"], by[("模型", 20)]["errors"], by[("模型", 20)]["latency_max"]) == (2, 2, 1000)
     assert by[("gpt-4o", 11)]["provider_failures"] == 1
     # a bounded end leaves out 11:59:59.999999
     bounded = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=H11 + dt.timedelta(
-        minutes=59)), **FILTERS, group_by="none", then_by="none")
+        minutes=59)), **FILTERS, group_by="none", then_by="none", **UTC_ZONE)
     assert sum(r["requests"] for r in bounded) == 2
     hist = run(engine, "stats_live_hist", **_raw(engine, HOURS[0]), dim="key", dim_id=None, group_by="key",
-               then_by="none")
+               then_by="none", **UTC_ZONE)
     assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
         (str(r["key_id"]), bucket(r["latency_ms"]), 1) for r in RECORDS)
 
 
 def test_stats_exact(engine):
     rows = run(engine, "stats_exact", files=files(engine), start=HOURS[0], end=HOURS[-1], **FILTERS,
-               group_by="master", then_by="none")
+               group_by="master", then_by="none", **UTC_ZONE,
+               keep_g1=None, keep_g2=None)
     total = next(r for r in rows if r["kind"] == "total")
     # nearest rank of [0, 50, 100, 300, 1000, 2000]: p50 = 3rd, p95 = p99 = 6th
     assert (total["p50"], total["p95"], total["p99"]) == (100, 2000, 2000)
@@ -259,12 +261,21 @@ def test_daily_stats_read(engine):
     engine.stats.run_daily(dt.datetime(2026, 1, 2, 1, tzinfo=dt.UTC))
     con = engine.connect()
     try:
-        rows = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master", master_id=2).to_pylist()
-        every = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master", master_id=None)
+        rows = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master",
+                           **{**IDS, "master_id": 2}).to_pylist()
+        every = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="master", **IDS)
+        keys = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="key", **IDS)
+        one_model = queries.run(con, "daily_stats_read", first=DAY, last=DAY, grain="model",
+                                **{**IDS, "model": "模型"}).to_pylist()
     finally:
         con.close()
     assert [(r["date"], r["master_id"], r["requests"]) for r in rows] == [(DAY, 2, 2)]
     assert every.column("master_id").to_pylist() == [1, 2]
+    assert len(keys) == 3 and set(keys.column("grain").to_pylist()) == {"key"}
+    assert [(r["model"], r["requests"]) for r in one_model] == [("模型", 2)]
+
+
+IDS = {"master_id": None, "key_id": None, "model": None, "provider_id": None, "provider_key_id": None}
 
 
 def test_latency_bucket_macros_are_within_one_percent(engine):

@@ -67,9 +67,15 @@ def read_alert_stats(
     engine: EngineDep,
     since: Annotated[dt.datetime | None, Query(description="Start (RFC 3339); default 24 h before until.")] = None,
     until: Annotated[dt.datetime | None, Query(description="End, excluded (RFC 3339); default now.")] = None,
+    period: Annotated[str | None, Query(description="Instead of since/until: today, week, month, last7d, last30d "
+                                        "or custom (with from/to), in the days of `tz`.")] = None,
+    first: Annotated[dt.date | None, Query(alias="from", description="First day of a custom period.")] = None,
+    last: Annotated[dt.date | None, Query(alias="to", description="Last day of a custom period, included.")] = None,
+    tz: Annotated[str | None, Query(description="IANA time zone of the period's days; default EZ_DEFAULT_TZ.")
+                  ] = None,
 ) -> AlertCounts:
     """Alerts opened in a period, counted by type, peak severity and status."""
-    return engine.alerts.stats(since, until)
+    return engine.alerts.stats(since, until, period, first, last, tz)
 
 
 @router.get("/{alert_id}", responses=_ERRORS)

@@ -13,10 +13,28 @@ from api.deps import EngineDep, IngestAuth
 from engine.decoding import CONTENT_TYPES, NDJSON
 from engine.errors import InvalidBatch
 from engine.lake import BatchReceipt
+from engine.schema import json_schema
 
 router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[IngestAuth])
 
 _ACCEPTED = {*CONTENT_TYPES, "application/jsonl", "application/x-jsonlines"}
+_RECORD = json_schema()
+_EXAMPLE = {"request_id": "req-1", "created_at": "2026-01-15T08:30:00Z", "master_id": 1, "key_id": 101,
+            "model": "gpt-4o", "provider_id": 1, "provider_key_id": 101, "status_code": 200, "latency_ms": 850,
+            "prompt_tokens": 120, "completion_tokens": 300, "quota_cost": 540, "is_stream": True}
+#: The request body of POST /v1/logs in the OpenAPI document: the record schema for JSON, and what the
+#: other two formats hold.
+_BODY = {"required": True, "description": "A batch of log records; every record is validated the same way "
+         "whatever the format, and one invalid record refuses the whole batch.", "content": {
+    "application/json": {"schema": {"type": "array", "items": _RECORD}, "example": [_EXAMPLE]},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "NDJSON: one LogRecord JSON object per "
+                                        "line (the schema of application/json's items); blank lines are "
+                                        "skipped. Also accepted as application/jsonl."}},
+    "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "format": "binary", "description":
+                                                       "An Arrow IPC stream whose columns are the LogRecord "
+                                                       "fields (any compatible types: created_at a timestamp "
+                                                       "or epoch ms); the fastest format."}},
+}}
 
 
 @router.post(
@@ -24,7 +42,7 @@ _ACCEPTED = {*CONTENT_TYPES, "application/jsonl", "application/x-jsonlines"}
     status_code=201,
     response_model=BatchReceipt,
     responses={401: {}, 409: {}, 413: {}, 415: {}, 422: {"description": "Invalid records; nothing stored"}},
-    openapi_extra={"requestBody": {"content": {t: {} for t in CONTENT_TYPES}}},
+    openapi_extra={"requestBody": _BODY},
 )
 async def create_logs(
     request: Request,

@@ -12,7 +12,7 @@ import datetime as dt
 import sqlite3
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -117,11 +117,13 @@ def instants(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
 
 
 def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.datetime,
-           end: dt.datetime, scratch: Path | None = None) -> tuple[list[Alert], int]:
+           end: dt.datetime, scratch: Path | None = None,
+           adopt: Callable[[ControlStore], object] | None = None) -> tuple[list[Alert], int]:
     """Alerts that evaluations at every minute of [start, end) would have stored, and how many evaluations.
 
     `start` must be a whole minute. Quota alerts are not replayed: the registry keeps only each key's
-    current period, not its past limits and resets.
+    current period, not its past limits and resets. `adopt` is given the scratch store before it goes
+    (to copy its alerts into a real store).
     """
     if start.second or start.microsecond:
         raise ValueError("a replay starts on a whole minute")
@@ -201,6 +203,8 @@ def replay(con: duckdb.DuckDBPyConnection, thresholds: Thresholds, start: dt.dat
                 lifecycle.apply(observations, t, now, complete)
                 if count % CHUNK_MINUTES == 0:
                     forget(index)
+            if adopt is not None:
+                adopt(scratch_store)
             return AlertHistory(scratch_store).all(), count
         finally:
             scratch_store.close()

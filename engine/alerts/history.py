@@ -59,16 +59,22 @@ class Alert(BaseModel):
     status: AlertStatus
     severity: Severity = Field(description="Current severity (escalates and de-escalates in place).")
     peak_severity: Severity
-    value: float = Field(description="Last observed value of the metric.")
-    peak_value: float
+    value: float = Field(description="The metric at the latest evaluation (`evaluated_at`).")
     threshold: float = Field(description="Warning level of the metric.")
     critical_threshold: float
-    samples: int = Field(description="Requests behind the last observation (used units for quotas).")
-    window_start: dt.datetime
+    samples: int = Field(description="Requests behind the latest evaluation (used units for quotas).")
+    window_start: dt.datetime = Field(description="The window of the latest evaluation.")
     window_end: dt.datetime
     details: dict[str, float | str] = Field(
-        description="The rule's own figures (errors, rate_limited, quota_limit...); for credential_invalid the "
-        "provider_type, account and reason.")
+        description="The rule's own figures at the latest evaluation (errors, rate_limited, quota_limit...); for "
+        "credential_invalid the provider_type, account and reason.")
+    peak_value: float = Field(description="The highest value while the alert was active.")
+    peak_at: dt.datetime | None = Field(description="The evaluation that saw the peak (null: stored by a version "
+                                        "that did not keep it).")
+    peak_window_start: dt.datetime | None = Field(description="The window of the peak's evaluation.")
+    peak_window_end: dt.datetime | None
+    peak_samples: int | None = Field(description="Requests behind the peak.")
+    peak_details: dict[str, float | str] | None = Field(description="The rule's own figures at the peak.")
     opened_at: dt.datetime
     last_seen_at: dt.datetime = Field(description="Last evaluation at or over the threshold.")
     evaluated_at: dt.datetime
@@ -95,6 +101,7 @@ class AlertCounts(BaseModel):
 
     start: dt.datetime
     end: dt.datetime
+    tz: str = Field("UTC", description="The zone whose days a `period` followed.")
     total: int
     by_type: dict[str, int]
     by_severity: dict[str, int] = Field(description="By peak severity.")
@@ -200,6 +207,7 @@ def _alert(row: sqlite3.Row, events: list[AlertEvent] | None = None) -> Alert:
     for gone in ("series", "period_end", "recovery_streak"):
         data.pop(gone)
     data["details"] = json.loads(data["details"])
+    data["peak_details"] = json.loads(data["peak_details"]) if data["peak_details"] else None
     return Alert.model_validate({**data, "events": events or []})
 
 

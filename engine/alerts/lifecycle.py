@@ -158,6 +158,37 @@ class Lifecycle:
                 self._resolve(con, alert_id, iso(now), by, note, changes)
         return changes.resolved
 
+    def adopt(self, source: ControlStore) -> list[int]:
+        """Copy the alerts (and their events) of another store, e.g. a replay's, into this one; returns
+        the new ids.
+
+        An alert already here (same fingerprint opened at the same instant) is skipped, so adopting the
+        same replay twice copies it once; so is an active one whose fingerprint is active here.
+        """
+        with source.connect(write=False) as src:
+            alerts = [dict(r) for r in src.execute("SELECT * FROM alerts ORDER BY id")]
+            events = [dict(r) for r in src.execute("SELECT * FROM alert_events ORDER BY id")]
+        by_alert: dict[int, list[dict[str, object]]] = {}
+        for event in events:
+            by_alert.setdefault(int(event["alert_id"]), []).append(event)
+        added = []
+        with self.store.connect() as con:
+            for alert in alerts:
+                known = con.execute("SELECT 1 FROM alerts WHERE fingerprint = ? AND (opened_at = ? OR (status IN "
+                                    "('open', 'acknowledged') AND ? IN ('open', 'acknowledged')))",
+                                    (alert["fingerprint"], alert["opened_at"], alert["status"])).fetchone()
+                if known:
+                    continue
+                old_id = alert.pop("id")
+                columns = ", ".join(alert)
+                new_id = con.execute(f"INSERT INTO alerts ({columns}) VALUES ({', '.join('?' * len(alert))}) "
+                                     "RETURNING id", tuple(alert.values())).fetchone()["id"]
+                for event in by_alert.get(int(old_id), []):
+                    _event(con, new_id, str(event["at"]), str(event["kind"]), str(event["actor"]),
+                           event["note"], event["severity"], event["value"])  # type: ignore[arg-type]
+                added.append(new_id)
+        return added
+
     # -- the steps of `apply` -----------------------------------------------------------------
 
     def _open(self, con: sqlite3.Connection, obs: Observation, thresholds: Thresholds, stamp: str,
@@ -169,8 +200,8 @@ class Lifecycle:
             INSERT INTO alerts (fingerprint, series, type, metric, scope, scope_id, master_id, key_id,
                 provider_key_id, period, period_end, status, severity, peak_severity, value, peak_value,
                 threshold, critical_threshold, samples, window_start, window_end, details, opened_at,
-                last_seen_at, evaluated_at)
-            SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                last_seen_at, evaluated_at, peak_at, peak_window_start, peak_window_end, peak_samples, peak_details)
+            SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
             WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ? AND status = 'resolved' AND resolved_at > ?)
             ON CONFLICT (fingerprint) WHERE status IN ('open', 'acknowledged') DO NOTHING
             RETURNING id
@@ -178,7 +209,8 @@ class Lifecycle:
             (obs.fingerprint, obs.series, obs.type, obs.metric, obs.scope, obs.scope_id, obs.master_id, obs.key_id,
              obs.provider_key_id, obs.period, iso(obs.period_end) if obs.period_end else None, severity, severity,
              obs.value, obs.value, obs.threshold, obs.critical, obs.samples, iso(obs.window.start),
-             iso(obs.window.end), json.dumps(obs.extra), stamp, stamp, stamp, obs.fingerprint, since),
+             iso(obs.window.end), json.dumps(obs.extra), stamp, stamp, stamp, stamp, iso(obs.window.start),
+             iso(obs.window.end), obs.samples, json.dumps(obs.extra), obs.fingerprint, since),
         )
         row = cur.fetchone()
         if row is None:
@@ -203,13 +235,12 @@ class Lifecycle:
         else:
             last_seen = stamp
         con.execute(
-            "UPDATE alerts SET severity = ?, peak_severity = ?, value = ?, peak_value = max(peak_value, ?),"
-            " threshold = ?, critical_threshold = ?, samples = ?, window_start = ?, window_end = ?, details = ?,"
-            " recovery_streak = 0, last_seen_at = ?, evaluated_at = ? WHERE id = ?",
-            (severity, _max_severity(row["peak_severity"], severity), obs.value, obs.value, obs.threshold,
-             obs.critical, obs.samples, iso(obs.window.start), iso(obs.window.end), json.dumps(obs.extra),
-             last_seen, stamp, row["id"]),
+            "UPDATE alerts SET severity = ?, peak_severity = ?, threshold = ?, critical_threshold = ?,"
+            " recovery_streak = 0, last_seen_at = ? WHERE id = ?",
+            (severity, _max_severity(row["peak_severity"], severity), obs.threshold, obs.critical, last_seen,
+             row["id"]),
         )
+        _observed(con, row, obs.value, obs.samples, obs.window.start, obs.window.end, obs.extra, stamp)
         if severity != row["severity"]:
             kind = "escalated" if _RANK[severity] > _RANK[row["severity"]] else "de-escalated"
             (changes.escalated if kind == "escalated" else changes.de_escalated).append(row["id"])
@@ -220,8 +251,13 @@ class Lifecycle:
     def _recovering(self, con: sqlite3.Connection, row: sqlite3.Row, value: float, thresholds: Thresholds,
                     stamp: str, changes: Changes, obs: Observation | None = None) -> None:
         streak = row["recovery_streak"] + 1
-        con.execute("UPDATE alerts SET value = ?, samples = ?, recovery_streak = ?, evaluated_at = ? WHERE id = ?",
-                    (value, obs.samples if obs else 0, streak, stamp, row["id"]))
+        con.execute("UPDATE alerts SET recovery_streak = ? WHERE id = ?", (streak, row["id"]))
+        if obs is not None:
+            _observed(con, row, value, obs.samples, obs.window.start, obs.window.end, obs.extra, stamp)
+        else:  # absent from an evaluation that saw data: a measured zero over the rule's window ending now
+            now = dt.datetime.fromisoformat(stamp)
+            width = dt.datetime.fromisoformat(row["window_end"]) - dt.datetime.fromisoformat(row["window_start"])
+            _observed(con, row, value, 0, now - width, now, {}, stamp)
         if streak >= thresholds.recovery_evaluations:
             level = thresholds.recovery_ratio * row["threshold"]
             self._resolve(con, row["id"], stamp, DETECTOR,
@@ -248,6 +284,19 @@ class Lifecycle:
         ).fetchall()
         for row in expired:
             _event(con, row["id"], stamp, "ack_expired", DETECTOR, None, row["severity"], row["value"])
+
+
+def _observed(con: sqlite3.Connection, row: sqlite3.Row, value: float, samples: int, start: dt.datetime,
+              end: dt.datetime, details: Mapping[str, float | str], stamp: str) -> None:
+    """Record one evaluation of an active alert: value, samples, window and details all from it, and the
+    peak moved to it when it is the highest value yet."""
+    figures = json.dumps(dict(details))
+    con.execute("UPDATE alerts SET value = ?, samples = ?, window_start = ?, window_end = ?, details = ?,"
+                " evaluated_at = ? WHERE id = ?", (value, samples, iso(start), iso(end), figures, stamp, row["id"]))
+    if value > row["peak_value"] or (row["peak_at"] is None and value >= row["peak_value"]):
+        con.execute("UPDATE alerts SET peak_value = ?, peak_at = ?, peak_window_start = ?, peak_window_end = ?,"
+                    " peak_samples = ?, peak_details = ? WHERE id = ?",
+                    (value, stamp, iso(start), iso(end), samples, figures, row["id"]))
 
 
 def _active_row(con: sqlite3.Connection, alert_id: int, action: str) -> sqlite3.Row:

@@ -12,13 +12,14 @@ from typing import Any, Protocol
 import duckdb
 from pydantic import BaseModel, Field
 
-from engine import catalog
+from engine import catalog, zones
 from engine.alerts import backtest, detector, rules
 from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertHistory, AlertPage
 from engine.alerts.lifecycle import Lifecycle
 from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStore
 from engine.errors import InvalidParameter
 from engine.infra import Infra
+from engine.stats import periods
 from engine.tables import LOG_RECORDS
 from engine.times import as_utc
 
@@ -218,12 +219,27 @@ class Alerts:
         """
         return self.lifecycle.resolve_scope(column, scope_id, by, note, as_utc(self.infra.now()))
 
-    def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> AlertCounts:
-        """Alerts opened in [since, until) (default: the last 24 hours) by type, peak severity and status."""
+    def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None, period: str | None = None,
+              first: dt.date | None = None, last: dt.date | None = None, tz: str | None = None) -> AlertCounts:
+        """Alerts opened in [since, until) (default: the last 24 hours), or in a stats period (`today`,
+        `last7d`, `custom` with first/last...) of the zone `tz` (default EZ_DEFAULT_TZ), by type, peak
+        severity and status.
+
+        Raises:
+            InvalidParameter: a period with since/until; an unknown period or zone; since not before until.
+        """
+        zone = zones.zone(tz or self.infra.settings.default_tz)
+        if period is not None:
+            if since is not None or until is not None:
+                raise InvalidParameter("give either period (with from/to for custom) or since/until, not both")
+            resolved = periods.resolve(period, self.infra.now(), first, last, zone)
+            since, until = resolved.start, resolved.end
+        elif first is not None or last is not None:
+            raise InvalidParameter("from and to go with period=custom")
         until = as_utc(until or self.infra.now())
         since = as_utc(since) if since else until - dt.timedelta(days=1)
         counts = self.history.counts(AlertFilter(since=since, until=until))
-        return AlertCounts(start=since, end=until, **counts)
+        return AlertCounts(start=since, end=until, tz=zone.key, **counts)
 
     # -- thresholds ---------------------------------------------------------------------------
 
@@ -256,6 +272,22 @@ class Alerts:
         start = dt.datetime.combine(from_day, dt.time(), dt.UTC)
         end = dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC)
         return self.replay(thresholds, start, min(end, as_utc(self.infra.now())))
+
+    def backfill(self, start: dt.datetime, end: dt.datetime) -> Preview:
+        """Store the alerts the detector would have raised had it run every minute of [start, end) with the
+        stored thresholds (the backtest's replay, kept instead of thrown away); e.g. after loading history.
+
+        Alerts already stored (same fingerprint and opening instant) are not stored twice. Quota alerts
+        are not replayed; `run_once` at the end judges the current quota periods.
+        """
+        thresholds = self.read_thresholds().thresholds
+        start = as_utc(start).replace(second=0, microsecond=0)
+        con = self.infra.connect()
+        try:
+            alerts, evaluations = backtest.replay(con, thresholds, start, as_utc(end), adopt=self.lifecycle.adopt)
+        finally:
+            con.close()
+        return Preview.of(start, as_utc(end), evaluations, thresholds, alerts)
 
     def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
         """The backtest of `preview` over any whole-minute range [start, end)."""

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from engine import zones
 from engine.errors import InvalidParameter
 from engine.infra import Infra
 from engine.partitions import PartitionDrops
 from engine.stats import periods
-from engine.stats.answers import DailyStats, PeriodStats, SeriesStats
+from engine.stats.answers import DailyStat, DailyStats, PeriodStats, SeriesStats
 from engine.stats.daily import GRAINS, Daily, closed
-from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, Reader
+from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, NameLookup, Reader
 from engine.stats.rollups import Rollups
+from engine.stats.topn import TopN
 from engine.tables import LOG_RECORDS
 from engine.times import DAY, midnight
 
-__all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats"]
+__all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats", "TopN"]
+
+#: The filter that names each daily grain's own id.
+_GRAIN_FILTER = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",
+                 "provider_key": "provider_key_id"}
 
 
 @dataclass
@@ -41,12 +49,14 @@ class DayResult:
 class Stats:
     """The stats domain of an engine: `engine.stats`."""
 
-    def __init__(self, infra: Infra, drops: PartitionDrops) -> None:
+    def __init__(self, infra: Infra, drops: PartitionDrops, names: NameLookup) -> None:
+        """`names` gives the registry's display names of ids (`Registry.names`), for group rows."""
         self.infra = infra
         self.drops = drops
+        self.names = names
         self.rollups = Rollups(infra, drops)
         self.daily = Daily(infra, self.rollups)
-        self.reader = Reader(infra, self.rollups)
+        self.reader = Reader(infra, self.rollups, names)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -138,45 +148,84 @@ class Stats:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def zone(self, tz: str | None = None) -> ZoneInfo:
+        """The zone a request named, or `EZ_DEFAULT_TZ`. Raises InvalidParameter for an unknown name."""
+        return zones.zone(tz or self.infra.settings.default_tz)
+
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
-               now: dt.datetime | None = None) -> periods.Period:
-        """Resolve a period name at `now` (default: the engine clock); `all` starts at the first data day."""
+               now: dt.datetime | None = None, tz: str | None = None) -> periods.Period:
+        """Resolve a period name at `now` (default: the engine clock) in a zone (default `EZ_DEFAULT_TZ`);
+        `all` starts at the local midnight before the first data day."""
         now = now or self.infra.now()
-        period = periods.resolve(name, now, first, last)
+        zone = self.zone(tz)
+        period = periods.resolve(name, now, first, last, zone)
         if name == "all":
             days = self.raw_days() + self.rollups.days()
-            start = midnight(min(days)) if days else now
-            period = periods.Period(name, min(start, now), now)
+            start = zones.local_midnight(zones.local_day(midnight(min(days)), zone), zone) if days else now
+            period = periods.Period(name, min(start, now), now, zone)
         return period
 
     def read(self, period: str = "today", first: dt.date | None = None, last: dt.date | None = None,
-             filters: Filters | None = None, group_by: str | None = None, source: str = "auto"
-             ) -> PeriodStats:
-        """Stats of a period (SPEC metrics, groups, top models); see `Reader.read`.
+             filters: Filters | None = None, group_by: str | None = None, source: str = "auto",
+             tz: str | None = None, top: TopN | None = None) -> PeriodStats:
+        """Stats of a period (SPEC metrics, groups, top models) in a zone; see `Reader.read`.
 
         Raises:
-            InvalidParameter: unknown period, group_by or source; custom without dates; from > to.
+            InvalidParameter: unknown period, zone, group_by, source or sort; custom without dates; from > to.
         """
-        return self.reader.read(self.period(period, first, last), filters or Filters(), group_by, source)
+        return self.reader.read(self.period(period, first, last, tz=tz), filters or Filters(), group_by, source, top)
 
     def series(self, period: str, interval: str, metric: str, group_by: str | None = None,
                first: dt.date | None = None, last: dt.date | None = None, filters: Filters | None = None,
-               source: str = "auto") -> SeriesStats:
-        """One metric per hour or day (and group) over a period; see `Reader.series`."""
-        return self.reader.series(self.period(period, first, last), filters or Filters(), interval, metric,
-                                  group_by, source)
+               source: str = "auto", tz: str | None = None, top: TopN | None = None) -> SeriesStats:
+        """One metric per local hour or day (and group) over a period; see `Reader.series`."""
+        return self.reader.series(self.period(period, first, last, tz=tz), filters or Filters(), interval, metric,
+                                  group_by, source, top)
 
     def read_daily(self, first: dt.date | None = None, last: dt.date | None = None,
-                   master_id: int | None = None) -> DailyStats:
-        """Stored daily stats of [first, last] (default: the 30 days before today): gateway or one master's rows.
+                   master_id: int | None = None, grain: str | None = None, filters: Filters | None = None,
+                   tz: str | None = None) -> DailyStats:
+        """Stored daily stats rows of [first, last] (default: the 30 days before today in `tz`) at one grain.
+
+        Daily stats are UTC days, always; `tz` only decides which day is today for the default range.
+        The grain defaults to the one of the single id filter given (`master_id` alone: master rows),
+        else gateway. A filter narrows the rows of its own grain (key_id with grain key); a row at one
+        grain carries no breakdown by another, so other filters are refused.
 
         Raises:
-            InvalidParameter: first is after last.
+            InvalidParameter: first is after last; an unknown grain or zone; a filter another grain's.
         """
-        today = self.infra.now().date()
+        filters = filters or Filters()
+        if master_id is not None:
+            filters = dataclasses.replace(filters, master_id=master_id)
+        given = filters.to_dict()
+        if grain is None:
+            grain = next((g for g, f in _GRAIN_FILTER.items() if f in given), "gateway") if len(given) <= 1 else None
+            if grain is None:
+                raise InvalidParameter(f"several filters ({', '.join(given)}): give grain= and the filter of "
+                                       "that grain")
+        if grain not in GRAINS:
+            raise InvalidParameter(f"unknown grain {grain!r}; use one of {', '.join(GRAINS)}")
+        stray = [f for f in given if f != _GRAIN_FILTER.get(grain)]
+        if stray:
+            raise InvalidParameter(f"daily stats at grain {grain} are per {grain} only; {', '.join(stray)} "
+                                   f"filters the grain {', '.join(g for g, f in _GRAIN_FILTER.items() if f in stray)}")
+        today = zones.local_day(self.infra.now(), self.zone(tz))
         last = last or today - DAY
         first = first or min(last, today - 30 * DAY)
         if first > last:
             raise InvalidParameter(f"from ({first}) is after to ({last})")
-        rows = self.daily.read(first, last, "gateway" if master_id is None else "master", master_id)
-        return DailyStats(start=first, end=last, master_id=master_id, days=rows)
+        rows = self.daily.read(first, last, grain, given)
+        column = _GRAIN_FILTER.get(grain, "")
+        names = self.names(_SECTIONS[grain], [r[column] for r in rows]) if grain in _SECTIONS else {}
+        days = []
+        for row in rows:
+            group = row.get(column)
+            name = names.get(group) if group is not None else None
+            days.append(DailyStat.model_validate({**row, "group": group, "name": name}))
+        return DailyStats(start=first, end=last, tz=self.zone(tz).key, grain=grain, filters=given,
+                          master_id=filters.master_id, days=days)
+
+
+#: The registry section of each daily grain's ids.
+_SECTIONS = {"master": "masters", "key": "keys", "provider": "providers", "provider_key": "provider_keys"}

@@ -54,9 +54,18 @@ class Metrics(_Answer):
 
 
 class Group(Metrics):
-    """The metrics of one group; `group` is the id, model name, day or hour (ISO) grouped by."""
+    """The metrics of one group: `group` is its id, model name, local day (YYYY-MM-DD) or hour (the UTC
+    instant it starts); `name` the registry's display name of an id, else null."""
 
     group: int | str | None
+    name: str | None = Field(None, description="The registry's display name of the master, key, provider or "
+                             "provider key; null when it has none or the group is not an id.")
+
+
+class Other(Metrics):
+    """The groups a `limit` left out, summed: exact counts, distinct counts and percentiles of their records."""
+
+    groups: int = Field(description="How many groups it sums.")
 
 
 class TopModel(_Answer):
@@ -79,12 +88,18 @@ class PeriodStats(_Answer):
     """Stats of a period `[start, end)`: totals, groups and top models."""
 
     period: str
-    start: dt.datetime
-    end: dt.datetime
+    tz: str = Field(description="The IANA zone whose days and hours the period and its day/hour groups follow.")
+    start: dt.datetime = Field(description="The period's first instant (its local midnight for day periods).")
+    end: dt.datetime = Field(description="The instant the period ends, excluded (now for open periods).")
     filters: dict[str, int | str]
     group_by: str | None
-    totals: Metrics
+    sort: str | None = Field(description="The metric groups are sorted by ('-' first: descending); null: time "
+                             "groups in time order, others by requests, most first.")
+    limit: int | None = Field(description="How many groups are listed at most; null: all.")
+    totals: Metrics = Field(description="Every record of the period, whatever the limit.")
     groups: list[Group]
+    groups_total: int = Field(description="How many groups there are before the limit.")
+    other: Other | None = Field(description="The groups past the limit summed (with other=true), else null.")
     top_models: list[TopModel]
     percentiles: PercentileMode = Field(description="'exact' (from raw records), 'approx' (merged histograms, "
                                         "within 1 %), or 'unavailable' (a two-dimension question over days whose "
@@ -96,17 +111,22 @@ class SeriesStats(_Answer):
     """One metric per interval (and group) as flat rows with ISO `time`, as Grafana's Infinity datasource reads them."""
 
     period: str
+    tz: str = Field(description="The IANA zone whose days and hours the intervals follow.")
     start: dt.datetime
     end: dt.datetime
     interval: str
     metric: str
     group_by: str | None
+    sort: str | None = Field(description="How the listed groups were chosen over the whole period (with limit).")
+    limit: int | None = Field(description="How many groups are listed at most; null: all.")
     filters: dict[str, int | str]
     percentiles: PercentileMode = Field(description="How latency percentiles were computed; 'none' for other "
                                         "metrics.")
-    rows: list[dict[str, int | float | str | None]] = Field(
-        description="{time, <group_by>?, <metric>}; intervals without records are present (counts 0, rates and "
-        "latencies null).")
+    rows: list[dict[str, int | float | str | bool | None]] = Field(
+        description="{time, group?, name?, other?, <metric>}: `time` is the UTC instant the interval (a local day "
+        "or hour) starts; with group_by, `group` is the group's id and `name` its registry name (null if none); "
+        "with other=true, `other` marks the row summing the groups past the limit (group null, name 'other'). "
+        "Intervals without records are present (counts 0, rates and latencies null).")
 
 
 class DailyTopModel(TopModel):
@@ -114,10 +134,13 @@ class DailyTopModel(TopModel):
 
 
 class DailyStat(_Answer):
-    """One immutable daily stats row (seed DailyStat) at one grain."""
+    """One immutable daily stats row (seed DailyStat) at one grain; `date` is a UTC day."""
 
     date: dt.date
     grain: str
+    group: int | str | None = Field(description="The row's id at its grain (master, key, provider or provider key "
+                                    "id, model name); null for the gateway row.")
+    name: str | None = Field(description="The registry's display name of that id, or null.")
     master_id: int | None
     key_id: int | None = None
     model: str | None = None
@@ -148,9 +171,12 @@ class DailyStat(_Answer):
 
 
 class DailyStats(_Answer):
-    """Stored daily stats of a day range."""
+    """Stored daily stats of a range of UTC days (they are always UTC days, whatever `tz`)."""
 
     start: dt.date
     end: dt.date
-    master_id: int | None
+    tz: str = Field(description="The zone whose today bounded the default range; the rows are UTC days.")
+    grain: str = Field(description="gateway, master, key, model, provider or provider_key.")
+    filters: dict[str, int | str]
+    master_id: int | None = Field(description="The master_id filter (kept for older clients; see filters).")
     days: list[DailyStat]

@@ -10,12 +10,12 @@ recorded in `daily_stats_late`, so the day is not silently changed and `backfill
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pyarrow as pa
 
 from engine import queries
 from engine.infra import Infra
-from engine.stats.answers import DailyStat
 from engine.stats.rollups import Rollups
 from engine.tables import DAILY_SCHEMA, DAILY_STATS
 from engine.times import DAY, iso, midnight
@@ -102,18 +102,25 @@ class Daily:
             rows = con.execute("SELECT date FROM daily_stats_late ORDER BY date").fetchall()
         return [dt.date.fromisoformat(r["date"]) for r in rows]
 
-    def read(self, first: dt.date, last: dt.date, grain: str = "gateway", master_id: int | None = None
-             ) -> list[DailyStat]:
-        """Stored rows of [first, last] at one grain (optionally one master's)."""
+    def read(self, first: dt.date, last: dt.date, grain: str = "gateway", filters: dict[str, Any] | None = None
+             ) -> list[dict[str, Any]]:
+        """Stored rows of [first, last] at one grain, narrowed by equality `filters` on its id columns,
+        each with `late_data`."""
         if not DAILY_STATS.has_files(self.infra.data_dir):
             return []
+        filters = filters or {}
         con = self.infra.connect()
         try:
-            table = queries.run(con, "daily_stats_read", first=first, last=last, grain=grain, master_id=master_id)
+            table = queries.run(con, "daily_stats_read", first=first, last=last, grain=grain,
+                                **{name: filters.get(name) for name in _FILTERS})
         finally:
             con.close()
         late = set(self.late_days())
-        return [DailyStat.model_validate({**row, "late_data": row["date"] in late}) for row in table.to_pylist()]
+        return [{**row, "late_data": row["date"] in late} for row in table.to_pylist()]
+
+
+#: The id columns daily rows can be filtered on.
+_FILTERS = ("master_id", "key_id", "model", "provider_id", "provider_key_id")
 
 
 def closed(day: dt.date, now: dt.datetime) -> bool:

@@ -54,6 +54,10 @@ class Histograms:
         """What keeping the part costs, in rows or matrix cells."""
         return int(self.counts.size) if self.counts is not None else int(self.table.num_rows)
 
+    def rows(self) -> pa.Table:
+        """The part's (g1, g2, b, n) rows, from its matrix if it has one."""
+        return _rows(self)
+
     def add(self, other: Histograms) -> Histograms:
         """This part and another of the same shape, merged."""
         if self.counts is None or other.counts is None:

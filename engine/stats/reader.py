@@ -19,27 +19,33 @@ import datetime as dt
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
 
-from engine import catalog, queries
+from engine import catalog, queries, zones
 from engine.errors import InvalidParameter
 from engine.infra import Infra
-from engine.stats import histograms, merging
+from engine.stats import histograms, merging, topn
 from engine.stats.answers import PeriodStats, SeriesStats
 from engine.stats.live import LiveParts, relisting
 from engine.stats.periods import Period
 from engine.stats.rollups import Rollups
+from engine.stats.topn import TopN
 from engine.tables import LATENCY_DAILY, LOG_RECORDS, ROLLUPS_DAILY, VIEWS
 from engine.times import DAY, HOUR, floor_hour, midnight
 
 T = TypeVar("T")
+#: The registry's display names of one section's ids (`Registry.names`).
+NameLookup = Callable[[str, Iterable[int]], dict[int, str]]
 GROUP_BYS = ("master", "key", "model", "provider", "provider_key", "day", "hour")
+TIME_GROUPS = ("day", "hour")
+MAX_CUT_HOURS = 48  # hours cut by local boundaries read raw; beyond it the whole period is (see plan)
 INTERVALS = ("hour", "day")
 SOURCES = ("auto", "raw")
 TOP_MODELS = 10
@@ -85,6 +91,7 @@ class Plan:
     raw_hours: tuple[dt.datetime, ...]
     daily_days: tuple[dt.date, ...]
     rollup_hours: int
+    offsets: zones.Offsets = zones.UTC_OFFSETS
 
     @property
     def exact(self) -> bool:
@@ -104,9 +111,10 @@ class Plan:
 class Reader:
     """Reads stats for periods; one instance per engine."""
 
-    def __init__(self, infra: Infra, rollups: Rollups) -> None:
+    def __init__(self, infra: Infra, rollups: Rollups, names: NameLookup) -> None:
         self.infra = infra
         self.rollups = rollups
+        self.names = names
         self.live = LiveParts(LOG_RECORDS.root(infra.data_dir))
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -140,51 +148,79 @@ class Reader:
             else:
                 pooled.con.close()
 
-    def plan(self, period: Period, source: str = "auto", daily: bool = True) -> Plan:
+    def plan(self, period: Period, source: str = "auto", boundaries: Iterable[dt.datetime] = ()) -> Plan:
         """Split a period into daily-tier days, hourly-tier hours and raw hours (see the module docstring).
 
-        `daily=False` keeps whole days out of the daily tier (answers grouped by hour need hours).
+        `boundaries` are the starts of an answer's local day or hour buckets. A UTC day of the daily tier
+        serves only if no boundary falls inside it (it must land in one bucket); an hour that a boundary
+        (or the period's start) cuts is read raw, so each record lands in its own bucket: how zones 30
+        or 45 minutes off UTC stay exact. When that would cut more than MAX_CUT_HOURS hours (hour buckets
+        in such a zone), the whole period is read raw.
         """
         if source not in SOURCES:
             raise InvalidParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
         start, end = period.start, max(period.end, period.start)
         split = start if source == "raw" else max(start, floor_hour(end))
-        dirty = sorted(h for h in self.rollups.pending().hours if start <= h < split)
-        raw_from = min([split, *dirty])
-        total_hours = int((split - start) / HOUR)
+        inside = [b for b in boundaries if start < b < end]
+        cut = {floor_hour(b) for b in (start, *inside) if b != floor_hour(b) and floor_hour(b) < split}
+        if len(cut) > MAX_CUT_HOURS:
+            split, cut = start, set()
+        dirty = sorted(cut | {h for h in self.rollups.pending().hours if start <= h < split})
+        raw_from = max(start, min([split, *dirty]))
+        first_whole = start if start == floor_hour(start) else floor_hour(start) + HOUR
+        whole = max(int((split - first_whole) / HOUR), 0)
         days: tuple[dt.date, ...] = ()
-        if daily and split > start:
+        if split > start:
             dirty_days = {h.date() for h in dirty}
             days = tuple(d for d in self.rollups.daily_days()
-                         if d not in dirty_days and start <= midnight(d) and midnight(d) + DAY <= split)
-        return Plan(start, end, split, raw_from, tuple(dirty), days, total_hours - len(dirty))
+                         if d not in dirty_days and start <= midnight(d) and midnight(d) + DAY <= split
+                         and not any(midnight(d) < b < midnight(d) + DAY for b in inside))
+        offsets = zones.offsets(period.tz, start, end)
+        return Plan(start, end, split, raw_from, tuple(dirty), days, whole - sum(h >= first_whole for h in dirty),
+                    offsets)
 
-    def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto"
-             ) -> PeriodStats:
+    def read(self, period: Period, filters: Filters, group_by: str | None = None, source: str = "auto",
+             top: TopN | None = None) -> PeriodStats:
         """The SPEC metrics of a period: totals, groups, top models, and how percentiles were computed.
 
+        Day and hour groups are those of the period's zone. `top` sorts the groups, keeps the first
+        `limit` and, if asked, sums the rest into `other`; totals always cover every group.
+
         Raises:
-            InvalidParameter: an unknown group_by or source.
+            InvalidParameter: an unknown group_by, source or sort; a limit below 1.
         """
-        if group_by is not None and group_by not in GROUP_BYS:
-            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
-        plan = self.plan(period, source, daily=group_by != "hour")
+        top = top or TopN()
+        _check_group_by(group_by)
+        top.check(SERIES_METRICS)
+        plan = self.plan(period, source, _boundaries(period, group_by))
         rows, latency, mode = self._query(plan, filters, group_by or "none", "none")
         pcts = {(r["kind"], r["g1"]): r for r in latency or ()}
         total = next((r for r in rows if r["kind"] == "total"), None)
-        groups = [r for r in rows if r["kind"] == "group"] if group_by else []
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
-        groups.sort(key=lambda r: (r["g1"] is None, r["g1"]) if group_by in ("day", "hour")
-                    else (-r["requests"], str(r["g1"])))
+        groups = [{"group": _group_value(group_by, r["g1"]), "g1": r["g1"], **_metrics(r, pcts.get(("group", r["g1"])))}
+                  for r in rows if r["kind"] == "group"] if group_by else []
+        listed, rest = top.split(top.order(groups, _pick, group_by in TIME_GROUPS))
+        other = None
+        if rest and top.other:
+            fold = topn.Fold.of("g1", [g["g1"] for g in listed])
+            folded, latency, _ = self._query(plan, filters, group_by or "none", "none", fold=fold)
+            found = next((r for r in folded if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
+            pct = next((r for r in latency or () if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
+            other = {"groups": len(rest), **_metrics(found, pct)}
+        names = self._names(group_by, [g["group"] for g in listed])
         return PeriodStats.model_validate({
             "period": period.name,
+            "tz": period.tz_name,
             "start": plan.start,
             "end": plan.end,
             "filters": filters.to_dict(),
             "group_by": group_by,
+            "sort": top.sort,
+            "limit": top.limit,
             "totals": _metrics(total, pcts.get(("total", None))),
-            "groups": [{"group": _group_value(group_by, g["g1"]),
-                        **_metrics(g, pcts.get(("group", g["g1"])))} for g in groups],
+            "groups": [{**{k: v for k, v in g.items() if k != "g1"}, "name": names.get(g["group"])} for g in listed],
+            "groups_total": len(groups),
+            "other": other,
             "top_models": [{"model": m["model"], "requests": m["requests"], "total_tokens": m["total_tokens"]}
                            for m in models[:TOP_MODELS]],
             "percentiles": mode,
@@ -193,50 +229,77 @@ class Reader:
         })
 
     def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
-               source: str = "auto") -> SeriesStats:
+               source: str = "auto", top: TopN | None = None) -> SeriesStats:
         """One metric per interval (and per group): flat rows with ISO times, as Grafana reads them.
 
+        Intervals are the local days or hours of the period's zone; a row's `time` is the UTC instant
+        its interval starts. With `top.limit`, the groups listed are the top ones over the whole period
+        (by `top.sort`, default the series' metric, descending), and with `top.other` each interval
+        also has a row summing the other groups.
+
         Raises:
-            InvalidParameter: an unknown interval, metric, group_by or source.
+            InvalidParameter: an unknown interval, metric, group_by, source or sort; a limit below 1.
         """
+        top = top or TopN()
         if interval not in INTERVALS:
             raise InvalidParameter(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
         if metric not in SERIES_METRICS:
             raise InvalidParameter(f"unknown metric {metric!r}; use one of {', '.join(SERIES_METRICS)}")
-        if group_by is not None and group_by not in GROUP_BYS:
-            raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
-        plan = self.plan(period, source, daily=interval != "hour" and group_by != "hour")
+        _check_group_by(group_by)
+        top.check(SERIES_METRICS)
+        fold = None
+        if group_by and top.limit is not None:
+            ranked = self.read(period, filters, group_by, source, TopN(top.limit, top.sort or f"-{metric}"))
+            fold = topn.Fold.of("g2", [g.group for g in ranked.groups])
+        bounds = sorted({*_boundaries(period, interval), *_boundaries(period, group_by)})
+        plan = self.plan(period, source, bounds)
         needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
-        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts)
+        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts, fold=fold)
         pcts = {(r["g1"], r["g2"]): r for r in latency or ()}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for r in metrics:
             if r["kind"] != "group":
                 continue
-            m = _metrics(r, pcts.get((r["g1"], r["g2"])))
-            value = _pick(m, metric)
-            time = r["g1"] if interval == "hour" else r["g1"] + "T00:00:00Z"
-            row: dict[str, Any] = {"time": time}
+            is_other = fold is not None and r["g2"] == topn.OTHER
+            if is_other and not top.other:
+                continue
+            row: dict[str, Any] = {"time": _interval_start(interval, r["g1"], period.tz)}
             if group_by:
-                row[group_by] = _group_value(group_by, r["g2"])
-            row[metric] = value
+                row["group"] = None if is_other else _group_value(group_by, r["g2"])
+                row["name"] = "other" if is_other else None
+                if top.other:
+                    row["other"] = is_other
+            row[metric] = _pick(_metrics(r, pcts.get((r["g1"], r["g2"]))), metric)
             rows.append(row)
-        rows += _empty_intervals(rows, plan, interval, metric, group_by)
-        rows.sort(key=lambda x: (x["time"], str(x.get(group_by or "", ""))))
+        rows += _empty_intervals(rows, plan, period.tz, interval, metric, group_by is not None)
+        if group_by:
+            names = self._names(group_by, {r["group"] for r in rows if not r.get("other")})
+            for row in rows:
+                if not row.get("other"):
+                    row["name"] = names.get(row["group"])
+        rows.sort(key=lambda x: (x["time"], bool(x.get("other")), x.get("group") is None, str(x.get("group"))))
         return SeriesStats.model_validate({
-            "period": period.name, "start": plan.start, "end": plan.end, "interval": interval, "metric": metric,
-            "group_by": group_by, "filters": filters.to_dict(), "percentiles": mode if needs_pcts else "none",
+            "period": period.name, "tz": period.tz_name, "start": plan.start, "end": plan.end, "interval": interval,
+            "metric": metric, "group_by": group_by, "sort": top.sort or (f"-{metric}" if fold else None),
+            "limit": top.limit, "filters": filters.to_dict(), "percentiles": mode if needs_pcts else "none",
             "rows": rows})
 
-    def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
+    def _names(self, group_by: str | None, groups: Iterable[Any]) -> dict[Any, str]:
+        """Registry display names of id groups (masters, keys, providers, provider keys)."""
+        section = _SECTIONS.get(group_by or "")
+        ids = [g for g in groups if isinstance(g, int)]
+        return dict(self.names(section, ids)) if section and ids else {}
+
+    def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True,
+               fold: topn.Fold | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
         with self.connection() as con:
-            return self._run(con, plan, filters, group_by, then_by, pcts)
+            return self._run(con, plan, filters, group_by, then_by, pcts, fold)
 
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
-             pcts: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
-        groups = {"group_by": group_by, "then_by": then_by}
+             pcts: bool, fold: topn.Fold | None = None
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
+        groups = {"group_by": group_by, "then_by": then_by, **plan.offsets.params()}
         grouped = group_by != "none" or then_by != "none"
         dim = _histogram_dim(filters, group_by, then_by) if pcts else None
         hist_shape = None
@@ -248,17 +311,20 @@ class Reader:
                                       **filters.params(), **groups)
         live_fine, live_hist = relisting(lambda: self._raw_parts(con, plan, {**filters.params(), **groups},
                                                                  hist_shape))
-        metrics = merging.metrics([fine] if live_fine is None else [fine, live_fine], grouped)
+        parts = [fine] if live_fine is None else [fine, live_fine]
+        metrics = merging.metrics([fold.table(p) for p in parts] if fold else parts, grouped)
         if not pcts:
             return metrics, None, "none"
         if hist_shape is not None:
-            parts = [self._cached(con, versions, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
+            hists = [self._cached(con, versions, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
                                   **hist_shape)]
-            parts += [live_hist] if live_hist is not None else []
-            return metrics, histograms.percentiles(con, parts, grouped), "approx"
+            hists += [live_hist] if live_hist is not None else []
+            if fold:
+                hists = [histograms.Histograms.of(fold.table(h.rows())) for h in hists]
+            return metrics, histograms.percentiles(con, hists, grouped), "approx"
         if not plan.exact and not self._raw_retained(plan):
             return metrics, None, "unavailable"
-        return metrics, self._exact(con, plan, filters, groups), "exact"
+        return metrics, self._exact(con, plan, filters, groups, fold), "exact"
 
     def _raw_parts(self, con: duckdb.DuckDBPyConnection, plan: Plan, fine_shape: dict[str, Any],
                    hist_shape: dict[str, Any] | None) -> tuple[pa.Table | None, histograms.Histograms | None]:
@@ -272,15 +338,17 @@ class Reader:
                               {**plan.raw_params(), **hist_shape}, files, plan.end)
         return fine, hist
 
-    def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, str]
-               ) -> list[dict[str, Any]]:
+    def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, Any],
+               fold: topn.Fold | None = None) -> list[dict[str, Any]]:
         """Exact percentiles from every raw record of the period."""
+        keep = fold.params() if fold else {"keep_g1": None, "keep_g2": None}
+
         def read() -> list[dict[str, Any]]:
             files = [f.path for f in self.live.files.between(plan.start, plan.end)]
             if not files:
                 return []
             return queries.run(con, "stats_exact", files=files, start=plan.start, end=plan.end,
-                               **filters.params(), **groups).to_pylist()
+                               **filters.params(), **groups, **keep).to_pylist()
         return relisting(read)
 
     def _cached(self, con: duckdb.DuckDBPyConnection, versions: tuple[Any, ...], name: str,
@@ -345,21 +413,48 @@ def _histogram_dim(filters: Filters, group_by: str, then_by: str) -> str | None:
     return dims.pop() if dims else "gateway"
 
 
-def _empty_intervals(rows: list[dict[str, Any]], plan: Plan, interval: str, metric: str, group_by: str | None
-                     ) -> list[dict[str, Any]]:
+def _empty_intervals(rows: list[dict[str, Any]], plan: Plan, tz: ZoneInfo, interval: str, metric: str,
+                     grouped: bool) -> list[dict[str, Any]]:
     """Rows for the intervals (of each group seen) without records: a series without gaps, as charts
     expect; counts are 0 there, rates and latencies null."""
-    step = HOUR if interval == "hour" else DAY
-    at = floor_hour(plan.start) if interval == "hour" else midnight(plan.start.date())
-    times = []
-    while at < plan.end:
-        times.append(at.strftime("%Y-%m-%dT%H:00:00Z"))
-        at += step
-    groups = {r[group_by] for r in rows} if group_by else {None}
-    have = {(r["time"], r[group_by] if group_by else None) for r in rows}
+    starts = zones.hour_starts if interval == "hour" else zones.day_starts
+    times = [_instant(at) for at in starts(plan.start, plan.end, tz)] if plan.end > plan.start else []
+    keys = ("group", "name", "other")
+    groups = {tuple(r.get(k) for k in keys) for r in rows} if grouped else {(None, None, None)}
+    have = {(r["time"], *(r.get(k) for k in keys)) for r in rows}
     empty = 0 if metric in COUNT_METRICS else None
-    return [{"time": t, **({group_by: g} if group_by else {}), metric: empty}
-            for t in times for g in groups if (t, g) not in have]
+    out = []
+    for t in times:
+        for g in groups:
+            if (t, *g) not in have:
+                fields = {k: v for k, v in zip(keys, g, strict=True) if grouped and (k != "other" or v is not None)}
+                out.append({"time": t, **fields, metric: empty})
+    return out
+
+
+def _boundaries(period: Period, unit: str | None) -> list[dt.datetime]:
+    """The starts of the local days or hours of a period (none for other groupings)."""
+    if unit == "day":
+        return zones.day_starts(period.start, period.end, period.tz)
+    if unit == "hour":
+        return zones.hour_starts(period.start, period.end, period.tz)
+    return []
+
+
+def _interval_start(interval: str, label: str, tz: ZoneInfo) -> str:
+    """A series row's time: the UTC instant its local hour (labelled so already) or day starts."""
+    if interval == "hour":
+        return label
+    return _instant(zones.local_midnight(dt.date.fromisoformat(label), tz))
+
+
+def _instant(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_group_by(group_by: str | None) -> None:
+    if group_by is not None and group_by not in GROUP_BYS:
+        raise InvalidParameter(f"unknown group_by {group_by!r}; use one of {', '.join(GROUP_BYS)}")
 
 
 def _same(table: pa.Table) -> pa.Table:
@@ -398,6 +493,10 @@ def _pick(m: dict[str, Any], metric: str) -> Any:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+#: The registry section naming each id group.
+_SECTIONS = {"master": "masters", "key": "keys", "provider": "providers", "provider_key": "provider_keys"}
 
 
 def _group_value(group_by: str | None, text: str | None) -> Any:
