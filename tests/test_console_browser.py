@@ -3,6 +3,7 @@ a subprocess) over a demo lake, with every request to another host blocked (so o
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from tests.alert_traffic import requests, store
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "console-test-token"
+SECRET = "sk-console-secret-access-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -45,6 +47,7 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     engine.alerts.run_once(now)
     engine.stats.refresh_rollups(now)
     alert = next(a for a in engine.alerts.list_alerts().alerts if a.key_id == 9901)
+    engine.credentials.put(777, "codex", SECRET, SECRET + "-r", now + dt.timedelta(days=9), email="ops@example.com")
     port = _free_port()
     env = {**os.environ, "EZ_DATA_DIR": str(data), "EZ_ADMIN_TOKEN": TOKEN, "EZ_INGEST_TOKEN": TOKEN,
            "EZ_SCHEDULER_ENABLED": "false", "EZ_LOG_LEVEL": "WARNING"}
@@ -137,7 +140,11 @@ def test_the_console_shows_the_api_figures_acks_and_has_no_console_errors(server
     assert page.locator("#chart-traffic canvas").count() == 1 and page.locator("#chart-latency canvas").count() == 1
     jobs = page.eval_on_selector_all("#jobs-table tr[data-job]", "rs => rs.map(r => r.dataset.job)")
     assert sorted(jobs) == sorted(j["name"] for j in api.get("/admin/jobs").json())
-    assert page.is_hidden("#credentials")  # this API has no /admin/credentials
+    creds = page.eval_on_selector_all("#credentials-table tr[data-provider-key]", "rs => rs.map(r => "
+                                      "[r.dataset.providerKey, r.children[1].textContent, r.children[3].textContent])")
+    assert creds == [[str(c["provider_key_id"]), c["provider_type"], c["status"]]
+                     for c in api.get("/admin/credentials").json()["credentials"]] == [["777", "codex", "active"]]
+    assert SECRET not in page.content()  # the page shows what the API shows: masked tokens only
     assert page.is_hidden("#banner")
 
     alert_id = server["alert_id"]

@@ -220,23 +220,32 @@ async function loadJobs() {
   }
 }
 
-// The credentials routes arrive with another release: the panel shows only where the API documents them
-// (its OpenAPI document says so, without a request that could only fail).
+// The provider keys' OAuth credentials (GET /admin/credentials): secrets are masked by the API itself.
 async function loadCredentials() {
-  if (state.hasCredentials === undefined) {
-    const doc = await api("/openapi.json");
-    state.hasCredentials = Boolean(doc.paths && doc.paths["/admin/credentials"] && doc.paths["/admin/credentials"].get);
-  }
-  if (!state.hasCredentials) { $("credentials").hidden = true; return; }
   const body = await api("/admin/credentials");
-  const items = Array.isArray(body) ? body : (body.credentials || body.items || []);
+  const items = body.credentials || [];
   $("credentials").hidden = false;
   const table = $("credentials-table");
-  const names = items.length ? Object.keys(items[0]).filter((k) => typeof items[0][k] !== "object") : ["credentials"];
-  header(table, names);
-  for (const item of items) {
+  header(table, ["provider key", "type", "account", "status", "expires", "last refresh", "next attempt",
+                 "failures", "reason"]);
+  const when = (t) => (t ? new Date(t).toLocaleString("en-GB", { timeZone: params().tz }) : "");
+  for (const c of items) {
     const tr = document.createElement("tr");
-    for (const n of names) cell(tr, item[n]);
+    tr.dataset.providerKey = c.provider_key_id;
+    cell(tr, c.provider_key_id);
+    cell(tr, c.provider_type);
+    cell(tr, c.email || c.account_id || "");
+    cell(tr, c.status, c.status);
+    cell(tr, when(c.expires_at));
+    cell(tr, when(c.last_refresh_at));
+    cell(tr, when(c.next_attempt_at));
+    cell(tr, c.failures);
+    cell(tr, c.reason || "");
+    table.appendChild(tr);
+  }
+  if (!items.length) {
+    const tr = document.createElement("tr");
+    cell(tr, "no OAuth credentials imported (ezstats credentials import FILE)").colSpan = 9;
     table.appendChild(tr);
   }
 }
