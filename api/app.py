@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics, problems
-from api.routers import alerts, health, ingest, jobs, quotas, registry, stats
+from api.routers import alerts, health, ingest, jobs, notifications, quotas, registry, stats
 from engine import Engine, Settings
 
 
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     problems.install(app)
     metrics.install(app)
     # One router per resource; add new ones to this tuple.
-    for module in (health, ingest, jobs, quotas, registry, stats, alerts):
+    for module in (health, ingest, jobs, quotas, registry, stats, alerts, notifications):
         app.include_router(module.router)
     return app

@@ -29,6 +29,7 @@ from engine.compaction import Compactor
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.infra import Infra
 from engine.locks import flock
+from engine.notifications import Notifications
 from engine.quotas import Quotas
 from engine.retention import LogCleaner
 from engine.schedules import JobOutcome, JobSpec, Schedule
@@ -245,8 +246,8 @@ def _owner() -> str:
 
 
 def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogCleaner, compactor: Compactor,
-                   quotas: Quotas) -> list[JobSpec]:
-    """The jobs of a full ezstats (stats, alerts, retention, compaction, quota resets) on their
+                   quotas: Quotas, notifications: Notifications) -> list[JobSpec]:
+    """The jobs of a full ezstats (stats, alerts, notifications, retention, compaction, quota resets) on their
     `EZ_SCHEDULE_*` schedules."""
     s = infra.settings
     return [
@@ -256,6 +257,8 @@ def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogClean
                 "Write the daily stats of finished days."),
         JobSpec("alert_detector", Schedule.parse(s.schedule_alert_detector), alerts.run_once,
                 "Check the alert rules and raise alerts."),
+        JobSpec("notifier", Schedule.parse(s.schedule_notifier), notifications.run_job,
+                "Deliver alert notifications that are due from the outbox (and re-send open alerts to Alertmanager)."),
         JobSpec("log_cleaner", Schedule.parse(s.schedule_log_cleaner), cleaner.run,
                 "Drop raw log partitions past EZ_LOG_RETENTION_DAYS or over EZ_LOG_MAX_RECORDS.",
                 dry_run=cleaner.dry_run),
