@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     )
     app.state.engine = engine
     problems.install(app)
-    metrics.install(app)
+    metrics.install(app, engine)
     # One router per resource; add new ones to this tuple.
     for module in (health, ingest, jobs, quotas, registry, stats, alerts, notifications):
         app.include_router(module.router)

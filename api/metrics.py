@@ -1,16 +1,59 @@
-"""Prometheus metrics: HTTP metrics from the instrumentator plus ingest counters."""
+"""Prometheus metrics: HTTP metrics from the instrumentator, ingest counters and the notifier's figures."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from prometheus_client import Counter
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Response
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
+
+from engine import Engine
 
 RECORDS_ACCEPTED = Counter("ezstats_ingest_records_accepted_total", "Log records stored by ingest.")
 RECORDS_REJECTED = Counter("ezstats_ingest_records_rejected_total", "Log records in refused batches.")
 BATCHES = Counter("ezstats_ingest_batches_total", "Ingest batches by outcome.", ["outcome"])
 
 
-def install(app: FastAPI) -> None:
-    """Instrument the app and expose GET /metrics."""
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+class NotificationCollector:
+    """The notifier's figures, read from the control store at each scrape, so they count the deliveries of
+    every notifier on the data dir (a `ezstats scheduler` process included), not only this process's."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self.engine.notifications.metrics()
+        deliveries = CounterMetricFamily(
+            "ezstats_notification_deliveries", "Alert notification deliveries by channel and outcome: delivered, "
+            "failed (an attempt that will be retried), dead (dead-lettered).", labels=["channel", "outcome"])
+        resends = CounterMetricFamily("ezstats_notification_resends", "Re-sends of open alerts to Alertmanager "
+                                      "channels by outcome (resent, resend_failed).", labels=["channel", "outcome"])
+        pending = GaugeMetricFamily("ezstats_notification_pending", "Deliveries waiting to be sent (or retried).",
+                                    labels=["channel"])
+        dead = GaugeMetricFamily("ezstats_notification_dead_letters", "Dead-lettered deliveries waiting for a "
+                                 "re-drive.", labels=["channel"])
+        for channel in figures.channels:
+            for outcome in ("delivered", "failed", "dead"):
+                deliveries.add_metric([channel.channel, outcome], channel.totals.get(outcome, 0))
+            for outcome in ("resent", "resend_failed"):
+                if outcome in channel.totals:
+                    resends.add_metric([channel.channel, outcome], channel.totals[outcome])
+            pending.add_metric([channel.channel], channel.pending)
+            dead.add_metric([channel.channel], channel.dead)
+        lag = GaugeMetricFamily("ezstats_notification_outbox_lag_seconds", "Age of the oldest alert event not yet "
+                                "delivered to a channel (0 when none waits).", value=figures.outbox_lag_seconds)
+        yield from (deliveries, resends, pending, dead, lag)
+
+
+def install(app: FastAPI, engine: Engine) -> None:
+    """Instrument the app and expose GET /metrics: the process-wide metrics plus this engine's notifier figures."""
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
+    own = CollectorRegistry(auto_describe=False)
+    own.register(NotificationCollector(engine))  # type: ignore[arg-type]
+
+    @app.get("/metrics", include_in_schema=False)
+    def read_metrics() -> Response:
+        return Response(generate_latest(REGISTRY) + generate_latest(own), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli import alerts, jobs, lake, quotas, registry, stats
+from cli import alerts, jobs, lake, notify, quotas, registry, stats
 from cli.root import app
 
 # Top-level commands, in the order `ezstats --help` lists them.
@@ -20,6 +20,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(quotas.app, name="quotas")
 app.add_typer(registry.app, name="registry")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(notify.app, name="notify")
 
 
 def main() -> None:

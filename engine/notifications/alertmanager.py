@@ -10,6 +10,7 @@ after the last send if ezstats stops sending; the notifier re-sends open alerts 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from engine.notifications.messages import Entry, Message, figure, rfc3339, summary, window_text
@@ -19,9 +20,10 @@ PATH = "/api/v2/alerts"
 
 
 def url(base: str) -> str:
-    """The v2 alerts endpoint of an Alertmanager base URL (a URL already naming it is kept)."""
-    base = base.rstrip("/")
-    return base if base.endswith(PATH) else base + PATH
+    """The v2 alerts endpoint of an Alertmanager base URL (a URL already naming it is kept, a query too)."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    return urlunsplit(parts._replace(path=path if path.endswith(PATH) else path + PATH))
 
 
 def alert_labels(entry: Entry) -> dict[str, str]:

@@ -102,8 +102,9 @@ class StoredChannel:
 
     def secrets(self) -> list[str]:
         """What must never appear in a log line or an error message."""
-        found = [self.url] if self.type == "slack" else []
         parts = urlsplit(self.url)
+        # A Slack URL's path is the credential: receivers and proxies may echo it without the host.
+        found = [self.url, parts.path] if self.type == "slack" and len(parts.path) > 1 else []
         found += [p for p in (parts.password, *(v for _, v in parse_qsl(parts.query))) if p and len(p) >= 4]
         return found + ([self.secret] if self.secret else [])
 

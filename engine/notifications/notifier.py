@@ -180,7 +180,10 @@ class Notifier:
             interval = dt.timedelta(seconds=channel.min_interval_seconds)
             if next_attempt <= now and (last_sent is None or last_sent + interval <= now):
                 return True
-        return channel.type == "alertmanager" and self.outbox.resend_due(channel.name, now)
+        if channel.type != "alertmanager":
+            return False
+        resend = self.outbox.resend_at(channel.name)
+        return resend is not None and resend <= now
 
     def _serve(self, channel: StoredChannel) -> _Tally:
         tally = _Tally()
@@ -209,7 +212,7 @@ class Notifier:
                         log.warning("notification channel %r: %s (%d deliveries retried, %d dead-lettered)",
                                     channel.name, response.describe(), outcome.failed, outcome.dead)
                         break
-                if channel.type == "alertmanager" and self.outbox.resend_due(channel.name, self.infra.now()):
+                if channel.type == "alertmanager":
                     tally.resent += self._resend(client, channel)
         finally:
             self.outbox.release(channel.name, owner)
@@ -220,11 +223,19 @@ class Notifier:
         return Message(channel.name, entries(batch, alerts), refs(batch), self.infra.settings.public_url, now)
 
     def _resend(self, client: httpx.Client, channel: StoredChannel) -> int:
-        """Re-send the alerts the channel shows firing, so Alertmanager does not resolve them on its own."""
+        """If due, re-send the alerts the channel shows firing, so Alertmanager does not resolve them on its own.
+
+        The first time only schedules it: what was just delivered needs no re-send.
+        """
         now = self.infra.now()
+        interval = dt.timedelta(seconds=self.infra.settings.notify_resend_seconds)
+        due = self.outbox.resend_at(channel.name)
+        if due is None or due > now:
+            if due is None:
+                self.outbox.resent(channel.name, None, now, now + interval)
+            return 0
         shown = self.outbox.shown(channel.name)
         alerts = [a for a in self.alerts.by_ids(shown).values() if a.status != "resolved"]
-        interval = dt.timedelta(seconds=self.infra.settings.notify_resend_seconds)
         if not alerts:
             self.outbox.resent(channel.name, None, now, now + interval)
             return 0

@@ -250,12 +250,12 @@ class Outbox:
 
     # -- alertmanager re-sends ----------------------------------------------------------------
 
-    def resend_due(self, channel: str, now: dt.datetime) -> bool:
-        """Whether the channel's open alerts are due to be re-sent."""
+    def resend_at(self, channel: str) -> dt.datetime | None:
+        """When the channel's open alerts are next re-sent (None: no re-send scheduled yet)."""
         with self.store.connect(write=False) as con:
             row = con.execute("SELECT resend_at FROM notification_channel_state WHERE channel = ?",
                               (channel,)).fetchone()
-        return row is None or row["resend_at"] is None or _time(row["resend_at"]) <= now
+        return _time(row["resend_at"]) if row is not None and row["resend_at"] else None
 
     def shown(self, channel: str) -> dict[int, str]:
         """The alerts the channel's receiver shows firing, by what was delivered: {alert id: severity}."""
