@@ -144,7 +144,9 @@ def list_deliveries(
 
 
 @deliveries.command("show")
-def show_delivery(delivery_id: Annotated[int, typer.Argument(help="The delivery.")], json_out: JsonFlag = False) -> None:
+def show_delivery(
+    delivery_id: Annotated[int, typer.Argument(help="The delivery.")], json_out: JsonFlag = False,
+) -> None:
     """Show one delivery with every attempt (status code, latency, error).
 
     Example: ezstats notify deliveries show 42

@@ -4,6 +4,7 @@ grouping, no message for flapping below the hysteresis, and Slack's Block Kit me
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 
 import pytest
@@ -162,7 +163,7 @@ def test_no_message_for_flapping_below_the_hysteresis(engine, clock):
     # recovers, then breaches again inside the cooldown: one "opened", one "resolved", nothing else.
     errors = [10] * 5 + [5, 15] * 6 + [0] * 4 + [60, 60]
     rates = window_rates(errors)
-    flaps = sum(1 for a, b in zip(rates, rates[1:], strict=False) if (a >= 0.1) != (b >= 0.1))
+    flaps = sum(1 for a, b in itertools.pairwise(rates) if (a >= 0.1) != (b >= 0.1))
     assert flaps >= 10 and min(rates[4:17]) >= 0.08
     with receiver() as r:
         hook(engine, "ops", r)

@@ -10,8 +10,8 @@ after the last send if ezstats stops sending; the notifier re-sends open alerts 
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from engine.notifications.messages import Entry, Message, figure, rfc3339, summary, window_text
 
