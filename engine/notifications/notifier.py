@@ -109,6 +109,8 @@ class Notifier:
         self.outbox = outbox
         self.alerts = alerts
         self.names = names
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
 
     def run(self, now: dt.datetime) -> NotifierRun:
         """Queue new events, then send every channel's due deliveries (and re-sends), channels in parallel."""
@@ -119,10 +121,11 @@ class Notifier:
         for gone in heads.keys() - channels.keys():   # a channel deleted while its deliveries were queued
             self.outbox.cancel(gone, now)
         due = [c for c in channels.values() if self._due(c, heads.get(c.name), now)]
-        tallies: list[_Tally] = []
-        if due:
+        if len(due) > 1:
             with ThreadPoolExecutor(min(len(due), WORKERS), thread_name_prefix="ezstats-notify") as pool:
                 tallies = list(pool.map(self._serve, due))
+        else:
+            tallies = [self._serve(c) for c in due]
         total = _Tally()
         for t in tallies:
             total.messages += t.messages
@@ -138,12 +141,15 @@ class Notifier:
     def fan_out(self, now: dt.datetime) -> tuple[int, int]:
         """Turn every alert event not yet seen into deliveries; returns (events read, deliveries queued)."""
         events = queued = 0
+        channels = self.channels.all()
+        if not channels:
+            return 0, 0   # a channel created later starts after the events recorded by then
         while True:
             after = self.outbox.cursor()
             changes = self.alerts.changes_after(after, FAN_OUT_CHUNK)
             if not changes:
                 return events, queued
-            done = self.outbox.fan_out(after, changes, self.channels.all(), now)
+            done = self.outbox.fan_out(after, changes, channels, now)
             if done is None:
                 continue  # another notifier took these events; read from where it left the cursor
             events += len(changes)
@@ -168,8 +174,7 @@ class Notifier:
         """Send a channel a synthetic alert (`ezstats_test`) and answer what its receiver said."""
         entry = Entry(Subject.synthetic(channel.name, now), "warning", 0.3, "test", None)
         message = Message(channel.name, [entry], [], self.infra.settings.public_url, now)
-        with self._client() as client:
-            return self.send(client, channel, message)
+        return self.send(self._client(), channel, message)
 
     # -- one channel ------------------------------------------------------------------------
 
@@ -189,33 +194,41 @@ class Notifier:
         tally = _Tally()
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}:{uuid.uuid4().hex[:8]}"
         lease = self._lease_seconds()
-        if not self.outbox.lease(channel.name, owner, self.infra.now(), lease):
+        limit = slack.MAX_EVENTS if channel.type == "slack" else MAX_EVENTS
+        resends = channel.type == "alertmanager"   # they need the lease too, batch or not
+        batch = self.outbox.claim(channel.name, owner, self.infra.now(), lease, channel.min_interval_seconds, limit,
+                                  hold=resends)
+        if batch is None:
             tally.busy.append(channel.name)
             return tally
+        held = bool(batch) or resends
         try:
-            with self._client() as client:
-                deadline = time.monotonic() + RUN_BUDGET_SECONDS
-                while time.monotonic() < deadline:
-                    now = self.infra.now()
-                    limit = slack.MAX_EVENTS if channel.type == "slack" else MAX_EVENTS
-                    batch = self.outbox.next_batch(channel.name, owner, now, channel.min_interval_seconds, limit)
-                    if not batch:
-                        break
-                    response = self.send(client, channel, self._message(channel, batch, now))
-                    tally.messages += 1
-                    outcome = self.outbox.complete(channel.name, owner, batch, response, self.infra.now(),
-                                                   self.infra.settings.notify_max_attempts, self._backoff, lease)
-                    tally.delivered += outcome.delivered
-                    tally.failed += outcome.failed
-                    tally.dead += outcome.dead
-                    if not response.ok:
-                        log.warning("notification channel %r: %s (%d deliveries retried, %d dead-lettered)",
-                                    channel.name, response.describe(), outcome.failed, outcome.dead)
-                        break
-                if channel.type == "alertmanager":
-                    tally.resent += self._resend(client, channel)
+            client = self._client()
+            deadline = time.monotonic() + RUN_BUDGET_SECONDS
+            while batch:
+                response = self.send(client, channel, self._message(channel, batch, self.infra.now()))
+                tally.messages += 1
+                # A short batch was all that was queued: done, and the lease goes back with the outcome.
+                last = (not response.ok or len(batch) < limit or time.monotonic() > deadline) and not resends
+                outcome = self.outbox.complete(channel.name, owner, batch, response, self.infra.now(),
+                                               self.infra.settings.notify_max_attempts, self._backoff, lease,
+                                               release=last)
+                held = not last
+                tally.delivered += outcome.delivered
+                tally.failed += outcome.failed
+                tally.dead += outcome.dead
+                if not response.ok:
+                    log.warning("notification channel %r: %s (%d deliveries retried, %d dead-lettered)",
+                                channel.name, response.describe(), outcome.failed, outcome.dead)
+                if last or not response.ok or time.monotonic() > deadline:
+                    break
+                batch = self.outbox.claim(channel.name, owner, self.infra.now(), lease,
+                                          channel.min_interval_seconds, limit, hold=True) or []
+            if resends:
+                tally.resent += self._resend(client, channel)
         finally:
-            self.outbox.release(channel.name, owner)
+            if held:
+                self.outbox.release(channel.name, owner)
         return tally
 
     def _message(self, channel: StoredChannel, batch: list[Queued], now: dt.datetime) -> Message:
@@ -260,4 +273,9 @@ class Notifier:
         return 2 * self.infra.settings.notify_timeout_seconds + 30
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(timeout=self.infra.settings.notify_timeout_seconds, follow_redirects=False)
+        # One client for the engine's life: creating one loads the CA bundle (tens of ms), and it pools
+        # connections to receivers; httpx clients are safe to share between threads.
+        with self._http_lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self.infra.settings.notify_timeout_seconds, follow_redirects=False)
+            return self._http

@@ -4,9 +4,10 @@ Guarantees, enforced by the store rather than by the callers:
 - an event becomes at most one delivery per channel: `UNIQUE (event_id, channel)` and `INSERT OR IGNORE`,
   behind a cursor advanced in the same transaction (compare-and-set), so notifiers racing on the same
   events store each delivery once;
-- one notifier at a time sends to a channel: a lease on the channel (a compare-and-set update with an
-  expiry, so a dead notifier's lease lapses), taken before a batch is read and released after its
-  outcome is stored; with one sender per channel its events leave in order and none leaves twice;
+- one notifier at a time sends to a channel: a lease on the channel (taken in the transaction that reads
+  the batch, only if no other live owner holds it; with an expiry, so a dead notifier's lease lapses),
+  released with the batch's outcome; with one sender per channel its events leave in order and none
+  leaves twice;
 - attempts are append-only; the totals behind `/metrics` only grow.
 """
 
@@ -169,16 +170,32 @@ class Outbox:
         return {r["channel"]: (_time(r["next_attempt_at"]), _time(r["last_sent_at"]) if r["last_sent_at"] else None,
                                _time(r["oldest"])) for r in rows}
 
-    def lease(self, channel: str, owner: str, now: dt.datetime, seconds: float) -> bool:
-        """Take (or extend) the channel's sending lease unless another live owner holds it."""
+    def claim(self, channel: str, owner: str, now: dt.datetime, lease_seconds: float, min_interval: float,
+              limit: int, hold: bool = False) -> list[Queued] | None:
+        """Take the channel's sending lease and its due batch, in one transaction.
+
+        The batch is the channel's oldest pending deliveries (up to `limit`), if the oldest is due and the
+        channel's minimum interval since its last message has passed. Returns None when another live
+        notifier holds the lease; an empty batch when nothing is due, the lease then taken only with `hold`.
+        """
         with self.store.connect() as con:
             con.execute("INSERT INTO notification_channel_state (channel) VALUES (?) ON CONFLICT DO NOTHING",
                         (channel,))
-            return con.execute(
-                "UPDATE notification_channel_state SET lease_owner = ?, lease_until = ? WHERE channel = ?"
-                " AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)",
-                (owner, iso(now + dt.timedelta(seconds=seconds)), channel, iso(now), owner),
-            ).rowcount == 1
+            state = con.execute("SELECT * FROM notification_channel_state WHERE channel = ?", (channel,)).fetchone()
+            if state["lease_owner"] not in (None, owner) and _time(state["lease_until"]) > now:
+                return None
+            rows: list[sqlite3.Row] = []
+            if not (min_interval and state["last_sent_at"] and (
+                    _time(state["last_sent_at"]) + dt.timedelta(seconds=min_interval) > now)):
+                rows = con.execute("SELECT * FROM notification_deliveries WHERE channel = ? AND status = 'pending'"
+                                   " ORDER BY event_id LIMIT ?", (channel, limit)).fetchall()
+                if rows and _time(rows[0]["next_attempt_at"]) > now:
+                    rows = []
+            if rows or hold:
+                con.execute("UPDATE notification_channel_state SET lease_owner = ?, lease_until = ? WHERE channel = ?",
+                            (owner, iso(now + dt.timedelta(seconds=lease_seconds)), channel))
+        return [Queued(r["id"], r["event_id"], r["alert_id"], r["kind"], _time(r["event_at"]), r["severity"],
+                       r["value"], r["shown_before"], r["shown_after"], r["attempts"]) for r in rows]
 
     def release(self, channel: str, owner: str) -> None:
         """Give the channel's lease back (if this owner still holds it)."""
@@ -186,27 +203,10 @@ class Outbox:
             con.execute("UPDATE notification_channel_state SET lease_owner = NULL, lease_until = NULL"
                         " WHERE channel = ? AND lease_owner = ?", (channel, owner))
 
-    def next_batch(self, channel: str, owner: str, now: dt.datetime, min_interval: float,
-                   limit: int) -> list[Queued]:
-        """The channel's oldest pending deliveries, up to `limit`, if the oldest is due and the channel's
-        minimum interval since its last message has passed; empty otherwise or when `owner` lost the lease."""
-        with self.store.connect(write=False) as con:
-            state = con.execute("SELECT * FROM notification_channel_state WHERE channel = ?", (channel,)).fetchone()
-            if state is None or state["lease_owner"] != owner:
-                return []
-            if min_interval and state["last_sent_at"] and (
-                    _time(state["last_sent_at"]) + dt.timedelta(seconds=min_interval) > now):
-                return []
-            rows = con.execute("SELECT * FROM notification_deliveries WHERE channel = ? AND status = 'pending'"
-                               " ORDER BY event_id LIMIT ?", (channel, limit)).fetchall()
-        if not rows or _time(rows[0]["next_attempt_at"]) > now:
-            return []
-        return [Queued(r["id"], r["event_id"], r["alert_id"], r["kind"], _time(r["event_at"]), r["severity"],
-                       r["value"], r["shown_before"], r["shown_after"], r["attempts"]) for r in rows]
-
     def complete(self, channel: str, owner: str, batch: Sequence[Queued], response: Response, now: dt.datetime,
-                 max_attempts: int, backoff: Backoff, lease_seconds: float) -> Outcome:
-        """Store how sending `batch` went: delivered, or each delivery retried later or dead-lettered.
+                 max_attempts: int, backoff: Backoff, lease_seconds: float, release: bool = False) -> Outcome:
+        """Store how sending `batch` went: delivered, or each delivery retried later or dead-lettered; the
+        lease is extended, or given back with `release`.
 
         A receiver's permanent refusal, or a delivery's `max_attempts`-th failure, dead-letters it.
         """
@@ -242,9 +242,11 @@ class Outbox:
                 if count:
                     _count(con, channel, name, count)
             con.execute(
-                "UPDATE notification_channel_state SET lease_until = ?,"
+                "UPDATE notification_channel_state SET lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+                " lease_until = CASE WHEN ? THEN NULL ELSE ? END,"
                 " last_sent_at = CASE WHEN ? THEN ? ELSE last_sent_at END WHERE channel = ? AND lease_owner = ?",
-                (iso(now + dt.timedelta(seconds=lease_seconds)), response.ok, stamp, channel, owner),
+                (release, release, iso(now + dt.timedelta(seconds=lease_seconds)), response.ok, stamp, channel,
+                 owner),
             )
         return outcome
 
