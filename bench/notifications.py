@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import random
 import statistics
 import sys
 import tempfile
@@ -95,8 +96,9 @@ def latency_scheduled(folder: Path, samples: int, every: str) -> list[float]:
         scheduler.start()
         time.sleep(1.5)          # the first (late) ticks of every job are done
         recorded = []
+        phases = random.Random(7)
         for key in range(1, samples + 1):
-            time.sleep(0.37 * (key % 7) / 7 * int(every))   # detections at scattered moments of the tick
+            time.sleep(phases.uniform(0, int(every)))   # detections at random moments between two ticks
             recorded.append(detect(engine, key))
             arrivals(receiver, key, timeout=3 * int(every) + 5)
         got = arrivals(receiver, samples)

@@ -132,5 +132,8 @@ def test_two_schedulers_deliver_each_event_once(tmp_path):
         assert all(s.returncode == 0 for s in schedulers), errors
         check_once_in_order(engine, r)
         runs = [run for run in engine.jobs.runs("notifier", limit=1000) if run.trigger == "schedule"]
-        owners = {run.owner.split(":")[1] for run in runs}
-        assert len(owners) == 2 and all(run.outcome == "ok" for run in runs)   # both schedulers ran it
+        # Each 1 s tick ran once, by whichever scheduler claimed it first (the other one races on the outbox
+        # only through the job's lock and tick claim; the test above races two notifiers on it directly).
+        assert len(runs) >= 3 and all(run.outcome == "ok" for run in runs)
+        assert len({run.due_at for run in runs}) == len(runs)
+        assert {run.owner.split(":")[1] for run in runs} <= {str(s.pid) for s in schedulers}

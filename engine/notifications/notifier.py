@@ -209,10 +209,12 @@ class Notifier:
                 response = self.send(client, channel, self._message(channel, batch, self.infra.now()))
                 tally.messages += 1
                 # A short batch was all that was queued: done, and the lease goes back with the outcome.
-                last = (not response.ok or len(batch) < limit or time.monotonic() > deadline) and not resends
-                outcome = self.outbox.complete(channel.name, owner, batch, response, self.infra.now(),
-                                               self.infra.settings.notify_max_attempts, self._backoff, lease,
-                                               release=last)
+                more = response.ok and len(batch) == limit and time.monotonic() < deadline
+                last = not more and not resends
+                outcome, batch = self.outbox.complete(
+                    channel.name, owner, batch, response, self.infra.now(), self.infra.settings.notify_max_attempts,
+                    self._backoff, lease, release=last,
+                    next_batch=(channel.min_interval_seconds, limit) if more else None)
                 held = not last
                 tally.delivered += outcome.delivered
                 tally.failed += outcome.failed
@@ -220,10 +222,9 @@ class Notifier:
                 if not response.ok:
                     log.warning("notification channel %r: %s (%d deliveries retried, %d dead-lettered)",
                                 channel.name, response.describe(), outcome.failed, outcome.dead)
-                if last or not response.ok or time.monotonic() > deadline:
-                    break
-                batch = self.outbox.claim(channel.name, owner, self.infra.now(), lease,
-                                          channel.min_interval_seconds, limit, hold=True) or []
+                if not batch and held and not resends:
+                    self.outbox.release(channel.name, owner)   # a full batch was, after all, the last one
+                    held = False
             if resends:
                 tally.resent += self._resend(client, channel)
         finally:

@@ -184,18 +184,11 @@ class Outbox:
             state = con.execute("SELECT * FROM notification_channel_state WHERE channel = ?", (channel,)).fetchone()
             if state["lease_owner"] not in (None, owner) and _time(state["lease_until"]) > now:
                 return None
-            rows: list[sqlite3.Row] = []
-            if not (min_interval and state["last_sent_at"] and (
-                    _time(state["last_sent_at"]) + dt.timedelta(seconds=min_interval) > now)):
-                rows = con.execute("SELECT * FROM notification_deliveries WHERE channel = ? AND status = 'pending'"
-                                   " ORDER BY event_id LIMIT ?", (channel, limit)).fetchall()
-                if rows and _time(rows[0]["next_attempt_at"]) > now:
-                    rows = []
-            if rows or hold:
+            batch = _due_batch(con, channel, state["last_sent_at"], now, min_interval, limit)
+            if batch or hold:
                 con.execute("UPDATE notification_channel_state SET lease_owner = ?, lease_until = ? WHERE channel = ?",
                             (owner, iso(now + dt.timedelta(seconds=lease_seconds)), channel))
-        return [Queued(r["id"], r["event_id"], r["alert_id"], r["kind"], _time(r["event_at"]), r["severity"],
-                       r["value"], r["shown_before"], r["shown_after"], r["attempts"]) for r in rows]
+        return batch
 
     def release(self, channel: str, owner: str) -> None:
         """Give the channel's lease back (if this owner still holds it)."""
@@ -204,11 +197,14 @@ class Outbox:
                         " WHERE channel = ? AND lease_owner = ?", (channel, owner))
 
     def complete(self, channel: str, owner: str, batch: Sequence[Queued], response: Response, now: dt.datetime,
-                 max_attempts: int, backoff: Backoff, lease_seconds: float, release: bool = False) -> Outcome:
+                 max_attempts: int, backoff: Backoff, lease_seconds: float, release: bool = False,
+                 next_batch: tuple[float, int] | None = None) -> tuple[Outcome, list[Queued]]:
         """Store how sending `batch` went: delivered, or each delivery retried later or dead-lettered; the
-        lease is extended, or given back with `release`.
+        lease is extended, or given back with `release`. With `next_batch` (min interval, limit) and the
+        lease kept, the channel's next due batch is claimed in the same transaction (one commit per message).
 
         A receiver's permanent refusal, or a delivery's `max_attempts`-th failure, dead-letters it.
+        Returns the outcome and the next batch (empty when none was asked for or none is due).
         """
         stamp = iso(now)
         outcome = Outcome()
@@ -241,14 +237,18 @@ class Outbox:
             for name, count in (("delivered", outcome.delivered), ("failed", outcome.failed), ("dead", outcome.dead)):
                 if count:
                     _count(con, channel, name, count)
-            con.execute(
+            state = con.execute(
                 "UPDATE notification_channel_state SET lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
                 " lease_until = CASE WHEN ? THEN NULL ELSE ? END,"
-                " last_sent_at = CASE WHEN ? THEN ? ELSE last_sent_at END WHERE channel = ? AND lease_owner = ?",
+                " last_sent_at = CASE WHEN ? THEN ? ELSE last_sent_at END WHERE channel = ? AND lease_owner = ?"
+                " RETURNING last_sent_at",
                 (release, release, iso(now + dt.timedelta(seconds=lease_seconds)), response.ok, stamp, channel,
                  owner),
-            )
-        return outcome
+            ).fetchone()
+            following: list[Queued] = []
+            if next_batch is not None and not release and state is not None:
+                following = _due_batch(con, channel, state["last_sent_at"], now, *next_batch)
+        return outcome, following
 
     # -- alertmanager re-sends ----------------------------------------------------------------
 
@@ -416,6 +416,19 @@ def shown_after(channel: StoredChannel, change: AlertChange, before: str | None)
     if kind == "ack_expired" or (kind == "acknowledged" and channel.notify_acknowledged):
         return view if view is not None else _SKIP
     return _SKIP
+
+
+def _due_batch(con: sqlite3.Connection, channel: str, last_sent_at: str | None, now: dt.datetime,
+               min_interval: float, limit: int) -> list[Queued]:
+    """The channel's oldest pending deliveries if the oldest is due and its minimum interval has passed."""
+    if min_interval and last_sent_at and _time(last_sent_at) + dt.timedelta(seconds=min_interval) > now:
+        return []
+    rows = con.execute("SELECT * FROM notification_deliveries WHERE channel = ? AND status = 'pending'"
+                       " ORDER BY event_id LIMIT ?", (channel, limit)).fetchall()
+    if not rows or _time(rows[0]["next_attempt_at"]) > now:
+        return []
+    return [Queued(r["id"], r["event_id"], r["alert_id"], r["kind"], _time(r["event_at"]), r["severity"], r["value"],
+                   r["shown_before"], r["shown_after"], r["attempts"]) for r in rows]
 
 
 def _shown(con: sqlite3.Connection, channel: str, alert_id: int) -> str | None:
