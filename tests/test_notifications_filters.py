@@ -218,3 +218,12 @@ def test_slack_messages_stay_within_block_kit_limits(engine, clock):
         keys = [re.search(r"Key (\d+)", blk["text"]["text"]).group(1) for b in bodies for blk in b["blocks"]
                 if blk["type"] == "section"]
         assert sorted(map(int, keys)) == list(range(1, 31))
+
+
+def test_messages_show_types_and_scopes_added_later_by_their_ids():
+    from engine.notifications.messages import Entry, Subject, summary
+
+    subject = Subject(5, "credential_invalid:status:provider:4", "credential_invalid", "status", "provider", 4, None,
+                      None, None, 1.0, 1.0, 60.0, None, NOW)
+    text = summary(Entry(subject, "critical", 1.0, "opened", 9), lambda section, ident: "never asked")
+    assert text == "credential_invalid critical on provider 4: status 1 (threshold 1, 1m)"

@@ -147,9 +147,12 @@ class ChannelStore:
                                  "notify_acknowledged"}
         if unknown:
             raise InvalidParameter(f"unknown channel field(s): {', '.join(sorted(unknown))}")
-        since = self.last_event_id()
         stamp = iso(self.now())
         with self.store.connect() as con:
+            # Read under this transaction's write lock: no event can be recorded between this read and the
+            # commit, so every event after `since` is recorded after the channel exists (the notifier, which
+            # reads events before channels, then always finds the channel of an event it reads).
+            since = self.last_event_id()
             row = con.execute("SELECT * FROM notification_channels WHERE name = ?", (name,)).fetchone()
             old = _stored(row) if row else None
             values = _validated(fields, old)

@@ -21,6 +21,7 @@ _SHARES = {"error_rate", "rate_limited_share", "failure_rate", "quota_used_share
 _UNITS = {"global_qps": "req/s", "master_rpm": "req/min", "master_tpm": "tokens/min", "master_rpd": "requests today",
           "master_tpd": "tokens today"}
 _SCOPE_WORDS = {"master": "master", "key": "key", "provider_key": "provider key"}
+_SECTIONS = {"master": "masters", "key": "keys", "provider_key": "provider_keys"}
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,10 @@ def window_text(subject: Subject) -> str:
 def scope_text(subject: Subject, name: Callable[[str, int], str | None] = lambda section, i: None) -> str:
     """`key prod-eu (1201) of master Acme (12)`; `name(section, id)` gives registry names (None: unknown)."""
     def one(kind: str, ident: int) -> str:
-        section = {"master": "masters", "key": "keys", "provider_key": "provider_keys"}[kind]
-        label = name(section, ident)
-        return f"{_SCOPE_WORDS[kind]} {label} ({ident})" if label else f"{_SCOPE_WORDS[kind]} {ident}"
+        section = _SECTIONS.get(kind)   # a scope the registry does not name is shown by its id
+        label = name(section, ident) if section else None
+        word = _SCOPE_WORDS.get(kind, kind.replace("_", " "))
+        return f"{word} {label} ({ident})" if label else f"{word} {ident}"
 
     if subject.scope == "global" or subject.scope_id is None:
         return "the whole gateway"

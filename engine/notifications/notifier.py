@@ -141,19 +141,22 @@ class Notifier:
     def fan_out(self, now: dt.datetime) -> tuple[int, int]:
         """Turn every alert event not yet seen into deliveries; returns (events read, deliveries queued)."""
         events = queued = 0
-        channels = self.channels.all()
-        if not channels:
+        if not self.channels.all():
             return 0, 0   # a channel created later starts after the events recorded by then
         while True:
             after = self.outbox.cursor()
             changes = self.alerts.changes_after(after, FAN_OUT_CHUNK)
             if not changes:
                 return events, queued
-            done = self.outbox.fan_out(after, changes, channels, now)
+            # Channels are read after the events: a channel created before one of these events was committed
+            # (see ChannelStore.put), so it is in the list.
+            done = self.outbox.fan_out(after, changes, self.channels.all(), now)
             if done is None:
                 continue  # another notifier took these events; read from where it left the cursor
             events += len(changes)
             queued += done
+            if len(changes) < FAN_OUT_CHUNK:
+                return events, queued
 
     def send(self, client: httpx.Client, channel: StoredChannel, message: Message) -> Response:
         """POST one message to a channel in its format."""
