@@ -3,6 +3,7 @@ notifier in a loop (racing on the outbox's cursor and leases), and two `ezstats 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -137,3 +138,22 @@ def test_two_schedulers_deliver_each_event_once(tmp_path):
         assert len(runs) >= 3 and all(run.outcome == "ok" for run in runs)
         assert len({run.due_at for run in runs}) == len(runs)
         assert {run.owner.split(":")[1] for run in runs} <= {str(s.pid) for s in schedulers}
+
+
+def test_a_dead_notifiers_lease_lapses(tmp_path):
+    clock = Clock()
+    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False), clock=clock)
+    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
+                   traffic_spike={"enabled": False})
+    with receiver() as r:
+        engine.notifications.put_channel("a", {"type": "webhook", "url": r.url, "secret": "k"})
+        open_alerts(engine, range(1, 2), 0)
+        engine.notifications.notifier.fan_out(clock.now)
+        # A notifier claimed the batch and died before sending it: its lease holds the channel for a while.
+        claimed = engine.notifications.outbox.claim("a", "gone:1:thread:x", clock.now, 60, 0, 100)
+        assert claimed is not None and len(claimed) == 1
+        run = engine.notifications.run()
+        assert run.busy == ["a"] and r.requests == []
+        clock.now = NOW + minutes(1) + dt.timedelta(seconds=1)
+        assert engine.notifications.run().delivered == 1 and len(r.requests) == 1
+        assert engine.notifications.run().messages == 0

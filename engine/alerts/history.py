@@ -185,10 +185,7 @@ class AlertHistory:
                 "SELECT id, at, kind, actor, note, severity, value FROM alert_events WHERE alert_id = ? ORDER BY id",
                 (alert_id,))]
         if self._sources:
-            # A notification comes after the event it delivers, even when both carry the same instant.
-            merged = [(e.at, 0, e.id, e) for e in events]
-            merged += [(e.at, 1, e.id, e) for source in self._sources for e in source(alert_id)]
-            events = [e for *_, e in sorted(merged, key=lambda m: m[:3])]
+            events = _merged(events, [e for source in self._sources for e in source(alert_id)])
         return _alert(row, events)
 
     def by_ids(self, ids: Iterable[int]) -> dict[int, Alert]:
@@ -269,6 +266,20 @@ class AlertHistory:
                 out["by_" + column.removeprefix("peak_")] = {k: found.get(k, 0) for k in domain}
             out["total"] = sum(out["by_type"].values())
         return out
+
+
+def _merged(lifecycle: list[AlertEvent], notes: list[AlertEvent]) -> list[AlertEvent]:
+    """Notification entries merged into the lifecycle events by time, the lifecycle's own order kept (its
+    instants need not grow: a replayed evaluation is in the past) and each after the event it delivered."""
+    pending = sorted(notes, key=lambda e: (e.at, e.id))
+    out: list[AlertEvent] = []
+    seen: set[int] = set()
+    for event in lifecycle:
+        while pending and pending[0].at <= event.at and pending[0].event_id in seen:
+            out.append(pending.pop(0))
+        out.append(event)
+        seen.add(event.id)
+    return out + pending
 
 
 def _alert(row: sqlite3.Row, events: list[AlertEvent] | None = None) -> Alert:
