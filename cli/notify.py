@@ -11,7 +11,7 @@ from cli.common import JsonFlag, open_engine
 from cli.output import err, fail, out, print_json
 
 if TYPE_CHECKING:
-    from engine.notifications.outbox import Delivery
+    from engine.notifications.deliveries import Delivery
 
 app: typer.Typer = typer.Typer(help="Alert notifications: channels, test sends, deliveries and dead letters.",
                                no_args_is_help=True)

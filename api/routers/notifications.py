@@ -10,7 +10,7 @@ from api.deps import AdminAuth, EngineDep
 from api.schemas import ChannelBody
 from engine.notifications import ChannelTest
 from engine.notifications.channels import Channel
-from engine.notifications.outbox import Delivery, DeliveryPage
+from engine.notifications.deliveries import Delivery, DeliveryPage
 from engine.notifications.service import RetryCount
 
 router = APIRouter(prefix="/admin/notifications", tags=["notifications"], dependencies=[AdminAuth])

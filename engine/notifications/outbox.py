@@ -17,72 +17,20 @@ import datetime as dt
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from engine.alerts.history import AlertChange, AlertEvent
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.notifications.channels import StoredChannel
+from engine.notifications.deliveries import STATUSES, Delivery, DeliveryAttempt, DeliveryPage
+from engine.notifications.routing import Skip, shown_after
 from engine.notifications.transport import Response
 from engine.store import ControlStore
 from engine.times import iso
 
-DeliveryStatus = Literal["pending", "delivered", "dead", "cancelled"]
-STATUSES = ("pending", "delivered", "dead", "cancelled")
 MAX_LIMIT = 500
-_RANK = {None: -1, "info": 0, "warning": 1, "critical": 2}
 
 #: Delay before the next attempt, given the attempt that just failed (1-based) and the receiver's Retry-After.
 Backoff = Callable[[int, float | None], float]
-
-
-class DeliveryAttempt(BaseModel):
-    """One try of a delivery."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    at: dt.datetime
-    attempt: int = Field(description="1 for the first try (again 1 after a re-drive).")
-    outcome: Literal["delivered", "retry", "dead"]
-    status_code: int | None = Field(description="The receiver's HTTP status; null when none answered.")
-    latency_ms: float | None
-    error: str | None
-
-
-class Delivery(BaseModel):
-    """One lifecycle event on its way to one channel."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    event_id: int = Field(description="The alert event delivered (an alert's `events[].id`).")
-    channel: str
-    alert_id: int
-    kind: str = Field(description="The event: opened, escalated, de-escalated, resolved, ack_expired (or "
-                      "acknowledged, for channels that notify acknowledged alerts).")
-    event_at: dt.datetime
-    severity: str | None = Field(description="The alert's severity at the event.")
-    value: float | None = Field(description="The metric's value at the event.")
-    status: DeliveryStatus = Field(description="`pending` (queued or retrying), `delivered`, `dead` (dead-lettered: "
-                                   "retry it by hand) or `cancelled` (its channel was deleted).")
-    attempts: int
-    next_attempt_at: dt.datetime | None = Field(description="When a pending delivery is tried next (the channel "
-                                                "sends in event order, so it may also wait for older ones).")
-    created_at: dt.datetime
-    finished_at: dt.datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    attempt_log: list[DeliveryAttempt] = Field(default_factory=list, description="Every attempt, oldest first "
-                                               "(GET /admin/notifications/deliveries/{id} only).")
-
-
-class DeliveryPage(BaseModel):
-    """Deliveries, newest first."""
-
-    deliveries: list[Delivery]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 @dataclass(frozen=True)
@@ -143,7 +91,7 @@ class Outbox:
                         continue
                     before = _shown(con, channel.name, change.alert_id)
                     after_view = shown_after(channel, change, before)
-                    if after_view is _SKIP:
+                    if isinstance(after_view, Skip):
                         continue
                     e = change.event
                     queued += con.execute(
@@ -381,41 +329,6 @@ class Outbox:
         with self.store.connect(write=False) as con:
             return {(r[0], r[1]): r[2] for r in con.execute(
                 "SELECT channel, status, count(*) FROM notification_deliveries GROUP BY 1, 2")}
-
-
-class _Skip:
-    """The event is not for the channel."""
-
-
-_SKIP = _Skip()
-
-
-def shown_after(channel: StoredChannel, change: AlertChange, before: str | None) -> str | _Skip | None:
-    """What a channel shows of an alert after one of its events, or `_SKIP` when the event is not the channel's.
-
-    A channel shows an alert firing at its severity when that is at least the channel's minimum, else not
-    at all. An event is the channel's when it changes what the channel shows (opened, escalated,
-    de-escalated, resolved), or re-notifies a firing alert (ack expired); the de-escalation of an
-    acknowledged alert is quiet unless the channel notifies acknowledged alerts. A resolution reaches
-    every channel that showed the alert, whatever its filters say now.
-    """
-    kind = change.event.kind
-    if kind == "resolved":
-        return None if before is not None else _SKIP
-    ids = {"master": change.master_id, "key": change.key_id, "provider_key": change.provider_key_id}
-    if not channel.matches(change.type, change.scope, ids):
-        return _SKIP
-    severity = change.event.severity
-    view = severity if _RANK.get(severity, -1) >= _RANK[channel.min_severity] else None
-    if kind == "opened":
-        return view if view is not None else _SKIP
-    if kind in ("escalated", "de-escalated"):
-        if kind == "de-escalated" and change.acknowledged and not channel.notify_acknowledged:
-            return _SKIP
-        return view if view != before else _SKIP
-    if kind == "ack_expired" or (kind == "acknowledged" and channel.notify_acknowledged):
-        return view if view is not None else _SKIP
-    return _SKIP
 
 
 def _due_batch(con: sqlite3.Connection, channel: str, last_sent_at: str | None, now: dt.datetime,

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from engine.alerts.history import AlertEvent
 from engine.infra import Infra
 from engine.notifications.channels import Channel, ChannelStore, check_name
+from engine.notifications.deliveries import Delivery, DeliveryPage
 from engine.notifications.notifier import AlertSource, NameLookup, Notifier, NotifierRun
-from engine.notifications.outbox import Delivery, DeliveryPage, Outbox
+from engine.notifications.outbox import Outbox
 from engine.schedules import JobOutcome
 from engine.times import as_utc
 
