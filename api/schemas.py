@@ -84,3 +84,26 @@ class CredentialBody(_Body):
     account_id: str | None = Field(None, max_length=500, description="The account at the provider.")
     email: str | None = Field(None, max_length=500)
     id_token: str | None = Field(None, max_length=20_000, description="Codex/Google id_token (JWT), if any.")
+
+
+class ChannelBody(_Body):
+    """A notification channel as set by an admin (PUT replaces it; an omitted `secret` keeps the stored one)."""
+
+    type: Literal["alertmanager", "webhook", "slack"] = Field(
+        description="`alertmanager`: its base URL (alerts go to /api/v2/alerts); `webhook`: Alertmanager's webhook "
+        "payload (v4), signed; `slack`: an incoming-webhook URL.")
+    url: str = Field(min_length=1, max_length=2000, description="Where messages go (http or https).")
+    secret: str | None = Field(
+        None, min_length=1, max_length=1000,
+        description="Webhook: the HMAC-SHA256 signing key (required). Alertmanager: a bearer token (optional). "
+        "Omitted on an update: the stored one is kept; null removes it. Never answered.")
+    min_severity: Literal["warning", "critical"] = Field("warning", description="Alerts below it are not sent.")
+    types: list[str] | None = Field(None, description="Alert types sent (e.g. [\"provider_down\"]); null: all.")
+    scopes: list[str] | None = Field(
+        None, description="Scopes sent: `global`, `master`, `key`, `provider_key`, or one entity as `master:12` "
+        "(its keys' alerts included), `key:1201`, `provider_key:101`; null: all.")
+    min_interval_seconds: int = Field(
+        0, ge=0, le=86_400, description="Least time between two messages; events meanwhile go together in the next.")
+    notify_acknowledged: bool = Field(
+        False, description="Also notify de-escalations of acknowledged alerts (and acknowledgements); by default an "
+        "acknowledged alert is quiet until it escalates.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli import alerts, credentials, jobs, lake, quotas, registry, stats
+from cli import alerts, credentials, jobs, lake, notify, quotas, registry, stats
 from cli.root import app
 
 # Top-level commands, in the order `ezstats --help` lists them.
@@ -21,6 +21,7 @@ app.add_typer(quotas.app, name="quotas")
 app.add_typer(registry.app, name="registry")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(credentials.app, name="credentials")
+app.add_typer(notify.app, name="notify")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from engine.errors import InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
 from engine.jobs import Jobs, standard_specs
 from engine.lake import BatchReceipt, Lake, content_batch_id
+from engine.notifications import Notifications
 from engine.partitions import PartitionDrops
 from engine.quotas import Quotas
 from engine.registry import Registry
@@ -68,10 +69,12 @@ class Engine:
         self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive,
                              credentials=self.credentials.states, deleted=self.registry.deleted)
         self.credentials.on_change(self.alerts.credential_changed)
+        self.notifications = Notifications(infra, self.alerts.history, names=self.registry.names)
+        self.alerts.history.add_source(self.notifications.history)
         self.cleaner = LogCleaner(infra, self.stats.daily, self.stats.rollups, drops)
         self.compactor = Compactor(infra)
         self.jobs = Jobs(infra, standard_specs(infra, self.stats, self.alerts, self.cleaner, self.compactor,
-                                               self.quotas, self.credentials))
+                                               self.quotas, self.credentials, self.notifications))
 
     @property
     def settings(self) -> Settings:

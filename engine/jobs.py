@@ -30,6 +30,7 @@ from engine.credentials import Credentials
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.infra import Infra
 from engine.locks import flock
+from engine.notifications import Notifications
 from engine.quotas import Quotas
 from engine.retention import LogCleaner
 from engine.schedules import JobOutcome, JobSpec, Schedule
@@ -246,9 +247,9 @@ def _owner() -> str:
 
 
 def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogCleaner, compactor: Compactor,
-                   quotas: Quotas, credentials: Credentials | None = None) -> list[JobSpec]:
-    """The jobs of a full ezstats (stats, alerts, retention, compaction, quota resets, token refresh) on their
-    `EZ_SCHEDULE_*` schedules."""
+                   quotas: Quotas, credentials: Credentials, notifications: Notifications) -> list[JobSpec]:
+    """The jobs of a full ezstats (stats, alerts, notifications, retention, compaction, quota resets, token
+    refresh) on their `EZ_SCHEDULE_*` schedules."""
     s = infra.settings
     return [
         JobSpec("rollups", Schedule.parse(s.schedule_rollups), stats.refresh_rollups,
@@ -257,6 +258,8 @@ def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogClean
                 "Write the daily stats of finished days."),
         JobSpec("alert_detector", Schedule.parse(s.schedule_alert_detector), alerts.run_once,
                 "Check the alert rules and raise alerts."),
+        JobSpec("notifier", Schedule.parse(s.schedule_notifier), notifications.run_job,
+                "Deliver alert notifications that are due from the outbox (and re-send open alerts to Alertmanager)."),
         JobSpec("log_cleaner", Schedule.parse(s.schedule_log_cleaner), cleaner.run,
                 "Drop raw log partitions past EZ_LOG_RETENTION_DAYS or over EZ_LOG_MAX_RECORDS.",
                 dry_run=cleaner.dry_run),
@@ -264,7 +267,6 @@ def standard_specs(infra: Infra, stats: Stats, alerts: Alerts, cleaner: LogClean
                 "Merge the small files of each log partition.", dry_run=compactor.dry_run),
         JobSpec("quota_reset", Schedule.parse(s.schedule_quota_reset), quotas.reset_due,
                 "Start the new quota period of keys whose period ended."),
-        *([JobSpec("token_refresh", Schedule.parse(s.schedule_token_refresh), credentials.run,
-                   "Refresh OAuth access tokens before they expire, and the ones the gateway or an admin asked for.")]
-          if credentials is not None else []),
+        JobSpec("token_refresh", Schedule.parse(s.schedule_token_refresh), credentials.run,
+                "Refresh OAuth access tokens before they expire, and the ones the gateway or an admin asked for."),
     ]

@@ -285,10 +285,83 @@ UPDATE alerts SET peak_at = evaluated_at, peak_window_start = window_start, peak
 WHERE value = peak_value;
 """
 
+NOTIFICATIONS = """
+-- owner: engine.notifications.channels
+CREATE TABLE notification_channels (
+    name                 TEXT PRIMARY KEY,
+    type                 TEXT NOT NULL CHECK (type IN ('alertmanager', 'webhook', 'slack')),
+    url                  TEXT NOT NULL,     -- a secret itself for slack (the incoming-webhook URL): masked in answers
+    secret               TEXT,              -- webhook signing key / alertmanager bearer token: never answered
+    min_severity         TEXT NOT NULL CHECK (min_severity IN ('warning', 'critical')),
+    types                TEXT,              -- JSON list of alert types; NULL: every type
+    scopes               TEXT,              -- JSON list of scope filters (`key`, `master:12`, ...); NULL: every scope
+    min_interval_seconds INTEGER NOT NULL CHECK (min_interval_seconds >= 0),
+    notify_acknowledged  INTEGER NOT NULL CHECK (notify_acknowledged IN (0, 1)),
+    since_event_id       INTEGER NOT NULL,  -- the channel's events are the alert_events after this id
+    created_at           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL
+);
+-- owner: engine.notifications.outbox (the durable outbox: which event goes to which channel, and how it went)
+CREATE TABLE notification_cursor (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    event_id INTEGER NOT NULL   -- every alert_events row up to this id has been turned into deliveries
+);
+INSERT INTO notification_cursor (id, event_id) SELECT 1, coalesce(max(id), 0) FROM alert_events;
+CREATE TABLE notification_deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         INTEGER NOT NULL,   -- alert_events.id
+    channel          TEXT NOT NULL,
+    alert_id         INTEGER NOT NULL,
+    kind             TEXT NOT NULL,      -- the event's kind (opened, escalated, ...)
+    event_at         TEXT NOT NULL,
+    severity         TEXT,               -- the event's severity and value
+    value            REAL,
+    shown_before     TEXT,               -- the severity the channel showed the alert at before this event (NULL: none)
+    shown_after      TEXT,               -- and after it (NULL: not firing there)
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'cancelled')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    finished_at      TEXT,               -- delivered, dead-lettered or cancelled
+    last_status_code INTEGER,
+    last_error       TEXT,
+    UNIQUE (event_id, channel)           -- an event reaches a channel at most once, however many notifiers run
+);
+CREATE INDEX notification_deliveries_queue ON notification_deliveries (channel, status, event_id);
+CREATE INDEX notification_deliveries_by_alert ON notification_deliveries (alert_id, channel, event_id);
+CREATE INDEX notification_deliveries_by_status ON notification_deliveries (status, id);
+CREATE TABLE notification_attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id INTEGER REFERENCES notification_deliveries (id),  -- NULL: an alertmanager re-send of open alerts
+    channel     TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,    -- 1 for the first try (again 1 after a re-drive)
+    outcome     TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead', 'resent', 'resend_failed')),
+    status_code INTEGER,
+    latency_ms  REAL,
+    error       TEXT
+);
+CREATE INDEX notification_attempts_by_delivery ON notification_attempts (delivery_id, id);
+CREATE TABLE notification_channel_state (
+    channel      TEXT PRIMARY KEY,
+    lease_owner  TEXT,               -- the notifier sending to the channel now (host:pid:thread:token)
+    lease_until  TEXT,
+    last_sent_at TEXT,               -- the last message delivered (the channel's minimum interval counts from it)
+    resend_at    TEXT                -- when open alerts are next re-sent (alertmanager)
+);
+CREATE TABLE notification_totals (
+    channel TEXT NOT NULL,
+    outcome TEXT NOT NULL,           -- delivered, failed (an attempt that will be retried), dead
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (channel, outcome)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
     Migration(3, "alerts: the peak apart from the latest evaluation", ALERT_PEAKS),
+    Migration(4, "alert notifications: channels and the delivery outbox", NOTIFICATIONS),
 )
 
 #: The version a database has once every migration is applied.

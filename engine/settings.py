@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     schedule_quota_reset: str = Field(
         "60", description="How often key quota periods are checked and advanced (seconds or UTC cron)."
     )
+    schedule_notifier: str = Field(
+        "10", description="How often the notifier delivers alert notifications from the outbox (seconds or UTC cron)."
+    )
     job_runs_retention_days: int = Field(30, ge=1, description="Days of job run records kept.")
     lake_grace_seconds: int = Field(
         300, ge=0,
@@ -80,6 +83,31 @@ class Settings(BaseSettings):
     )
     daily_stats_delay_seconds: int = Field(
         300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
+    )
+    notify_max_attempts: int = Field(
+        30, ge=1,
+        description="Attempts after which a notification delivery is dead-lettered (with the default backoff, about "
+        "two hours of failures and never less than 96 minutes); a receiver's permanent refusal (a 4xx other than "
+        "408, 409, 425 and 429) dead-letters it at once.",
+    )
+    notify_backoff_seconds: float = Field(
+        5.0, gt=0, description="Delay before the first retry of a failed notification; it doubles with each attempt."
+    )
+    notify_backoff_max_seconds: float = Field(
+        300.0, gt=0, description="Longest delay between two attempts of a notification (before +-20 % jitter); a "
+        "receiver's Retry-After can ask for longer, up to an hour.",
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long the notifier waits for a receiver to answer one message."
+    )
+    notify_resend_seconds: int = Field(
+        60, ge=1,
+        description="How often open alerts are re-sent to Alertmanager channels; keep it well under Alertmanager's "
+        "resolve_timeout (default 5m), or Alertmanager resolves them on its own.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The URL people reach this ezstats at; notifications link to alerts under it.",
     )
     log_level: str = Field("INFO", description="Python logging level for the engine, API and CLI.")
     default_tz: str = Field(
@@ -193,7 +221,8 @@ class Settings(BaseSettings):
     )
 
     @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",
-                     "schedule_compaction", "schedule_quota_reset", "schedule_token_refresh")
+                     "schedule_compaction", "schedule_quota_reset", "schedule_token_refresh",
+                     "schedule_notifier")
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
         try:

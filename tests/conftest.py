@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,22 @@ def engine(settings: Settings) -> Engine:
 def client(engine: Engine) -> Iterator[TestClient]:
     with TestClient(create_app(engine=engine)) as c:
         yield c
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Engine], TestClient]]:
+    """Make the real app's client around an engine a test built itself."""
+    clients: list[TestClient] = []
+
+    def make(engine: Engine) -> TestClient:
+        c = TestClient(create_app(engine=engine))
+        c.__enter__()
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
 
 
 @pytest.fixture

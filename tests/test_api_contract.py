@@ -15,6 +15,7 @@ from api.app import create_app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, minutes, requests, store
 from tests.oauth_server import FakeOAuth
+from tests.receivers import Receiver
 
 #: An instant with an offset, as RFC 3339 requires (`Z` or `+hh:mm`).
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -26,6 +27,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
     oauth = FakeOAuth().start()
     engine = Engine(Settings(data_dir=tmp_path_factory.mktemp("contract"), scheduler_enabled=False, **oauth.settings()),
                     clock=Clock(NOW + minutes(10)))
+    busy = Receiver(lambda _: (503, {"Retry-After": "60"}, b"busy")).start()   # keeps a delivery pending
+    engine.notifications.put_channel("ops", {"type": "webhook", "url": busy.url, "secret": "k"})
     for key in (1, 2):
         store(engine, requests(NOW - dt.timedelta(days=1), 60, 50, key_id=key),
               requests(NOW, 5, 80, key_id=key, provider_key_id=key),
@@ -38,15 +41,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
     account = oauth.account("codex")
     engine.credentials.put(31, "codex", account.access_token, account.refresh_token, NOW + dt.timedelta(days=1))
     assert engine.credentials.request_refresh(31, wait=10).outcome == "refreshed"  # refresh request 1
+    engine.notifications.run()
     client = TestClient(create_app(engine=engine))
     yield client, client.get("/openapi.json").json()
     oauth.stop()
+    busy.stop()
 
 
-def _ids(client: TestClient) -> dict[str, int]:
+def _ids(client: TestClient) -> dict[str, int | None]:
     alerts = client.get("/admin/alerts").json()["alerts"]
-    return {"open": next(a["id"] for a in alerts if a["status"] == "open"),
-            "other": next(a["id"] for a in alerts[::-1] if a["status"] == "open")}
+    return {"open": next((a["id"] for a in alerts if a["status"] == "open"), None),
+            "other": next((a["id"] for a in alerts[::-1] if a["status"] == "open"), None),
+            "delivery": client.get("/admin/notifications/deliveries").json()["deliveries"][0]["id"]}
 
 
 #: One real call per documented operation: (method, path template, concrete path, params, body, headers).
@@ -89,6 +95,19 @@ CALLS: list[tuple[str, str, str, dict[str, Any], Any, dict[str, str]]] = [
     ("post", "/admin/credentials/{provider_key_id}/refresh", "/admin/credentials/31/refresh", {}, None, {}),
     ("get", "/admin/credentials/refresh-requests/{request_id}", "/admin/credentials/refresh-requests/1", {}, None,
      {}),
+    ("get", "/admin/notifications/channels", "/admin/notifications/channels", {}, None, {}),
+    ("put", "/admin/notifications/channels/{name}", "/admin/notifications/channels/spare", {},
+     {"type": "slack", "url": "https://hooks.slack.example/services/T0/B0/secret", "min_interval_seconds": 60}, {}),
+    ("get", "/admin/notifications/channels/{name}", "/admin/notifications/channels/spare", {}, None, {}),
+    ("delete", "/admin/notifications/channels/{name}", "/admin/notifications/channels/spare", {}, None, {}),
+    ("post", "/admin/notifications/channels/{name}/test", "/admin/notifications/channels/ops/test", {}, None, {}),
+    ("get", "/admin/notifications/deliveries", "/admin/notifications/deliveries", {"status": "pending"}, None, {}),
+    ("get", "/admin/notifications/deliveries/{delivery_id}", "/admin/notifications/deliveries/{delivery}", {},
+     None, {}),
+    ("post", "/admin/notifications/deliveries/{delivery_id}/retry", "/admin/notifications/deliveries/{delivery}/retry",
+     {}, None, {}),
+    ("post", "/admin/notifications/deliveries/retry", "/admin/notifications/deliveries/retry", {"channel": "ops"},
+     None, {}),
 ]
 
 #: Error answers, checked against the problem schema of the same operation.
@@ -101,6 +120,10 @@ ERRORS: list[tuple[str, str, str, dict[str, Any], Any, int]] = [
     ("get", "/admin/jobs/{name}/runs", "/admin/jobs/nope/runs", {}, None, 404),
     ("get", "/admin/credentials/{provider_key_id}", "/admin/credentials/99", {}, None, 404),
     ("put", "/admin/credentials/{provider_key_id}", "/admin/credentials/33", {}, {"provider_type": "x"}, 422),
+    ("get", "/admin/notifications/channels/{name}", "/admin/notifications/channels/nope", {}, None, 404),
+    ("put", "/admin/notifications/channels/{name}", "/admin/notifications/channels/x", {},
+     {"type": "webhook", "url": "http://x"}, 422),
+    ("get", "/admin/notifications/deliveries", "/admin/notifications/deliveries", {"status": "lost"}, None, 422),
 ]
 
 

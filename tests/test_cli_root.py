@@ -13,7 +13,7 @@ from cli.errors import EXIT_CODES
 from cli.root import version
 
 CLI = Path(__file__).resolve().parents[1] / "cli"
-COMMAND_MODULES = ["lake", "stats", "jobs", "quotas", "registry", "alerts", "credentials"]
+COMMAND_MODULES = ["lake", "stats", "jobs", "quotas", "registry", "alerts", "credentials", "notify"]
 runner = CliRunner()
 
 
@@ -67,4 +67,4 @@ def test_main_registers_every_command_module():
     assert _cli_imports("main") == {"cli.root", *(f"cli.{m}" for m in COMMAND_MODULES)}
     names = {g.name for g in app.registered_groups} | {c.name for c in app.registered_commands}
     assert {"serve", "ingest", "demo", "sql", "stats", "backfill", "daily-stats", "scheduler",
-            "jobs", "quotas", "registry", "alerts", "credentials"} <= names
+            "jobs", "quotas", "registry", "alerts", "credentials", "notify"} <= names

@@ -71,6 +71,10 @@ def test_an_010_database_upgrades_in_place_keeping_every_row(tmp_path: Path):
     # New writes work on the upgraded file.
     engine.quotas.put(12, 100, "daily")
     assert engine.jobs.run("quota_reset").outcome == "ok"
+    # Notifications start after the events 0.1.0 recorded: a new channel is never sent the old history.
+    engine.notifications.put_channel("late", {"type": "webhook", "url": "http://127.0.0.1:9/x", "secret": "k"})
+    run = engine.notifications.run()
+    assert (run.events, run.queued, run.messages) == (0, 0, 0)
 
 
 def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path):

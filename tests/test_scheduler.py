@@ -189,10 +189,10 @@ def test_the_standard_jobs_call_their_domains(tmp_path: Path) -> None:
             return ["a"]
 
     specs = standard_specs(engine.infra, Stats(), Alerts(), engine.cleaner,  # type: ignore[arg-type]
-                           engine.compactor, engine.quotas)
+                           engine.compactor, engine.quotas, engine.notifications)
     engine.jobs = Jobs(engine.infra, specs)
     names = list(engine.jobs.specs())
-    assert names[:3] == ["rollups", "daily_stats", "alert_detector"]
+    assert names[:4] == ["rollups", "daily_stats", "alert_detector", "notifier"]
     runs = {r.job: r for r in engine.jobs.run_due(T0)}
     assert runs["rollups"].rows == 7 and runs["alert_detector"].outcome == "ok"
     assert sorted(calls) == ["alerts", "daily", "rollups"]

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,21 +25,33 @@ AlertType = Literal["rate_limit", "error_spike", "quota_exceeded", "provider_dow
                     "credential_invalid"]
 Severity = Literal["info", "warning", "critical"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-EventKind = Literal["opened", "escalated", "de-escalated", "acknowledged", "ack_expired", "resolved"]
+EventKind = Literal["opened", "escalated", "de-escalated", "acknowledged", "ack_expired", "resolved",
+                    "notified", "notify_failed"]
 
 
 class AlertEvent(BaseModel):
-    """One entry of an alert's append-only history."""
+    """One entry of an alert's append-only history: a lifecycle event, or a notification of one."""
 
     model_config = ConfigDict(frozen=True)
 
-    id: int
+    id: int = Field(description="Its id in its own log: lifecycle events and notification attempts are numbered "
+                    "apart.")
     at: dt.datetime
-    kind: EventKind
-    actor: str = Field(description="`detector` or who acted through the API/CLI.")
-    note: str | None = Field(description="Why: the observation, the ack note or the resolution.")
+    kind: EventKind = Field(description="A lifecycle event, or `notified` (a channel received an event) / "
+                            "`notify_failed` (a delivery's first failed attempt, and the one that dead-lettered it).")
+    actor: str = Field(description="`detector`, who acted through the API/CLI, or `notifier`.")
+    note: str | None = Field(description="Why: the observation, the ack note or the resolution; for a notification, "
+                             "the channel's answer.")
     severity: Severity | None
     value: float | None
+    event_id: int | None = Field(None, description="Notifications: the lifecycle event delivered.")
+    channel: str | None = Field(None, description="Notifications: the channel.")
+    delivery_id: int | None = Field(None, description="Notifications: the delivery (GET "
+                                    "/admin/notifications/deliveries/{id}).")
+
+
+#: Where more entries of an alert's history come from (notifications), by alert id.
+HistorySource = Callable[[int], list[AlertEvent]]
 
 
 class Alert(BaseModel):
@@ -108,6 +121,21 @@ class AlertCounts(BaseModel):
     by_status: dict[str, int]
 
 
+class AlertChange(BaseModel):
+    """A lifecycle event with the facts of its alert that notification channels filter on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: AlertEvent
+    alert_id: int
+    type: str
+    scope: str
+    master_id: int | None
+    key_id: int | None
+    provider_key_id: int | None
+    acknowledged: bool = Field(description="The alert was acknowledged when the event happened.")
+
+
 @dataclass(frozen=True)
 class AlertFilter:
     """Filters of `list_alerts`; `since`/`until` bound `opened_at` as [since, until)."""
@@ -151,9 +179,14 @@ class AlertHistory:
 
     def __init__(self, store: ControlStore) -> None:
         self.store = store
+        self._sources: list[HistorySource] = []
+
+    def add_source(self, source: HistorySource) -> None:
+        """Merge `source(alert_id)`'s entries (notifications, from their owner) into `get`'s events."""
+        self._sources.append(source)
 
     def get(self, alert_id: int) -> Alert:
-        """One alert with its events, oldest first. Raises NotFound."""
+        """One alert with its events (lifecycle and notifications), oldest first. Raises NotFound."""
         with self.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
@@ -161,7 +194,50 @@ class AlertHistory:
             events = [AlertEvent.model_validate(dict(e)) for e in con.execute(
                 "SELECT id, at, kind, actor, note, severity, value FROM alert_events WHERE alert_id = ? ORDER BY id",
                 (alert_id,))]
+        if self._sources:
+            events = _merged(events, [e for source in self._sources for e in source(alert_id)])
         return _alert(row, events)
+
+    def by_ids(self, ids: Iterable[int]) -> dict[int, Alert]:
+        """The alerts with these ids (without events); ids that do not exist are left out."""
+        wanted = sorted(set(ids))
+        found: dict[int, Alert] = {}
+        with self.store.connect(write=False) as con:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                for row in con.execute(f"SELECT * FROM alerts WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
+                    found[row["id"]] = _alert(row)
+        return found
+
+    def last_event_id(self) -> int:
+        """The id of the latest lifecycle event (0 when there is none)."""
+        with self.store.connect(write=False) as con:
+            return int(con.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()[0])
+
+    def changes_after(self, event_id: int, limit: int = 1000) -> list[AlertChange]:
+        """Lifecycle events after `event_id`, oldest first, at most `limit`, with their alert's facts.
+
+        Event ids grow in commit order (SQLite has one writer at a time), so a reader that has seen
+        event N has seen every event before it.
+        """
+        with self.store.connect(write=False) as con:
+            rows = con.execute(
+                """
+                SELECT e.id, e.at, e.kind, e.actor, e.note, e.severity, e.value, e.alert_id, a.type, a.scope,
+                       a.master_id, a.key_id, a.provider_key_id,
+                       coalesce((SELECT p.kind FROM alert_events p
+                                 WHERE p.alert_id = e.alert_id AND p.id < e.id
+                                   AND p.kind IN ('acknowledged', 'ack_expired')
+                                 ORDER BY p.id DESC LIMIT 1) = 'acknowledged', 0) AS acknowledged
+                FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+                WHERE e.id > ? ORDER BY e.id LIMIT ?
+                """, (event_id, limit)).fetchall()
+        return [AlertChange(
+            event=AlertEvent(id=r["id"], at=r["at"], kind=r["kind"], actor=r["actor"], note=r["note"],
+                             severity=r["severity"], value=r["value"]),
+            alert_id=r["alert_id"], type=r["type"], scope=r["scope"], master_id=r["master_id"], key_id=r["key_id"],
+            provider_key_id=r["provider_key_id"], acknowledged=bool(r["acknowledged"]),
+        ) for r in rows]
 
     def page(self, where: AlertFilter, cursor: str | None = None, limit: int = 50) -> AlertPage:
         """Alerts matching `where`, newest (highest id) first, `limit` at a time.
@@ -200,6 +276,20 @@ class AlertHistory:
                 out["by_" + column.removeprefix("peak_")] = {k: found.get(k, 0) for k in domain}
             out["total"] = sum(out["by_type"].values())
         return out
+
+
+def _merged(lifecycle: list[AlertEvent], notes: list[AlertEvent]) -> list[AlertEvent]:
+    """Notification entries merged into the lifecycle events by time, the lifecycle's own order kept (its
+    instants need not grow: a replayed evaluation is in the past) and each after the event it delivered."""
+    pending = sorted(notes, key=lambda e: (e.at, e.id))
+    out: list[AlertEvent] = []
+    seen: set[int] = set()
+    for event in lifecycle:
+        while pending and pending[0].at <= event.at and pending[0].event_id in seen:
+            out.append(pending.pop(0))
+        out.append(event)
+        seen.add(event.id)
+    return out + pending
 
 
 def _alert(row: sqlite3.Row, events: list[AlertEvent] | None = None) -> Alert:
