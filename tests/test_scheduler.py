@@ -189,7 +189,7 @@ def test_the_standard_jobs_call_their_domains(tmp_path: Path) -> None:
             return ["a"]
 
     specs = standard_specs(engine.infra, Stats(), Alerts(), engine.cleaner,  # type: ignore[arg-type]
-                           engine.compactor, engine.quotas, engine.notifications)
+                           engine.compactor, engine.quotas, engine.credentials, engine.notifications)
     engine.jobs = Jobs(engine.infra, specs)
     names = list(engine.jobs.specs())
     assert names[:4] == ["rollups", "daily_stats", "alert_detector", "notifier"]
