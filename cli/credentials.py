@@ -134,13 +134,15 @@ def rotate_key(
     new_key: Annotated[bool, typer.Option("--new-key", help="First add a new key to <data>/secret.key (when "
                                           "EZ_SECRET_KEY is unset).")] = False,
 ) -> None:
-    """Re-encrypt every stored credential with the first secret key in force. With EZ_SECRET_KEY: put the new key
-    first (old ones after it), restart, run this, then drop the old keys. With the key file: --new-key.
+    """Re-encrypt every stored secret (credentials, notification channel URLs and secrets) with the first secret
+    key in force. With EZ_SECRET_KEY: put the new key first (old ones after it), restart, run this, then drop
+    the old keys. With the key file: --new-key.
 
     Example: ezstats credentials rotate-key --new-key
     """
-    count = open_engine().credentials.rotate_key(new_key)
-    err.print(f"re-encrypted {count} credential(s) with the first key")
+    counts = open_engine().rotate_secret_key(new_key)
+    err.print(f"re-encrypted {counts['credentials']} credential(s) and {counts['channels']} notification "
+              "channel(s) with the first key")
 
 
 @app.command("new-key")
@@ -149,6 +151,6 @@ def new_key() -> None:
 
     Example: export EZ_SECRET_KEY=$(ezstats credentials new-key)
     """
-    from engine.credentials.secretbox import new_key as make
+    from engine.secretbox import new_key as make
 
     typer.echo(make())

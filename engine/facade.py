@@ -141,6 +141,18 @@ class Engine:
                            max_errors=self.settings.max_errors_reported)
         return self.lake.write(records, batch_id or content_batch_id(records))
 
+    def rotate_secret_key(self, new_key: bool = False) -> dict[str, int]:
+        """Re-encrypt every stored secret (credentials, channel URLs and secrets) with the first key in force;
+        with `new_key`, first put a new key at the head of `<data>/secret.key`. Returns how many of each.
+
+        Raises:
+            InvalidParameter: `new_key` while the keys come from EZ_SECRET_KEY.
+            SecretKeyError: a stored secret no configured key decrypts.
+        """
+        if new_key:
+            self.infra.secret_box().add_key()
+        return {"credentials": self.credentials.reencrypt(), "channels": self.notifications.reencrypt()}
+
     def lake_has_records(self) -> bool:
         """Whether any log record file has been published."""
         return LOG_RECORDS.has_files(self.settings.data_dir)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from engine import catalog
 from engine.lake import Lake
+from engine.secretbox import SecretBox
 from engine.settings import Settings
 from engine.store import ControlStore
 from engine.times import Clock
@@ -27,6 +29,8 @@ class Infra:
     clock: Clock
     store: ControlStore
     lake: Lake
+    _box: SecretBox | None = field(default=None, init=False, repr=False)
+    _box_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock) -> Infra:
@@ -43,6 +47,15 @@ class Infra:
     def now(self) -> dt.datetime:
         """The current instant by the engine's clock."""
         return self.clock()
+
+    def secret_box(self) -> SecretBox:
+        """What encrypts the secrets stored in the control store (credentials, channel secrets): the keys of
+        EZ_SECRET_KEY, or of `<data>/secret.key`, created (mode 0600) the first time a secret is stored."""
+        with self._box_lock:
+            if self._box is None:
+                key = self.settings.secret_key
+                self._box = SecretBox.open(key.get_secret_value() if key else None, self.data_dir)
+            return self._box
 
     def connect(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every lake view (`log_records`, ...) and the shared macros."""

@@ -205,7 +205,7 @@ ALTER TABLE registry_provider_keys ADD COLUMN reason TEXT;
 CREATE TABLE credentials (
     provider_key_id INTEGER PRIMARY KEY,
     provider_type   TEXT NOT NULL CHECK (provider_type IN ('codex', 'claude-code', 'gemini-cli', 'antigravity')),
-    access_token    BLOB NOT NULL,     -- every token is encrypted (engine.credentials.secretbox), never clear
+    access_token    BLOB NOT NULL,     -- every token is encrypted (engine.secretbox), never clear
     refresh_token   BLOB NOT NULL,
     id_token        BLOB,
     expires_at      TEXT NOT NULL,     -- of the access token

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from api.app import create_app
 from cli import app as cli
 from engine import Engine
-from engine.credentials.secretbox import new_key
+from engine.secretbox import new_key
 from engine.settings import get_settings
 from tests.credential_fixtures import NOW, MovingClock, credential_settings, make_engine, put
 from tests.oauth_server import FakeOAuth, jwt
@@ -254,7 +254,7 @@ def test_secret_key_setting_and_rotation(tmp_path: Path, oauth: FakeOAuth):
     # The new key first, the old one still there to decrypt: rotate, then the old key can go.
     rotated = make_engine(data, oauth, secret_key=f"{new},{old}")
     assert rotated.credentials.token(1, "t").access_token == account.access_token
-    assert rotated.credentials.rotate_key() == 1
+    assert rotated.rotate_secret_key()["credentials"] == 1
     only_new = make_engine(data, oauth, secret_key=new)
     assert only_new.credentials.token(1, "t").access_token == account.access_token
     from engine.errors import SecretKeyError
@@ -276,7 +276,7 @@ def test_key_file_rotation_keeps_other_processes_reading(tmp_path: Path, oauth: 
     account = oauth.account("gemini-cli")
     put(first, 1, account)
     assert second.credentials.token(1, "t").access_token == account.access_token
-    assert first.credentials.rotate_key(new_key=True) == 1
+    assert first.rotate_secret_key(new_key=True)["credentials"] == 1
     assert len((data / "secret.key").read_text().split()) == 2
     put(first, 2, oauth.account("gemini-cli"))  # written with the new key
     assert second.credentials.token(2, "t").version == 1  # the other process re-reads the key file

@@ -208,3 +208,23 @@ def test_cli_channels_and_deliveries(engine, cli_env):
     assert runner.invoke(app, ["notify", "channels", "delete", "ops"]).exit_code == 0
     assert runner.invoke(app, ["notify", "channels", "delete", "ops"]).exit_code == 3
     assert re.search(r"no notification channel", runner.invoke(app, ["notify", "channels", "test", "ops"]).output)
+
+
+def test_channel_secrets_are_encrypted_at_rest_and_rotate_with_the_key(tmp_path):
+    from engine.secretbox import new_key
+
+    old, new = new_key(), new_key()
+    data = tmp_path / "data"
+    engine = Engine(Settings(data_dir=data, scheduler_enabled=False, secret_key=old))
+    slack_url = "https://hooks.slack.example/services/T000/B000/slack-url-secret-part"
+    engine.notifications.put_channel("hook", {"type": "webhook", "url": "http://127.0.0.1:9/x",
+                                              "secret": "webhook-signing-secret-value"})
+    engine.notifications.put_channel("chat", {"type": "slack", "url": slack_url})
+    raw = b"".join(p.read_bytes() for p in data.glob("ezstats.db*"))  # the WAL included
+    assert b"webhook-signing-secret-value" not in raw and b"slack-url-secret-part" not in raw
+    # The new key first, the old one still there to decrypt: rotate, then the old key can go.
+    rotated = Engine(Settings(data_dir=data, scheduler_enabled=False, secret_key=f"{new},{old}"))
+    assert rotated.rotate_secret_key() == {"credentials": 0, "channels": 2}
+    alone = Engine(Settings(data_dir=data, scheduler_enabled=False, secret_key=new))
+    assert {c.name: c.url for c in alone.notifications.store.all()}["chat"] == slack_url
+    assert alone.notifications.store.get("hook").secret == "webhook-signing-secret-value"

@@ -38,7 +38,6 @@ from engine.credentials.notify import Notifier
 from engine.credentials.providers import lead_time, refreshers
 from engine.credentials.queue import RefreshQueue
 from engine.credentials.refreshing import IN_RUN_SLEEP_MAX, RETRYING, Refreshing, owner
-from engine.credentials.secretbox import SecretBox
 from engine.credentials.store import CredentialStore
 from engine.errors import Conflict, InvalidParameter, NotFound, SecretKeyError
 from engine.infra import Infra
@@ -70,7 +69,7 @@ class Credentials:
         self.rng = rng or random.Random()
         settings = infra.settings
         self.refreshers = refreshers(settings)
-        self.store = CredentialStore(infra.store, self._secret_box, self.lead)
+        self.store = CredentialStore(infra.store, self.infra.secret_box, self.lead)
         self.queue = RefreshQueue(infra.store)
         self.notifier = Notifier(settings)
         self.refreshing = Refreshing(infra, self.store, self.refreshers, self.notifier,
@@ -80,7 +79,6 @@ class Credentials:
                                    infra.data_dir / "_locks" / "credentials-redis.lock")
                        if settings.redis_url else None)
         self._listeners: list[Listener] = []
-        self._box: SecretBox | None = None
         self._lock = threading.Lock()
         self._workers: ThreadPoolExecutor | None = None
 
@@ -91,13 +89,6 @@ class Credentials:
     def lead(self, provider_type: str) -> dt.timedelta:
         """How long before expiry a credential of this type is refreshed."""
         return lead_time(self.infra.settings, provider_type)
-
-    def _secret_box(self) -> SecretBox:
-        with self._lock:
-            if self._box is None:
-                secret = self.infra.settings.secret_key
-                self._box = SecretBox.open(secret.get_secret_value() if secret else None, self.infra.data_dir)
-            return self._box
 
     # -- import -------------------------------------------------------------------------------
 
@@ -359,14 +350,10 @@ class Credentials:
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def rotate_key(self, new_key: bool = False) -> int:
-        """Re-encrypt every stored secret with the first key in force; with `new_key`, first put a new key at
-        the head of `<data>/secret.key`. Returns how many credentials were rewritten.
+    def reencrypt(self) -> int:
+        """Re-encrypt every stored credential with the first key in force; returns how many were rewritten.
 
         Raises:
-            InvalidParameter: `new_key` while the keys come from EZ_SECRET_KEY.
             SecretKeyError: a stored secret no configured key decrypts.
         """
-        if new_key:
-            self._secret_box().add_key()
         return self.store.reencrypt()

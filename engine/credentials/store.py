@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.credentials.model import Credential, RefreshAttempt, Tokens
-from engine.credentials.secretbox import SecretBox
 from engine.errors import NotFound, SecretKeyError
+from engine.secretbox import SecretBox
 from engine.store import ControlStore
 from engine.times import iso, parse_iso
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.alerts.rules import TYPES
 from engine.errors import InvalidParameter, NotFound
+from engine.secretbox import SecretBox
 from engine.store import ControlStore
 from engine.times import iso
 
@@ -112,15 +113,18 @@ class StoredChannel:
 class ChannelStore:
     """The channels table (`notification_channels`)."""
 
-    def __init__(self, store: ControlStore, now: Callable[[], dt.datetime], last_event_id: Callable[[], int]) -> None:
+    def __init__(self, store: ControlStore, now: Callable[[], dt.datetime], last_event_id: Callable[[], int],
+                 box: Callable[[], SecretBox]) -> None:
+        """`box`: what encrypts a channel's URL and secret at rest (a Slack URL is itself the secret)."""
         self.store = store
         self.now = now
         self.last_event_id = last_event_id
+        self.box = box
 
     def all(self) -> list[StoredChannel]:
         """Every channel, by name."""
         with self.store.connect(write=False) as con:
-            return [_stored(r) for r in con.execute("SELECT * FROM notification_channels ORDER BY name")]
+            return [self._stored(r) for r in con.execute("SELECT * FROM notification_channels ORDER BY name")]
 
     def get(self, name: str) -> StoredChannel:
         """One channel. Raises NotFound."""
@@ -128,7 +132,22 @@ class ChannelStore:
             row = con.execute("SELECT * FROM notification_channels WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no notification channel named {name!r}")
-        return _stored(row)
+        return self._stored(row)
+
+    def reencrypt(self) -> int:
+        """Encrypt every channel's URL and secret with the first key in force; returns how many channels."""
+        box = self.box()
+        with self.store.connect() as con:
+            rows = con.execute("SELECT name, url, secret FROM notification_channels").fetchall()
+            for row in rows:
+                con.execute("UPDATE notification_channels SET url = ?, secret = ? WHERE name = ?",
+                            (box.rotate(row["url"]), box.rotate(row["secret"]) if row["secret"] else None,
+                             row["name"]))
+        return len(rows)
+
+    def _stored(self, row: sqlite3.Row) -> StoredChannel:
+        box = self.box()
+        return _channel(row, box.decrypt(row["url"]), box.decrypt(row["secret"]) if row["secret"] else None)
 
     def put(self, name: str, fields: Mapping[str, Any]) -> tuple[StoredChannel, bool]:
         """Create or replace a channel; returns it and whether it is new.
@@ -154,8 +173,9 @@ class ChannelStore:
             # reads events before channels, then always finds the channel of an event it reads).
             since = self.last_event_id()
             row = con.execute("SELECT * FROM notification_channels WHERE name = ?", (name,)).fetchone()
-            old = _stored(row) if row else None
+            old = self._stored(row) if row else None
             values = _validated(fields, old)
+            box = self.box()
             con.execute(
                 """
                 INSERT INTO notification_channels (name, type, url, secret, min_severity, types, scopes,
@@ -166,11 +186,13 @@ class ChannelStore:
                     min_interval_seconds = excluded.min_interval_seconds,
                     notify_acknowledged = excluded.notify_acknowledged, updated_at = excluded.updated_at
                 """,
-                (name, values["type"], values["url"], values["secret"], values["min_severity"],
+                (name, values["type"], box.encrypt(values["url"]),
+                 box.encrypt(values["secret"]) if values["secret"] else None, values["min_severity"],
                  _json(values["types"]), _json(values["scopes"]), values["min_interval_seconds"],
                  int(values["notify_acknowledged"]), since, stamp, stamp),
             )
-            stored = _stored(con.execute("SELECT * FROM notification_channels WHERE name = ?", (name,)).fetchone())
+            stored = self._stored(con.execute("SELECT * FROM notification_channels WHERE name = ?",
+                                              (name,)).fetchone())
         return stored, old is None
 
     def delete(self, name: str) -> None:
@@ -260,9 +282,9 @@ def _json(value: list[str] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _stored(row: sqlite3.Row) -> StoredChannel:
+def _channel(row: sqlite3.Row, url: str, secret: str | None) -> StoredChannel:
     return StoredChannel(
-        name=row["name"], type=row["type"], url=row["url"], secret=row["secret"], min_severity=row["min_severity"],
+        name=row["name"], type=row["type"], url=url, secret=secret, min_severity=row["min_severity"],
         types=tuple(json.loads(row["types"])) if row["types"] else None,
         scopes=tuple(json.loads(row["scopes"])) if row["scopes"] else None,
         min_interval_seconds=row["min_interval_seconds"], notify_acknowledged=bool(row["notify_acknowledged"]),

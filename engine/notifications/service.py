@@ -59,11 +59,15 @@ class Notifications:
     def __init__(self, infra: Infra, alerts: AlertSource, names: NameLookup) -> None:
         self.infra = infra
         self.alerts = alerts
-        self.store = ChannelStore(infra.store, infra.now, alerts.last_event_id)
+        self.store = ChannelStore(infra.store, infra.now, alerts.last_event_id, infra.secret_box)
         self.outbox = Outbox(infra.store)
         self.notifier = Notifier(infra, self.store, self.outbox, alerts, names)
 
     # -- channels ------------------------------------------------------------------------------
+
+    def reencrypt(self) -> int:
+        """Re-encrypt every channel's URL and secret with the first secret key in force; returns how many."""
+        return self.store.reencrypt()
 
     def list_channels(self) -> list[Channel]:
         """Every channel, by name, secrets masked."""
