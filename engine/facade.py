@@ -60,7 +60,7 @@ class Engine:
         drops = PartitionDrops(infra.store)
         self.stats = Stats(infra, drops)
         self.registry = Registry(infra)
-        self.quotas = Quotas(infra, names=self.registry.names)
+        self.quotas = Quotas(infra, names=self.registry.names, costs=self.stats.quota_cost)
         self.registry.on_delete(self.quotas.forget_deleted)
         self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive)
         self.cleaner = LogCleaner(infra, self.stats.daily, self.stats.rollups, drops)

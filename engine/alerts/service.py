@@ -93,7 +93,6 @@ class Alerts:
         self.history = AlertHistory(infra.store)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
-        self._quota_usage: tuple[dt.datetime, list[Any]] | None = None
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -121,7 +120,8 @@ class Alerts:
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
-            evaluation = detector.evaluate(con, thresholds, now, self._quotas())
+            # Quota usage is read afresh every time: from rollups plus raw records it costs tens of ms.
+            evaluation = detector.evaluate(con, thresholds, now, self.quotas)
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
                                        self._retired())
         return Detection(
@@ -130,28 +130,6 @@ class Alerts:
             suppressed=changes.suppressed, skipped=evaluation.skipped,
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-
-    def _quotas(self) -> Callable[[dt.datetime], list[Any]] | None:
-        """Key quota usage for an evaluation, reused for `alert_quota_refresh_seconds` after it was summed.
-
-        Usage comes from raw records (seconds on a month of data), while the rule it feeds moves slowly
-        (a share of a period's quota), so a minute-by-minute detector recomputes it every few minutes.
-        An evaluation at an earlier instant than the cached one (a replay) recomputes.
-        """
-        quotas = self.quotas
-        if quotas is None:
-            return None
-        refresh = dt.timedelta(seconds=self.infra.settings.alert_quota_refresh_seconds)
-
-        def usage(now: dt.datetime) -> list[Any]:
-            cached = self._quota_usage
-            if cached is not None and dt.timedelta(0) <= now - cached[0] < refresh:
-                return cached[1]
-            fresh = list(quotas.usage(now))
-            self._quota_usage = (now, fresh)
-            return fresh
-
-        return usage
 
     def _retired(self) -> dict[str, set[int]]:
         """Masters, keys and provider keys deleted or disabled in the registry."""

@@ -15,6 +15,7 @@ from engine.stats.answers import DailyStats, PeriodStats, SeriesStats
 from engine.stats.daily import GRAINS, Daily, closed
 from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, Reader
 from engine.stats.rollups import Rollups
+from engine.stats.usage import KeyUsage
 from engine.tables import LOG_RECORDS
 from engine.times import DAY, midnight
 
@@ -47,6 +48,7 @@ class Stats:
         self.rollups = Rollups(infra, drops)
         self.daily = Daily(infra, self.rollups)
         self.reader = Reader(infra, self.rollups)
+        self.usage = KeyUsage(self.rollups, self.reader.connection)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -97,13 +99,17 @@ class Stats:
         now = now or self.infra.now()
         late = set(self.daily.late_days())
         raw_days = set(self.raw_days())
+        rolled = set(self.rollups.days())
         dropped = set(self.drops.days())
         results = []
         for i in range((last - first).days + 1):
             day = first + i * DAY
             result = DayResult(day)
             try:
-                self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
+                if day not in raw_days and day not in rolled:
+                    result.daily = "no records"
+                else:
+                    self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
             except Exception as exc:  # one bad day must not stop the others; the summary names it
                 result.ok, result.daily, result.error = False, "failed", f"{type(exc).__name__}: {exc}"
             results.append(result)
@@ -114,9 +120,6 @@ class Stats:
     def _backfill_day(self, result: DayResult, has_raw: bool, dropped: bool, rewrite: bool, dry_run: bool,
                       now: dt.datetime) -> None:
         day = result.day
-        if not has_raw and day not in set(self.rollups.days()):
-            result.daily = "no records"
-            return
         if dropped:
             result.details["rollups"] = ("kept: the raw records of this day were dropped by log retention; "
                                          "records that arrived since are added by the rollup refresh")
@@ -137,6 +140,11 @@ class Stats:
         return LOG_RECORDS.days(self.infra.data_dir)
 
     # -- reads --------------------------------------------------------------------------------
+
+    def quota_cost(self, starts: dict[int, dt.datetime], end: dt.datetime) -> dict[int, int]:
+        """Each key's exact sum of quota_cost over [its start, end), from rollups plus raw records; see
+        `engine.stats.usage`."""
+        return self.usage.sums(starts, end)
 
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
                now: dt.datetime | None = None) -> periods.Period:
