@@ -38,8 +38,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, dict[st
 
 def _ids(client: TestClient) -> dict[str, int]:
     alerts = client.get("/admin/alerts").json()["alerts"]
+    runs = client.app.state.engine.alerts.previews   # type: ignore[attr-defined]
+    with runs.infra.store.connect(write=False) as con:
+        preview = con.execute("SELECT coalesce(max(id), 0) FROM preview_runs").fetchone()[0]
     return {"open": next(a["id"] for a in alerts if a["status"] == "open"),
-            "other": next(a["id"] for a in alerts[::-1] if a["status"] == "open")}
+            "other": next(a["id"] for a in alerts[::-1] if a["status"] == "open"), "preview": preview}
 
 
 #: One real call per documented operation: (method, path template, concrete path, params, body, headers).
@@ -67,6 +70,8 @@ CALLS: list[tuple[str, str, str, dict[str, Any], Any, dict[str, str]]] = [
     ("put", "/admin/alerts/thresholds", "/admin/alerts/thresholds", {}, {}, {"If-Match": "*"}),
     ("post", "/admin/alerts/thresholds/preview", "/admin/alerts/thresholds/preview", {},
      {"from": DAY, "to": DAY}, {}),
+    ("get", "/admin/alerts/thresholds/preview/{preview_id}", "/admin/alerts/thresholds/preview/{preview}", {}, None,
+     {}),
     ("get", "/admin/alerts", "/admin/alerts", {"limit": 1}, None, {}),
     ("get", "/admin/alerts/stats", "/admin/alerts/stats", {}, None, {}),
     ("get", "/admin/alerts/{alert_id}", "/admin/alerts/{open}", {}, None, {}),
@@ -82,6 +87,7 @@ ERRORS: list[tuple[str, str, str, dict[str, Any], Any, int]] = [
     ("post", "/v1/logs", "/v1/logs", {}, [{"request_id": "", "created_at": "x"}], 422),
     ("put", "/admin/alerts/thresholds", "/admin/alerts/thresholds", {}, {}, 428),
     ("get", "/admin/jobs/{name}/runs", "/admin/jobs/nope/runs", {}, None, 404),
+    ("get", "/admin/alerts/thresholds/preview/{preview_id}", "/admin/alerts/thresholds/preview/999999", {}, None, 404),
 ]
 
 

@@ -16,6 +16,7 @@ from engine import catalog
 from engine.alerts import backtest, detector
 from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertHistory, AlertPage
 from engine.alerts.lifecycle import Lifecycle
+from engine.alerts.previews import Preview, PreviewRun, Previews
 from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStore
 from engine.errors import InvalidParameter
 from engine.infra import Infra
@@ -53,33 +54,6 @@ class Detection(BaseModel):
     elapsed_ms: float
 
 
-class Preview(BaseModel):
-    """What candidate thresholds would have opened and resolved over a day range; stored alerts are untouched."""
-
-    start: dt.datetime
-    end: dt.datetime
-    evaluations: int = Field(description="Minutes replayed.")
-    opened: int
-    resolved: int
-    by_type: dict[str, int]
-    by_severity: dict[str, int] = Field(description="By peak severity.")
-    thresholds: Thresholds
-    alerts: list[Alert]
-
-    @classmethod
-    def of(cls, start: dt.datetime, end: dt.datetime, evaluations: int, thresholds: Thresholds,
-           alerts: list[Alert]) -> Preview:
-        """A preview of replayed alerts, with their counts."""
-        by_type: dict[str, int] = {}
-        by_severity: dict[str, int] = {}
-        for a in alerts:
-            by_type[a.type] = by_type.get(a.type, 0) + 1
-            by_severity[a.peak_severity] = by_severity.get(a.peak_severity, 0) + 1
-        return cls(start=start, end=end, evaluations=evaluations, opened=len(alerts),
-                   resolved=sum(a.status == "resolved" for a in alerts), by_type=by_type, by_severity=by_severity,
-                   thresholds=thresholds, alerts=alerts)
-
-
 class Alerts:
     """The alerts domain of one engine."""
 
@@ -91,6 +65,7 @@ class Alerts:
         self.thresholds = ThresholdStore(infra.store, infra.now)
         self.lifecycle = Lifecycle(infra.store)
         self.history = AlertHistory(infra.store)
+        self.previews = Previews(infra, self.replay)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
 
@@ -190,7 +165,8 @@ class Alerts:
         return self.thresholds.update(body, if_match, by)
 
     def preview(self, candidate: Any, from_day: dt.date, to_day: dt.date) -> Preview:
-        """Replay the detector at every minute of the days [from_day, to_day] with candidate thresholds.
+        """Replay the detector at every minute of the days [from_day, to_day] with candidate thresholds,
+        here and now (`submit_preview` queues the same as a job).
 
         `candidate` None replays the stored thresholds. Stored alerts are not touched; quota alerts are
         not replayed (see `backtest.replay`); the replay stops at the engine clock's now.
@@ -198,6 +174,22 @@ class Alerts:
         Raises:
             InvalidParameter: invalid candidate, from_day after to_day, or more than 31 days.
         """
+        return self.replay(*self._preview_span(candidate, from_day, to_day))
+
+    def submit_preview(self, candidate: Any, from_day: dt.date, to_day: dt.date) -> PreviewRun:
+        """Queue the backtest of `preview` as a run: answers at once; read it with `preview_run`.
+
+        Raises:
+            InvalidParameter: as `preview`. Conflict: too many previews are waiting already.
+        """
+        return self.previews.submit(*self._preview_span(candidate, from_day, to_day))
+
+    def preview_run(self, run_id: int) -> PreviewRun:
+        """A queued backtest: its status and progress, and its result once done. Raises NotFound."""
+        return self.previews.get(run_id)
+
+    def _preview_span(self, candidate: Any, from_day: dt.date, to_day: dt.date
+                      ) -> tuple[Thresholds, dt.datetime, dt.datetime]:
         thresholds = self.read_thresholds().thresholds if candidate is None else Thresholds.parse(candidate)
         if from_day > to_day:
             raise InvalidParameter(f"from ({from_day}) is after to ({to_day})")
@@ -205,15 +197,17 @@ class Alerts:
             raise InvalidParameter(f"a preview covers at most {MAX_PREVIEW_DAYS} days")
         start = dt.datetime.combine(from_day, dt.time(), dt.UTC)
         end = dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC)
-        return self.replay(thresholds, start, min(end, as_utc(self.infra.now())))
+        return thresholds, start, max(start, min(end, as_utc(self.infra.now())))
 
-    def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
-        """The backtest of `preview` over any whole-minute range [start, end)."""
+    def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime,
+               progress: backtest.Progress | None = None, stop: Callable[[], bool] | None = None) -> Preview:
+        """The backtest of `preview` over any whole-minute range [start, end); `progress` and `stop` as
+        `backtest.replay` takes them."""
         # A replay runs for seconds: on its own connection, so that evaluations never wait for it.
         con = self.infra.connect()
         try:
-            alerts, evaluations = backtest.replay(con, thresholds, as_utc(start), as_utc(end))
+            alerts, evaluations = backtest.replay(con, thresholds, as_utc(start), as_utc(end), progress=progress,
+                                                  stop=stop)
         finally:
             con.close()
         return Preview.of(as_utc(start), as_utc(end), evaluations, thresholds, alerts)
-

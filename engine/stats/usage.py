@@ -13,16 +13,23 @@ of raw records, not a month.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from engine import queries
 from engine.stats.rollups import Rollups
+from engine.tables import ROLLUPS_DAILY, ROLLUPS_HOURLY
 from engine.times import DAY, HOUR, floor_hour, midnight
 
+#: Closed-day parts kept (each a dict of a few hundred keys).
+CACHE_ENTRIES = 16
 #: A reading connection with the lake views (`Reader.connection`).
 Connection = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -33,6 +40,8 @@ class KeyUsage:
     def __init__(self, rollups: Rollups, connection: Connection) -> None:
         self.rollups = rollups
         self.connection = connection
+        self._closed: OrderedDict[tuple[object, ...], dict[int, int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def sums(self, starts: dict[int, dt.datetime], end: dt.datetime) -> dict[int, int]:
         """Each key's sum of quota_cost over [its start, end); keys without records get 0.
@@ -44,39 +53,66 @@ class KeyUsage:
             return {}
         keys = sorted(starts)
         key_starts = [min(starts[k], end) for k in keys]
-        split = max(min(key_starts), floor_hour(end))
-        dirty = sorted(h for h in self.rollups.pending().hours if min(key_starts) < h + HOUR and h < split)
+        first = min(key_starts)
+        split = max(first, floor_hour(end))
+        dirty = sorted(h for h in self.rollups.pending().hours if first < h + HOUR and h < split)
         dirty_days = {h.date() for h in dirty}
-        first_day = min(key_starts).date()
+        rolled = [d for d in self.rollups.days() if first.date() <= d and midnight(d) < split]
         daily = [d for d in self.rollups.daily_days()
-                 if first_day <= d and midnight(d) + DAY <= split and d not in dirty_days]
-        daily_set = set(daily)
-        hourly = sorted({d for d in _days(first_day, split) if d not in daily_set}
+                 if first.date() <= d and midnight(d) + DAY <= split and d not in dirty_days]
+        hourly = sorted({d for d in rolled if d not in set(daily)}
                         | {s.date() for s in key_starts if s != midnight(s.date()) and s < split})
-        common = {"key_ids": keys, "starts": key_starts, "split": split, "raw_hours": dirty}
         used: dict[int, int] = dict.fromkeys(keys, 0)
         with self.connection() as con:
-            if split > min(key_starts):
-                self._add(used, queries.run(con, "quota_usage_rollups", **common, daily_days=daily,
-                                            hourly_days=hourly))
+            # Days before the split's: their rollup files change only when late records arrive, so
+            # their part is kept, keyed by the files' identities (a rewritten file is a new key).
+            today = midnight(split.date())
+            closed = {"key_ids": keys, "starts": key_starts, "split": today,
+                      "raw_hours": [h for h in dirty if h < today], "daily_days": daily,
+                      "hourly_days": [d for d in hourly if d < split.date()]}
+            self._add(used, self._closed_part(con, closed))
+            if split > today:
+                self._add(used, queries.run(con, "quota_usage_rollups", key_ids=keys, starts=key_starts, split=split,
+                                            raw_hours=dirty, daily_days=[], hourly_days=[split.date()]))
             for lo, hi in _raw_ranges(key_starts, dirty, split, end):
                 last = hi - dt.timedelta(microseconds=1)
-                self._add(used, queries.run(con, "quota_usage_raw", **common, lo=lo, hi=hi, lo_day=lo.date(),
-                                            hi_day=last.date()))
+                self._add(used, queries.run(con, "quota_usage_raw", key_ids=keys, starts=key_starts, split=split,
+                                            raw_hours=dirty, lo=lo, hi=hi, lo_day=lo.date(), hi_day=last.date()))
         return used
 
+    def _closed_part(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[int, int]:
+        if not params["daily_days"] and not params["hourly_days"]:
+            return {}
+        files = [_identity(self.rollups.infra.data_dir / ROLLUPS_DAILY.file(d)) for d in params["daily_days"]]
+        files += [_identity(self.rollups.infra.data_dir / ROLLUPS_HOURLY.file(d)) for d in params["hourly_days"]]
+        key = (*(tuple(v) if isinstance(v, list) else v for v in params.values()), tuple(files))
+        with self._lock:
+            if key in self._closed:
+                self._closed.move_to_end(key)
+                return self._closed[key]
+        table = queries.run(con, "quota_usage_rollups", **params)
+        part = dict(zip(table["key_id"].to_pylist(), table["used"].to_pylist(), strict=True))
+        with self._lock:
+            self._closed[key] = part
+            while len(self._closed) > CACHE_ENTRIES:
+                self._closed.popitem(last=False)
+        return part
+
     @staticmethod
-    def _add(used: dict[int, int], table: pa.Table) -> None:
-        for key, amount in zip(table["key_id"].to_pylist(), table["used"].to_pylist(), strict=True):
+    def _add(used: dict[int, int], part: pa.Table | dict[int, int]) -> None:
+        if isinstance(part, pa.Table):
+            part = dict(zip(part["key_id"].to_pylist(), part["used"].to_pylist(), strict=True))
+        for key, amount in part.items():
             used[key] += amount
 
 
-def _days(first: dt.date, split: dt.datetime) -> Iterator[dt.date]:
-    """The days that hold an hour of [midnight(first), split)."""
-    day = first
-    while midnight(day) < split:
-        yield day
-        day += DAY
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a derived file is replaced: inode, mtime, size (0s when there is none)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _raw_ranges(starts: list[dt.datetime], dirty: list[dt.datetime], split: dt.datetime, end: dt.datetime
