@@ -2,10 +2,10 @@
 
 Grouping the records once per dimension (six GROUP BYs over every row, twice with ttft) cost more
 than the rest of a rollup recompute together. Here each record's dimension ids are numbered once
-(Arrow dictionary encoding) and, hour by hour, every (id, metric, bucket) cell of a dimension is a
-`numpy.bincount`: no hashing per row and per dimension, no sort. Ids are ranked by their text, so the
-rows come out in the order latency_hourly files keep (hour, dim, id NULLS FIRST, metric, b), exactly
-the rows a GROUP BY would give.
+(Arrow dictionary encoding) and every (hour, id, metric, bucket) cell of a dimension is counted by a
+`numpy.bincount` over as many hours at a time as keep the cells dense: no hashing per row and per
+dimension. Ids are ranked by their text, so the rows come out in the order latency_hourly files keep
+(hour, dim, id NULLS FIRST, metric, b), exactly the rows a GROUP BY would give.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from engine.tables import HIST_SCHEMA
 DIMENSIONS = (("gateway", None), ("key", "key_id"), ("master", "master_id"), ("model", "model"),
               ("provider", "provider_id"), ("provider_key", "provider_key_id"))
 METRICS = ("latency", "ttft")   # by name, as the files sort them
-#: Cells (ids x metrics x buckets) of one hour and dimension up to which counts go through a dense
-#: bincount (32 MB of int64); above, through a sort.
-DENSE_CELLS = 4_000_000
+#: Cells (hours x ids x metrics x buckets) counted at once by a dense bincount (8 MB of int64, cache-sized); a
+#: dimension whose one hour has more goes through a sort instead.
+DENSE_CELLS = 1_000_000
 _HOUR_US = 3_600_000_000
 
 
@@ -50,43 +50,64 @@ def count(records: pa.Table) -> pa.Table:
     tb = column(tb_column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32))
     low = int(min(lb.min(), tb[has_ttft].min() if has_ttft.any() else lb.min()))
     width = int(max(lb.max(), tb.max())) - low + 1
-    lb -= low
-    tb -= low
-    ids = []
+    timed = np.flatnonzero(has_ttft)          # the records with a ttft
+    rows = _Rows(hour_index, lb - low, hour_index[timed], tb[timed] - low + width, timed)
+    texts_of: list[pa.Array] = []
+    by_dim: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
     for _, id_column in DIMENSIONS:
         codes, texts = (_ranked(records[id_column]) if id_column
                         else (np.zeros(len(lb), np.int32), pa.nulls(1, pa.string())))
-        # Cell numbers past int32 (a dimension of millions of ids) need 64 bits.
-        ids.append((column(codes).astype(np.int64) if len(texts) * 2 * width >= 2**31 else column(codes), texts))
-    # One dictionary of every dimension's id texts: a row's id is one take from it.
-    offsets = np.cumsum([0] + [len(texts) for _, texts in ids])
-    dictionary = pa.concat_arrays([texts for _, texts in ids])
-
-    bounds = np.searchsorted(hour_index, np.arange(int(hour_index[-1]) + 2))
-    pieces: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-    for h in range(len(bounds) - 1):
-        rows = slice(int(bounds[h]), int(bounds[h + 1]))
-        if rows.start == rows.stop:
-            continue
-        ttft = has_ttft[rows]
-        lat_b, ttft_b = lb[rows], tb[rows][ttft]
-        for number, (codes, texts) in enumerate(ids):
-            here = codes[rows] * (2 * width)
-            cell, n = _cells(np.concatenate([here + lat_b, here[ttft] + width + ttft_b]), len(texts) * 2 * width)
-            pieces.append((h, number, cell, n))
-
-    cells = np.concatenate([p[2] for p in pieces]).astype(np.int64)
+        texts_of.append(texts)
+        by_dim.append(rows.cells(column(codes), len(texts), width))
+    # Hour by hour, dimension by dimension, each piece in (id, metric, bucket) order: the files' order.
+    offsets = np.cumsum([0] + [len(t) for t in texts_of])[:-1]
+    pieces = [(h, d, *by_dim[d][h]) for h in range(rows.hours) for d in range(len(DIMENSIONS)) if h in by_dim[d]]
     sizes = [len(p[2]) for p in pieces]
+    cell = np.concatenate([p[2] for p in pieces]).astype(np.int64)
+    dim = np.repeat(np.array([p[1] for p in pieces], np.int64), sizes)
     hour = np.repeat(np.array([first_us + p[0] * _HOUR_US for p in pieces], np.int64), sizes)
-    dim = np.repeat(np.array([p[1] for p in pieces], np.int32), sizes)
     return pa.table({
         "hour": pa.array(hour, pa.int64()).cast(HIST_SCHEMA.field("hour").type),
         "dim": pa.array([n for n, _ in DIMENSIONS]).take(pa.array(dim)),
-        "id": dictionary.take(pa.array(offsets[dim] + cells // (2 * width))),
-        "metric": pa.array(METRICS).take(pa.array(cells // width % 2)),
-        "b": pa.array((cells % width + low).astype(np.int16)),
+        "id": pa.concat_arrays(texts_of).take(pa.array(offsets[dim] + cell // (2 * width))),
+        "metric": pa.array(METRICS).take(pa.array(cell // width % 2)),
+        "b": pa.array((cell % width + low).astype(np.int16)),
         "n": pa.array(np.concatenate([p[3] for p in pieces]).astype(np.int64)),
     }, schema=HIST_SCHEMA)
+
+
+class _Rows:
+    """The records sorted by hour, with their latency cells and (for those with one) ttft cells."""
+
+    def __init__(self, hour: np.ndarray, latency: np.ndarray, ttft_hour: np.ndarray, ttft: np.ndarray,
+                 timed: np.ndarray) -> None:
+        self.hour, self.latency, self.ttft_hour, self.ttft, self.timed = hour, latency, ttft_hour, ttft, timed
+        self.hours = int(hour[-1]) + 1
+        self.bounds = np.searchsorted(hour, np.arange(self.hours + 1))
+        self.ttft_bounds = np.searchsorted(ttft_hour, np.arange(self.hours + 1))
+
+    def cells(self, codes: np.ndarray, ids: int, width: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per hour: the non-empty (id, metric, bucket) cells of one dimension (`codes`: each record's id
+        rank), as id * 2 * width + metric * width + bucket, ascending, and their counts."""
+        per_hour = ids * 2 * width
+        dtype = np.dtype(np.int32 if max(DENSE_CELLS, per_hour) < 2**31 else np.int64)
+        step = max(1, DENSE_CELLS // per_hour)   # as many hours at a time as keep the cells dense
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for first in range(0, self.hours, step):
+            last = min(first + step, self.hours)
+            lo, hi = int(self.bounds[first]), int(self.bounds[last])
+            t_lo, t_hi = int(self.ttft_bounds[first]), int(self.ttft_bounds[last])
+            if lo == hi:
+                continue
+            here = codes[lo:hi].astype(dtype) * (2 * width) + (self.hour[lo:hi] - first).astype(dtype) * per_hour
+            there = (codes[self.timed[t_lo:t_hi]].astype(dtype) * (2 * width)
+                     + (self.ttft_hour[t_lo:t_hi] - first).astype(dtype) * per_hour)
+            cell, n = _cells(here + self.latency[lo:hi], there + self.ttft[t_lo:t_hi], (last - first) * per_hour)
+            splits = np.searchsorted(cell, np.arange(1, last - first) * per_hour)
+            for h, (part, counts) in enumerate(zip(np.split(cell, splits), np.split(n, splits), strict=True)):
+                if len(part):
+                    out[first + h] = (part - h * per_hour, counts)
+        return out
 
 
 def _ranked(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -100,10 +121,10 @@ def _ranked(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return rank[encoded.indices.to_numpy(zero_copy_only=False)], texts.take(pa.array(order, pa.int64()))
 
 
-def _cells(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The non-empty cells among 0 .. size - 1, ascending, and how many codes fell in each."""
+def _cells(first: np.ndarray, second: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty cells among 0 .. size - 1, ascending, and how many codes of both arrays fell in each."""
     if size <= DENSE_CELLS:
-        counts = np.bincount(codes, minlength=size)
+        counts = np.bincount(first, minlength=size) + np.bincount(second, minlength=size)
         cell = np.flatnonzero(counts)
         return cell, counts[cell]
-    return np.unique(codes, return_counts=True)  # type: ignore[no-any-return]
+    return np.unique(np.concatenate([first, second]), return_counts=True)  # type: ignore[no-any-return]
