@@ -127,6 +127,8 @@ def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     assert client.get("/admin/alerts").json()["alerts"] == []
     assert engine.alerts.read_thresholds().version == 1          # the candidate was not stored
 
+    # A replay up to now stops mid-minute: that minute is evaluated too, as `alerts detect` at it would be.
+    assert engine.alerts.replay(Thresholds.parse(CANDIDATE), START, END + dt.timedelta(seconds=20)).evaluations == 121
     assert client.get("/admin/alerts/thresholds/preview/999").status_code == 404
     bad = client.post("/admin/alerts/thresholds/preview", json={**body, "to": "2026-03-01"})
     assert bad.status_code == 422 and "after" in bad.json()["detail"]

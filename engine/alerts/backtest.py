@@ -248,24 +248,26 @@ class _Replay:
         """Evaluate every minute of [first, last) (within one UTC day); returns how many."""
         t = self.t
         origin = min(first - self.lookback * MINUTE, midnight(first.date()))
-        span = Window(origin, last)
+        minutes = -((first - last) // MINUTE)   # the whole minutes in [first, last), `last` maybe not whole
+        # Counted up to the last minute evaluated: its windows end there.
+        span = Window(origin, first + (minutes - 1) * MINUTE)
         counts = queries.retrying(lambda: minute_counts(self.con, span))
-        ends = np.arange(int((first - origin) // MINUTE), int((last - origin) // MINUTE))
-        checks = {name: self._check(name, counts[name], ends) for name in self.enabled if name != "traffic_spike"}
+        ends = np.arange(minutes) + int((first - origin) // MINUTE)
+        parts = {name: self._rate(name, counts[name], ends) for name in self.enabled if name != "traffic_spike"}
         # Minutes whose traffic window holds any record: then a master absent from it is a measured zero.
         with_data = np.zeros(len(ends), bool)
         if "traffic_spike" in self.enabled:
-            traffic_checks, with_data = self._traffic(counts["traffic_spike"], ends,
-                                                      int((midnight(first.date()) - origin) // MINUTE))
-            checks.update(traffic_checks)
+            traffic, with_data = self._traffic(counts["traffic_spike"], ends,
+                                               int((midnight(first.date()) - origin) // MINUTE))
+            parts.update(traffic)
         count = 0
         for row, index in enumerate(ends.tolist()):
             now = origin + index * MINUTE
             count += 1
             observations: list[rules.Observation] = []
             complete: frozenset[tuple[str, str]] = frozenset()
-            for check in checks.values():
-                observations += check.observe(row, now, self)
+            for part in parts.values():
+                observations += part.observe(row, now, self.watched)
             if with_data[row]:
                 complete = rules.VOLUME_METRICS
             if observations or any(self.watched.values()):
@@ -280,7 +282,7 @@ class _Replay:
         for r in rows:
             self.watched.setdefault((r["type"], r["metric"]), set()).add(r["scope_id"])
 
-    def _check(self, name: str, counts: Counts, ends: np.ndarray) -> _Check:
+    def _rate(self, name: str, counts: Counts, ends: np.ndarray) -> _Part:
         """A rate rule (rate_limit, error_spike, provider_down) at every minute."""
         rule = getattr(self.t, name)
         width = self.widths[name]
@@ -301,9 +303,9 @@ class _Replay:
                 return rules.error_spike(tally, counts.masters, rule, window)
             return rules.provider_down(tally, rule, window)
 
-        return _Check([_Part(name, (metric,), counts.ids, requests, second, breach, observe)])
+        return _Part(name, (metric,), counts.ids, requests, second, breach, observe)
 
-    def _traffic(self, counts: Counts, ends: np.ndarray, day_start: int) -> tuple[dict[str, _Check], np.ndarray]:
+    def _traffic(self, counts: Counts, ends: np.ndarray, day_start: int) -> tuple[dict[str, _Part], np.ndarray]:
         """traffic_spike's checks at every minute: the window (global QPS, RPM, TPM), the surge, the day so far."""
         rule = self.t.traffic_spike
         factor = 1 - _SLACK   # the warning levels (critical ones are critical_factor >= 1 times higher)
@@ -324,8 +326,6 @@ class _Replay:
                 out.insert(0, rules.traffic_global(int(totals[row]), rule, window))
             return out
 
-        window_check = _Check([_Part("traffic_spike", ("master_rpm", "master_tpm"), counts.ids, requests, tokens,
-                                     breach, window_observe)])
 
         # Surge: [now - s, now) against the baseline [now - s - b, now - s), per minute holding any record.
         s, b = rule.surge_window_minutes, rule.surge_baseline_minutes
@@ -355,11 +355,12 @@ class _Replay:
             return rules.traffic_day(tally, rule, today, now.date()) if today.seconds > 0 else []
 
         return {
-            "traffic_spike": window_check,
-            "traffic_surge": _Check([_Part("traffic_spike", ("master_surge",), counts.ids, surge, surge * 0,
-                                           surge_breach, surge_observe)]),
-            "traffic_day": _Check([_Part("traffic_spike", ("master_rpd", "master_tpd"), counts.ids, day_requests,
-                                         day_tokens, day_breach, day_observe)]),
+            "traffic_spike": _Part("traffic_spike", ("master_rpm", "master_tpm"), counts.ids, requests, tokens,
+                                   breach, window_observe),
+            "traffic_surge": _Part("traffic_spike", ("master_surge",), counts.ids, surge, np.zeros_like(surge),
+                                   surge_breach, surge_observe),
+            "traffic_day": _Part("traffic_spike", ("master_rpd", "master_tpd"), counts.ids, day_requests, day_tokens,
+                                 day_breach, day_observe),
         }, totals > 0
 
 
@@ -393,16 +394,9 @@ class _Part:
         # A scope without requests is absent from a window, as in the detector's query rows.
         return {self.ids[c]: (int(first[c]), int(second[c])) for c in sorted(columns) if first[c] > 0}
 
+    def observe(self, row: int, now: dt.datetime, watched: dict[tuple[str, str], set[int | None]]
+                ) -> list[rules.Observation]:
+        """The observations of minute `row` that the lifecycle would not skip (and maybe a few it will)."""
+        return self.rule(row, self.tally(row, watched), now)
 
-class _Check:
-    """The parts a rule observes each minute."""
 
-    def __init__(self, parts: list[_Part]) -> None:
-        self.parts = parts
-
-    def observe(self, row: int, now: dt.datetime, replay: _Replay) -> list[rules.Observation]:
-        """The observations of minute `row` that the lifecycle would not skip."""
-        out: list[rules.Observation] = []
-        for part in self.parts:
-            out += part.rule(row, part.tally(row, replay.watched), now)
-        return out

@@ -153,7 +153,7 @@ class Previews:
     def start_worker(self) -> None:
         """Start this process's worker thread unless it runs already (it ends when no run is queued)."""
         with self._worker_lock:
-            if self._stop.is_set() or (self._worker is not None and self._worker.is_alive()):
+            if self._stop.is_set() or self._worker is not None:
                 return
             self._worker = threading.Thread(target=self._work, name="ezstats-preview", daemon=True)
             self._worker.start()
@@ -167,20 +167,31 @@ class Previews:
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
-        if worker is None or not worker.is_alive():
+        if self._worker is None:
             self._stop.clear()
 
     # -- the worker ---------------------------------------------------------------------------
 
     def _work(self) -> None:
         """Run queued runs, oldest first, until none is left (or the worker is stopped)."""
-        while not self._stop.is_set():
+        while True:
             try:
-                if not self._run_next():
-                    return
+                ran = self._run_next()
+                # The last look happens under the lock `start_worker` takes: a run queued meanwhile is
+                # either seen here or finds no worker and starts one.
+                with self._worker_lock:
+                    if self._stop.is_set() or not (ran or self._queued()):
+                        self._worker = None
+                        return
             except Exception:  # the store itself failing: logged, and the next submit starts a worker again
                 log.exception("preview worker failed")
+                with self._worker_lock:
+                    self._worker = None
                 return
+
+    def _queued(self) -> bool:
+        with self.infra.store.connect(write=False) as con:
+            return con.execute("SELECT 1 FROM preview_runs WHERE status = 'queued' LIMIT 1").fetchone() is not None
 
     def _run_next(self) -> bool:
         """Claim and run the oldest queued run; False when there is none."""
