@@ -5,10 +5,11 @@ Reads the shared lake (default /work/bench-data/lake-30x5m) without writing to i
 - quota usage of every key with traffic on the last day, periods spanning the whole lake (30 days, a
   `never` quota's), at NOW of bench/stats.py (mid-afternoon of the last day), in the data dir of
   bench/stats.py (--work: the lake's records hard-linked, with rollups; built on first use). The engine
-  (`Stats.quota_cost`: rollups for the hours they hold, raw records for the open hour) against
-  today's baseline: the same sums from the raw records (RAW_USAGE, the query quota usage ran before),
-  and against `SELECT sum(quota_cost)` over the same records; target: engine <= 2 % of the baseline,
-  and the same sums;
+  (`Stats.quota_cost`: rollups for the hours they hold, raw records for the open hour), warm (nothing
+  changed since the last call) and live (a 1,000-record batch lands in the open hour before each
+  call), against today's baseline: the same sums from the raw records (RAW_USAGE, the query quota
+  usage ran before), and against `SELECT sum(quota_cost)` over the same records; target: engine <= 2 %
+  of the baseline, and the same sums;
 - listing partitions with row counts from the Parquet footers (what the cleaner and compaction plan on);
 - compaction of --compact-rows records of one day split into --files small files (hard-linked copies in
   a temporary data dir on the same file system) vs the floor of reading, sorting and writing the same
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,34 +87,38 @@ def bench_quota_usage(lake: Path, work: Path, repeat: int) -> bool:
     starts = dict.fromkeys(keys, start)
 
     def raw() -> dict[int, int]:
-        table = con.execute(RAW_USAGE, {"key_ids": keys, "starts": [start] * len(keys), "since": start,
-                                        "end": now}).to_arrow_table()
+        table = con.sql(RAW_USAGE, params={"key_ids": keys, "starts": [start] * len(keys), "since": start,
+                                           "end": now}).to_arrow_table()
         return dict(zip(table["key_id"].to_pylist(), table["used"].to_pylist(), strict=True))
 
     def floor() -> None:
         con.execute("SELECT sum(quota_cost) FROM log_records WHERE date >= $a AND date <= $b AND "
                     "created_at >= $s AND created_at < $e", {"a": first, "b": last, "s": start, "e": now}).fetchall()
 
-    # Alternating, so that the machine's load hits all three alike.
-    times: dict[str, list[float]] = {"engine": [], "raw": [], "floor": []}
-    engine.stats.quota_cost(starts, now)   # warm: the reading connection, the Parquet metadata
+    # Alternating, so that the machine's load hits all alike. "live": a batch of LIVE_BATCH records lands
+    # in the open hour before each call, as on a gateway (the call is timed, not the ingest).
+    batches = iter(stats_bench.live_batches(lake / "log_records"))
+    times: dict[str, list[float]] = {"warm": [], "live": [], "raw": [], "floor": []}
+    engine.stats.quota_cost(starts, now)   # the first call reads and keeps the closed days' part
     for _ in range(repeat):
-        times["engine"].append(median_seconds(1, lambda: engine.stats.quota_cost(starts, now)))
+        times["warm"].append(median_seconds(1, lambda: engine.stats.quota_cost(starts, now)))
+        engine.ingest_table(next(batches), batch_id=uuid.uuid4().hex)
+        times["live"].append(median_seconds(1, lambda: engine.stats.quota_cost(starts, now)))
         times["raw"].append(median_seconds(1, raw))
         times["floor"].append(median_seconds(1, floor))
     exact = engine.stats.quota_cost(starts, now) == raw()
-    t_engine, t_raw, t_floor = (statistics.median(times[k]) for k in ("engine", "raw", "floor"))
-    ratio = t_engine / t_raw
-    plan = engine.stats.rollups.pending()
+    t_warm, t_live, t_raw, t_floor = (statistics.median(times[k]) for k in ("warm", "live", "raw", "floor"))
+    ratios = {"warm": t_warm / t_raw, "live": t_live / t_raw}
     print(f"quota usage, {len(keys):,} keys over {rows:,} records ({first} .. {now:%Y-%m-%d %H:%M}), "
-          f"medians of {repeat}; {len(plan.hours)} dirty hour(s):")
-    print(f"   engine (rollups + raw)   {t_engine * 1000:9.1f} ms")
-    print(f"   baseline (raw records)   {t_raw * 1000:9.1f} ms   engine/baseline = {ratio:.2%} "
-          f"(target <= {QUOTA_TARGET:.0%}: {'met' if ratio <= QUOTA_TARGET else 'MISSED'})")
-    print(f"   floor sum(quota_cost)    {t_floor * 1000:9.1f} ms   engine/floor = {t_engine / t_floor:.2%}")
+          f"medians of {repeat}:")
+    for mode, took in (("warm", t_warm), ("live", t_live)):
+        print(f"   engine, {mode} (rollups + raw)  {took * 1000:9.1f} ms   engine/baseline = {ratios[mode]:.2%} "
+              f"(target <= {QUOTA_TARGET:.0%}: {'met' if ratios[mode] <= QUOTA_TARGET else 'MISSED'})")
+    print(f"   baseline (raw records)       {t_raw * 1000:9.1f} ms")
+    print(f"   floor sum(quota_cost)        {t_floor * 1000:9.1f} ms   engine live/floor = {t_live / t_floor:.2%}")
     print(f"   same sums as the raw records: {'yes' if exact else 'NO'}")
     con.close()
-    return exact and ratio <= QUOTA_TARGET
+    return exact and max(ratios.values()) <= QUOTA_TARGET
 
 
 def bench_listing(lake: Path, repeat: int) -> None:

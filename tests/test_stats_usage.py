@@ -150,12 +150,18 @@ def test_usage_sql_on_hand_made_rows(tmp_path: Path) -> None:
         # Key 1 (from the midnight before): the daily tier of the day before (5) and 12:00 (7); key 2's
         # 12:00 hour starts before its start, so it is the raw part's; key 9 has nothing.
         assert rolled.to_pylist() == [{"key_id": 1, "used": 12}]
-        raw = queries.run(con, "quota_usage_raw", **common, lo=t + dt.timedelta(minutes=1),
-                          hi=t + dt.timedelta(hours=2), lo_day=t.date(), hi_day=t.date())
+        files = sorted(str(p) for p in (engine.settings.data_dir / "log_records").glob("*/*.parquet"))
+        raw = queries.run(con, "quota_usage_raw", **common, files=files, lo=t + dt.timedelta(minutes=1),
+                          end=t + dt.timedelta(hours=2))
         assert raw.to_pylist() == [{"key_id": 1, "used": 11}, {"key_id": 2, "used": 13}]
-        dirty = queries.run(con, "quota_usage_raw", **{**common, "raw_hours": [t]}, lo=t, hi=t + dt.timedelta(hours=1),
-                            lo_day=t.date(), hi_day=t.date())
+        whole = queries.run(con, "quota_usage_raw", **common, files=files, lo=t + dt.timedelta(minutes=1), end=None)
+        assert whole.to_pylist() == raw.to_pylist()    # no end: the files are read to their end
+        dirty = queries.run(con, "quota_usage_raw", **{**common, "raw_hours": [t]}, files=files, lo=t,
+                            end=t + dt.timedelta(hours=1))
         assert dirty.to_pylist() == [{"key_id": 1, "used": 7}, {"key_id": 2, "used": 13}]
+        hours = queries.run(con, "quota_usage_hours", day=t.date(), hours=[t, t + dt.timedelta(hours=1)])
+        assert [(r["hour"], r["key_id"], r["used"]) for r in hours.to_pylist()] == [
+            (t, 1, 7), (t, 2, 13), (t, 3, 17), (t + dt.timedelta(hours=1), 1, 11)]
     finally:
         con.close()
 
