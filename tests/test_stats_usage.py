@@ -114,6 +114,7 @@ def test_usage_stays_exact_once_the_rollups_take_in_the_late_records(tmp_path: P
     _check(engine, traffic + late, NOW)                     # and from the refreshed rollups
 
 
+@pytest.mark.slow
 def test_usage_counts_days_whose_raw_records_retention_dropped(tmp_path: Path) -> None:
     # Only the rollups still hold those days: an answer summed from raw records would lose them.
     rng = random.Random(9)
