@@ -31,17 +31,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not run_scheduler:
-            yield
-            return
-        from engine.scheduler import Scheduler
-
-        app.state.scheduler = Scheduler(engine.jobs, engine.clock)
-        app.state.scheduler.start()
         try:
-            yield
+            if not run_scheduler:
+                yield
+                return
+            from engine.scheduler import Scheduler
+
+            app.state.scheduler = Scheduler(engine.jobs, engine.clock)
+            app.state.scheduler.start()
+            try:
+                yield
+            finally:
+                await run_in_threadpool(app.state.scheduler.stop)  # waits for running jobs
         finally:
-            await run_in_threadpool(app.state.scheduler.stop)  # waits for running jobs
+            # A backtest in progress stops at its next day and is recorded as failed, not left running.
+            await run_in_threadpool(engine.alerts.previews.close)
 
     app = FastAPI(
         title="ezstats",

@@ -40,7 +40,8 @@ KINDS: dict[str, tuple[int, str, str]] = {
     "not-found": (404, "Not found", "No such resource (an alert, a key's quota, a job, a route)."),
     "method-not-allowed": (405, "Method not allowed", "The route exists but not with this HTTP method."),
     "conflict": (409, "Conflict", "The request conflicts with the current state (a resolved alert, a running "
-                 "job, a batch being stored by another writer); retry or read the state again."),
+                 "job, a batch being stored by another writer, a full preview queue); retry or read the state "
+                 "again."),
     "precondition-failed": (412, "Precondition failed", "If-Match names a version that is not the current one."),
     "payload-too-large": (413, "Payload too large", "The body is over EZ_MAX_BODY_BYTES."),
     "unsupported-media-type": (415, "Unsupported media type", "The Content-Type is not one the route reads."),

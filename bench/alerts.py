@@ -1,6 +1,7 @@
-"""Alert detection: one evaluation of every rule on a 1-day and a 30-day lake vs the raw DuckDB floor.
+"""Alert detection: one evaluation of every rule on a 1-day and a 30-day lake vs the raw DuckDB floor; the
+threshold backtest (preview) of 31 days x 5M records.
 
-One command: `python bench/alerts.py` (options: --lake, --at, --repeat).
+One command: `python bench/alerts.py` (options: --lake, --at, --repeat, --work, --parts).
 The lake is the shared 30 days x 5,000,000 records/day one (`bench/lake.py`). The 1-day lake is a
 data dir whose only partition is a symlink to the big lake's last day: the very same files, so the
 two differ only in how much lake there is around the evaluated day.
@@ -11,15 +12,28 @@ Measured, each a median over --repeat runs, alternating so that machine load hit
   exactly that day's files, with literal bounds, no views, no rules, no SQLite.
 Targets (exit 1 when missed): engine <= 1.5x the floor; the 30-day engine time <= 1.2x the 1-day one.
 The lakes have no key quotas, so quota_exceeded checks nothing in those runs; the cost of the quota
-usage it reads (`engine.quotas.usage`, summed from raw records by the quotas module, which the detector
-reuses for EZ_ALERT_QUOTA_REFRESH_SECONDS) is printed apart for the demo quotas (--quota-usage).
+usage it reads at every evaluation (`engine.quotas.usage`) is printed apart for the demo quotas
+(--quota-usage; raw records only here, as these data dirs have no rollups: see bench/jobs.py).
+
+Preview (part `preview`): a data dir linking the lake's 30 days plus a 31st demo day of 5M records
+(generated once into --work), previewed whole with the default thresholds through the job path
+(submitted, run by the worker thread, polled) in a child process whose peak RSS is read from the
+kernel; a second, 7-day preview is submitted with it, to show that queued runs wait rather than add
+up in memory. Baselines of the same run: the preview's "minute by minute `alerts detect`" equivalent
+(the median of sampled `run_once` evaluations on the same lake x the minutes replayed), and the floor
+of reading the same records (alert_minutes over the 31 days, counted, nothing else). Targets: the
+31-day preview <= 90 s, peak RSS <= 1 GB.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,15 +41,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import Engine, Settings  # noqa: E402
+from engine import Engine, Settings, queries  # noqa: E402
 from engine.alerts.thresholds import Thresholds  # noqa: E402
 
 FLOOR_TARGET = 1.5
 SCALE_TARGET = 1.2
+PREVIEW_SECONDS_TARGET = 90.0
+PREVIEW_RSS_TARGET_MB = 1024.0
+PREVIEW_FIRST = dt.date(2026, 1, 1)
+PREVIEW_DAYS = 31
 
 
 def floor_queries(files: str, at: dt.datetime, t: Thresholds) -> list[str]:
@@ -89,10 +108,25 @@ def main() -> int:
     parser.add_argument("--at", default="2026-01-30T14:10:00+00:00", help="The evaluated instant (in the last day).")
     parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--quota-usage", action="store_true", help="Also time the demo quotas' usage (slow).")
+    parser.add_argument("--work", type=Path, default=Path("/work/bench-data/alerts-bench"),
+                        help="Where the 31st day and the preview's data dir are kept.")
+    parser.add_argument("--parts", default="eval,preview", help="eval, preview or both (comma-separated).")
+    parser.add_argument("--preview-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.preview_child:
+        return preview_child(args.preview_child)
     if not (args.lake / "READY").exists():
         print(f"{args.lake} is not ready: run bench/lake.py first", file=sys.stderr)
         return 2
+    ok = True
+    if "eval" in args.parts:
+        ok &= bench_evaluation(args)
+    if "preview" in args.parts:
+        ok &= bench_preview(args.lake, args.work)
+    return 0 if ok else 1
+
+
+def bench_evaluation(args: argparse.Namespace) -> bool:
     at = dt.datetime.fromisoformat(args.at)
     days = sorted(p.name for p in (args.lake / "log_records").glob("date=*"))
     print(f"lake: {args.lake} ({len(days)} days: {(args.lake / 'READY').read_text().strip()}); evaluation at {at}")
@@ -148,7 +182,99 @@ def main() -> int:
           f"engine / floor: {one / floor_s:.2f} and {many / floor_s:.2f} (target <= {FLOOR_TARGET})")
     ok = many / one <= SCALE_TARGET and max(one, many) / floor_s <= FLOOR_TARGET
     print("targets met" if ok else "TARGET MISSED")
-    return 0 if ok else 1
+    return ok
+
+
+def preview_lake(lake: Path, work: Path) -> Path:
+    """A data dir of the lake's days (links) plus a 31st demo day of 5M records, made once."""
+    extra = work / "day31"
+    day = PREVIEW_FIRST + dt.timedelta(days=PREVIEW_DAYS - 1)
+    if not (extra / "READY").exists():
+        print(f"generating the demo day {day} (once) ...", file=sys.stderr, flush=True)
+        Engine(Settings(data_dir=extra, scheduler_enabled=False)).generate_demo(1, 5_000_000, 7, day)
+        (extra / "READY").write_text(f"{day}\n")
+    data = work / "preview"
+    shutil.rmtree(data, ignore_errors=True)
+    (data / "log_records").mkdir(parents=True)
+    for folder in [*sorted((lake / "log_records").glob("date=*")), extra / "log_records" / f"date={day}"]:
+        (data / "log_records" / folder.name).symlink_to(folder, target_is_directory=True)
+    return data
+
+
+def preview_child(data: Path) -> int:
+    """Run the 31-day preview and a 7-day one through the job path; print JSON (times, minutes, alerts)."""
+    now = dt.datetime.combine(PREVIEW_FIRST + dt.timedelta(days=PREVIEW_DAYS), dt.time(), dt.UTC)
+    engine = Engine(Settings(data_dir=data, scheduler_enabled=False), clock=lambda: now)
+    last = PREVIEW_FIRST + dt.timedelta(days=PREVIEW_DAYS - 1)
+    started = time.perf_counter()
+    runs = [engine.alerts.submit_preview(None, PREVIEW_FIRST, last),
+            engine.alerts.submit_preview(None, last - dt.timedelta(days=6), last)]
+    finished: dict[int, float] = {}
+    while len(finished) < len(runs):
+        for run in runs:
+            if run.id not in finished and engine.alerts.preview_run(run.id).status not in ("queued", "running"):
+                finished[run.id] = time.perf_counter() - started
+        time.sleep(0.1)
+    out = []
+    before = 0.0   # the runs go one after the other: each one's time is from the end of the one before
+    for run in runs:
+        done = engine.alerts.preview_run(run.id)
+        assert done.result is not None, done.error
+        out.append({"id": run.id, "status": done.status, "days": (done.end - done.start).days,
+                    "seconds": finished[run.id] - before, "finished_after": finished[run.id],
+                    "evaluations": done.result.evaluations, "alerts": done.result.opened,
+                    "by_type": done.result.by_type})
+        before = finished[run.id]
+    print(json.dumps({"runs": out, "peak_rss_mb": peak_rss_mb()}))
+    return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set since it started (VmHWM: not what a fork inherited before exec,
+    which getrusage's maxrss would count)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+def bench_preview(lake: Path, work: Path) -> bool:
+    data = preview_lake(lake, work)
+    # The preview, in a process of its own, so that its peak RSS is its own.
+    child = subprocess.run([sys.executable, __file__, "--preview-child", str(data)], capture_output=True, text=True,
+                           check=False)
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr)
+        return False
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    month, week = report["runs"]
+    rss_mb = report["peak_rss_mb"]
+    # Baselines: minute-by-minute `alerts detect` (sampled evaluations), and reading the same records.
+    engine = Engine(Settings(data_dir=data, scheduler_enabled=False))
+    first = dt.datetime.combine(PREVIEW_FIRST, dt.time(), dt.UTC)
+    samples = [first + dt.timedelta(days=d, hours=(7 * d) % 24, minutes=13) for d in range(0, PREVIEW_DAYS, 3)]
+    detect = statistics.median(timed(lambda at=at: engine.alerts.run_once(at)) for at in samples)
+    con = engine.connect()
+    end = first + dt.timedelta(days=PREVIEW_DAYS)
+    floor = timed(lambda: con.sql(
+        "SELECT count(*), sum(tokens), count(*) FILTER (WHERE error) FROM (" + queries.load("alert_minutes").text + ")",
+        params={"start": first, "end": end, "start_day": first.date(), "end_day": end.date()}).fetchall())
+    con.close()
+    records = sum(pq.ParquetFile(f).metadata.num_rows for f in data.glob("log_records/date=*/*.parquet"))
+    seconds = month["seconds"]
+    minute_by_minute = detect * month["evaluations"]
+    ok_time, ok_rss = seconds <= PREVIEW_SECONDS_TARGET, rss_mb <= PREVIEW_RSS_TARGET_MB
+    print(f"\npreview of {month['days']} days ({records:,} records, {month['evaluations']:,} minutes, default "
+          f"thresholds): {month['alerts']} alerts {month['by_type']}")
+    print(f"   preview (job: queued, worker thread)  {seconds:8.1f} s   (target <= {PREVIEW_SECONDS_TARGET:.0f} s: "
+          f"{'met' if ok_time else 'MISSED'})")
+    print(f"   peak RSS of the process               {rss_mb:8.0f} MB  (target <= {PREVIEW_RSS_TARGET_MB:.0f} MB: "
+          f"{'met' if ok_rss else 'MISSED'}); a 7-day preview queued with it ran after it "
+          f"({week['seconds']:.1f} s, done {week['finished_after']:.1f} s after the submits)")
+    print(f"   minute-by-minute `alerts detect`      {minute_by_minute:8.0f} s   (median evaluation "
+          f"{detect * 1000:.0f} ms x {month['evaluations']:,}): preview is {minute_by_minute / seconds:.0f}x faster")
+    print(f"   floor: reading the same records once  {floor:8.1f} s   preview/floor = {seconds / floor:.2f}")
+    return ok_time and ok_rss
 
 
 if __name__ == "__main__":

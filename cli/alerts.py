@@ -182,15 +182,35 @@ def preview(
 ) -> None:
     """Backtest: which alerts candidate thresholds would have opened and resolved over stored days.
 
-    Stored alerts are not touched.
+    The replay runs as a preview run (the same queue as POST /admin/alerts/thresholds/preview), with a
+    progress bar on stderr; stored alerts are not touched. Exits 1 if the run fails.
 
     Example: ezstats alerts preview --from 2026-01-01 --to 2026-01-07 --thresholds candidate.json
     """
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     candidate = _load(thresholds_file) if thresholds_file else None
-    result = open_engine().alerts.preview(candidate, parse_day(from_day, "--from"), parse_day(to_day, "--to"))
+    engine = open_engine()
+    run = engine.alerts.submit_preview(candidate, parse_day(from_day, "--from"), parse_day(to_day, "--to"))
+    columns = (TextColumn("preview {task.fields[run]} {task.description}"), BarColumn(),
+               TextColumn("{task.completed:,.0f}/{task.total:,.0f} minutes"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(run.status, total=max(run.minutes_total, 1), run=run.id)
+            while run.status in ("queued", "running"):
+                time.sleep(0.2)
+                run = engine.alerts.preview_run(run.id)
+                bar.update(task, completed=run.minutes_done, description=run.status)
+    finally:
+        engine.alerts.previews.close()   # Ctrl-C: the run stops and is recorded as failed
+    if run.result is None:
+        raise fail(f"preview {run.id} {run.status}: {run.error}")
     if json_out:
-        print_json(result)
+        print_json(run.result)
         return
+    result = run.result
     _print_alerts(result.alerts)
     err.print(f"{len(result.alerts)} alert(s) over {result.evaluations} evaluations "
               f"[{result.start}, {result.end}): {result.by_type}")

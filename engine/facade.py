@@ -63,7 +63,7 @@ class Engine:
         self.registry = Registry(infra)
         self.stats = Stats(infra, drops, names=self.registry.names)
         self.credentials = Credentials(infra, set_key_status=self.registry.set_provider_key_status)
-        self.quotas = Quotas(infra, names=self.registry.names)
+        self.quotas = Quotas(infra, names=self.registry.names, costs=self.stats.quota_cost)
         self.registry.on_delete(self.quotas.forget_deleted)
         self.registry.on_delete(self.credentials.forget_deleted)
         self.alerts = Alerts(infra, quotas=self.quotas, inactive=self.registry.inactive,

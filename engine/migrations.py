@@ -357,11 +357,32 @@ CREATE TABLE notification_totals (
 );
 """
 
+PREVIEW_RUNS = """
+-- owner: engine.alerts.previews (backtests run as jobs: queued, run one at a time per process, kept)
+CREATE TABLE preview_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'abandoned')),
+    span_start    TEXT NOT NULL,   -- the replayed minutes [span_start, span_end) (ISO UTC; the end is capped at
+    span_end      TEXT NOT NULL,   --   the time of the request: a replay stops at now)
+    thresholds    TEXT NOT NULL,   -- the thresholds replayed (the candidate, or those stored at the request), JSON
+    minutes_done  INTEGER NOT NULL DEFAULT 0,
+    minutes_total INTEGER NOT NULL,
+    requested_at  TEXT NOT NULL,
+    started_at    TEXT,
+    finished_at   TEXT,
+    owner         TEXT,            -- host:pid:thread of the process running it
+    result        TEXT,            -- the Preview (JSON) once done
+    error         TEXT
+);
+CREATE INDEX preview_runs_by_status ON preview_runs (status, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
     Migration(3, "alerts: the peak apart from the latest evaluation", ALERT_PEAKS),
     Migration(4, "alert notifications: channels and the delivery outbox", NOTIFICATIONS),
+    Migration(5, "preview_runs: threshold backtests as queued jobs", PREVIEW_RUNS),
 )
 
 #: The version a database has once every migration is applied.

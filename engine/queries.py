@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -74,11 +74,7 @@ def run(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
     Raises:
         QueryError: unknown name, missing or unexpected parameters, or DuckDB failed.
     """
-    query = load(name)
-    given = set(params)
-    if given != query.params:
-        missing, extra = sorted(query.params - given), sorted(given - query.params)
-        raise QueryError(f"query {name!r} takes {sorted(query.params)}; missing {missing}, unexpected {extra}")
+    query = _checked(name, params)
     started = time.perf_counter()
     try:
         result = retrying(lambda: to_arrow(con.sql(query.text, params=params or None)))
@@ -87,6 +83,40 @@ def run(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
     log.info("query %s %s: %d rows in %.1f ms", name, params, result.num_rows,
              (time.perf_counter() - started) * 1000)
     return result
+
+
+def stream(con: duckdb.DuckDBPyConnection, name: str, rows: int, **params: Any) -> Iterator[pa.RecordBatch]:
+    """Run a named query as `run` does, its result in Arrow batches of at most `rows` rows, for a caller
+    that folds the rows as they come instead of holding them all.
+
+    A lake file that vanished mid-stream (compaction, retention) raises as it happened: wrap the
+    whole consumption in `retrying`.
+
+    Raises:
+        QueryError: unknown name, missing or unexpected parameters, or DuckDB failed.
+    """
+    query = _checked(name, params)
+    started = time.perf_counter()
+    count = 0
+    try:
+        for batch in con.sql(query.text, params=params or None).to_arrow_reader(rows):
+            count += batch.num_rows
+            yield batch
+    except (duckdb.Error, pa.ArrowException) as exc:
+        if vanished(exc):
+            raise
+        raise QueryError(f"query {name!r} failed: {exc}") from exc
+    log.info("query %s %s: %d rows streamed in %.1f ms", name, params, count, (time.perf_counter() - started) * 1000)
+
+
+def _checked(name: str, params: dict[str, Any]) -> Query:
+    """The query `name`, if `params` names exactly its parameters."""
+    query = load(name)
+    given = set(params)
+    if given != query.params:
+        missing, extra = sorted(query.params - given), sorted(given - query.params)
+        raise QueryError(f"query {name!r} takes {sorted(query.params)}; missing {missing}, unexpected {extra}")
+    return query
 
 
 def retrying(read: Callable[[], T], attempts: int = 4) -> T:
@@ -99,7 +129,7 @@ def retrying(read: Callable[[], T], attempts: int = 4) -> T:
     for attempt in range(attempts):
         try:
             return read()
-        except duckdb.IOException as exc:
+        except (duckdb.IOException, pa.ArrowException) as exc:
             if attempt + 1 == attempts or not vanished(exc):
                 raise
             log.info("a lake file vanished mid-query (compaction or retention); rerunning: %s", exc)
@@ -108,8 +138,9 @@ def retrying(read: Callable[[], T], attempts: int = 4) -> T:
 
 
 def vanished(exc: BaseException | None) -> bool:
-    """Whether a DuckDB error says a lake file it listed was gone when it opened it."""
-    return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _VANISHED)
+    """Whether a DuckDB error (or an Arrow one, reading a DuckDB stream) says a lake file it listed was
+    gone when it opened it."""
+    return isinstance(exc, duckdb.IOException | pa.ArrowException) and any(m in str(exc) for m in _VANISHED)
 
 
 def to_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:

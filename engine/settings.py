@@ -75,12 +75,6 @@ class Settings(BaseSettings):
     max_errors_reported: int = Field(
         100, ge=1, description="Most row/field errors listed when a batch is refused."
     )
-    alert_quota_refresh_seconds: int = Field(
-        300,
-        ge=0,
-        description="The alert detector reuses key quota usage computed less than this long ago (0: every run); "
-        "usage is summed from raw records, which costs seconds on a month of data.",
-    )
     daily_stats_delay_seconds: int = Field(
         300, ge=0, description="How long after midnight UTC a day's stats wait for late batches (seed: 00:05)."
     )

@@ -1,6 +1,6 @@
 -- latency_add: per-dimension latency and ttft histograms of a day whose raw partition the log cleaner
 --   dropped, for some hours: the histograms its rollups held at the drop (latency_base) plus those of the
---   records that arrived since (the relation latency_fresh the engine registers: latency_hours over the
+--   records that arrived since (the relation latency_fresh the engine registers: the histograms of the
 --   day's raw records, all of which are later than the drop).
 -- Grain: as latency_hourly (hour x dim x id x metric x bucket).
 -- Parameters: $day (DATE, the partition), $hours (TIMESTAMPTZ[], the hours wanted; latency_fresh holds

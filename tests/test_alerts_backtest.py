@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from engine import Engine, Settings
-from engine.alerts.backtest import Sliding
+from engine.alerts.backtest import Counts
 from engine.alerts.thresholds import Thresholds
 from tests.alert_traffic import Clock, minutes
 
@@ -70,7 +72,11 @@ def test_preview_equals_replaying_detect_minute_by_minute(tmp_path):
     engine = Engine(Settings(data_dir=tmp_path), clock=Clock(END + minutes(30)))
     engine.ingest_table(incidents_traffic())
     candidate = Thresholds.parse(CANDIDATE)
-    preview = engine.alerts.replay(candidate, START, END)
+    # Through the job path: queued, run by the worker thread, the result read back from the store.
+    run = engine.alerts.previews.submit(candidate, START, END)
+    run = wait(engine, run.id)
+    assert run.status == "done" and run.progress == 1.0 and run.minutes_done == run.minutes_total == 120
+    preview = run.result
     assert engine.alerts.list_alerts().alerts == []            # the preview stored nothing
 
     engine.alerts.update_thresholds(candidate, None)
@@ -86,14 +92,34 @@ def test_preview_equals_replaying_detect_minute_by_minute(tmp_path):
     assert summary(preview.alerts) == summary(stored)
 
 
+def wait(engine, run_id, seconds=120.0):
+    """The preview run once it has finished."""
+    deadline = time.monotonic() + seconds
+    run = engine.alerts.preview_run(run_id)
+    while run.status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run = engine.alerts.preview_run(run_id)
+    return run
+
+
 def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     engine = Engine(Settings(data_dir=tmp_path), clock=Clock(END + minutes(30)))
     engine.ingest_table(incidents_traffic())
     client = TestClient(create_app(engine=engine))
     body = {"from": "2026-03-09", "to": "2026-03-10", "thresholds": Thresholds.parse(CANDIDATE).model_dump()}
     r = client.post("/admin/alerts/thresholds/preview", json=body)
-    assert r.status_code == 200, r.text
-    out = r.json()
+    assert r.status_code == 202, r.text
+    run = r.json()
+    assert run["status"] in ("queued", "running", "done") and 0 <= run["progress"] <= 1
+    assert r.headers["location"] == f"/admin/alerts/thresholds/preview/{run['id']}"
+    deadline = time.monotonic() + 120
+    while run["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        polled = client.get(r.headers["location"])
+        assert polled.status_code == 200
+        run = polled.json()
+    assert run["status"] == "done" and run["progress"] == 1.0 and run["minutes_done"] == 1440 + 90
+    out = run["result"]
     # Two days, but the replay stops at the clock's now (01:30 on the 10th).
     assert (out["start"], out["end"], out["evaluations"]) == (
         "2026-03-09T00:00:00Z", "2026-03-10T01:30:00Z", 1440 + 90)
@@ -101,6 +127,9 @@ def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     assert client.get("/admin/alerts").json()["alerts"] == []
     assert engine.alerts.read_thresholds().version == 1          # the candidate was not stored
 
+    # A replay up to now stops mid-minute: that minute is evaluated too, as `alerts detect` at it would be.
+    assert engine.alerts.replay(Thresholds.parse(CANDIDATE), START, END + dt.timedelta(seconds=20)).evaluations == 121
+    assert client.get("/admin/alerts/thresholds/preview/999").status_code == 404
     bad = client.post("/admin/alerts/thresholds/preview", json={**body, "to": "2026-03-01"})
     assert bad.status_code == 422 and "after" in bad.json()["detail"]
     long = client.post("/admin/alerts/thresholds/preview", json={**body, "from": "2026-01-01"})
@@ -123,16 +152,20 @@ def test_preview_api_and_cli_over_whole_days(tmp_path, monkeypatch):
     assert '"evaluations": 1440' in result.stdout
 
 
-def test_sliding_sums_match_direct_sums():
+def test_window_sums_match_direct_sums():
     rng = random.Random(1)
-    data = {b: {s: (rng.randint(0, 5), rng.randint(0, 5)) for s in range(3) if rng.random() < 0.7}
+    data = {b: {s: (rng.randint(0, 5), rng.randint(0, 5)) for s in (3, 8, 20) if rng.random() < 0.7}
             for b in range(50)}
-    slide = Sliding(data, 7)
-    for end in range(3, 50, 2):
-        got = slide.move(end)
-        expected: dict[int, tuple[int, int]] = {}
-        for b in range(max(0, end - 7), end):
-            for s, (x, y) in data.get(b, {}).items():
-                a, c = expected.get(s, (0, 0))
-                expected[s] = (a + x, c + y)
-        assert got == {s: v for s, v in expected.items() if v != (0, 0)}
+    ids = [3, 8, 20]
+    dense = np.zeros((2, 51, 3), np.int64)
+    for b, scopes in data.items():
+        for s, (x, y) in scopes.items():
+            dense[0, b + 1, ids.index(s)], dense[1, b + 1, ids.index(s)] = x, y
+    counts = Counts(ids, dense[0].cumsum(axis=0), dense[1].cumsum(axis=0), {})
+    ends = np.arange(3, 50, 2)
+    for width in (1, 7, 60):
+        first, second = counts.window(ends, width)
+        for row, end in enumerate(ends):
+            for col, s in enumerate(ids):
+                expected = [data.get(b, {}).get(s, (0, 0)) for b in range(max(0, end - width), end)]
+                assert (first[row, col], second[row, col]) == (sum(x for x, _ in expected), sum(y for _, y in expected))

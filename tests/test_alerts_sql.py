@@ -121,3 +121,57 @@ def test_alert_traffic_live(con):
     # master 2 x1 (3 tokens). Surge [T0+2m, T0+3m): master 2 x2. Baseline [T0, T0+2m): master 1 x4,
     # master 2 x1, in minutes 0 and 1 of the baseline; the row just before T0 is in no column.
     assert [tuple(r.values()) for r in rows.to_pylist()] == [(1, 0, 0, 0, 0, 0, 4, 2), (2, 2, 6, 1, 3, 2, 1, 2)]
+
+
+def test_alert_minutes(con):
+    got = [(r["minute"], r["master_id"], r["key_id"], r["provider_key_id"], r["rate_limited"], r["error"],
+            r["failure"], r["tokens"])
+           for r in queries.run(con, "alert_minutes", start=WINDOW.start, end=WINDOW.end, start_day=T0.date(),
+                                end_day=dt.date(2026, 3, 10)).to_pylist()]
+    assert sorted(got, key=str) == sorted([
+        (0, 1, 10, 5, False, False, False, 3), (0, 1, 10, None, True, False, False, 3),
+        (0, 1, 11, 5, False, True, True, 100), (1, 1, 11, 5, False, True, True, 3),
+        (1, 2, 20, 6, False, True, False, 3), (2, 2, 20, 6, False, True, True, 3),
+        (2, 2, 21, None, False, False, False, 3)], key=str)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_backtest_minute_counts_equal_the_window_queries_per_minute(tmp_path, seed):
+    # The backtest's one-pass counts against each rule's own query over one-minute buckets.
+    from engine.alerts.backtest import minute_counts
+
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.UTC)
+    rows = [row(0, 1, 1, 200) | {
+        "request_id": f"m{i}", "created_at": start + dt.timedelta(seconds=rng.uniform(-60, 4 * 3600)),
+        "master_id": rng.randint(1, 4), "key_id": rng.randint(1, 30),
+        "status_code": rng.choice([200, 201, 429, 500, 503, 404]),
+        "provider_key_id": rng.choice([None, 1, 2, 3, 10**12]), "prompt_tokens": rng.randint(0, 2**31 - 1),
+        "completion_tokens": rng.randint(0, 900)} for i in range(4000)]
+    engine = Engine(Settings(data_dir=tmp_path))
+    engine.ingest_table(pa.Table.from_pylist(rows))
+    span = Window(start, start + dt.timedelta(hours=3, minutes=17))   # across midnight
+    con = engine.connect()
+    counts = minute_counts(con, span)
+    for rule, (query, scope, first, second) in {
+        "rate_limit": ("alert_rate_limit", "master_id", "requests", "rate_limited"),
+        "error_spike": ("alert_error_spike", "key_id", "requests", "errors"),
+        "provider_down": ("alert_provider_down", "provider_key_id", "requests", "failures"),
+        "traffic_spike": ("alert_traffic", "master_id", "requests", "tokens"),
+    }.items():
+        expected = {(r["bucket"], r[scope]): (r[first], r[second])
+                    for r in queries.run(con, query, **window_params(span, 60)).to_pylist()}
+        c = counts[rule]
+        got = {}
+        for minute in range(c.first.shape[0] - 1):
+            for column, scope_id in enumerate(c.ids):
+                pair = (int(c.first[minute + 1, column] - c.first[minute, column]),
+                        int(c.second[minute + 1, column] - c.second[minute, column]))
+                if pair != (0, 0):
+                    got[(minute, scope_id)] = pair
+        assert got == expected, rule
+        assert c.ids == sorted(c.ids)
+    masters = {r["key_id"]: r["master_id"] for r in queries.run(con, "alert_error_spike", **window_params(span))
+               .to_pylist()}
+    assert counts["error_spike"].masters == masters
+    con.close()

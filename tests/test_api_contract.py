@@ -50,9 +50,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
 
 def _ids(client: TestClient) -> dict[str, int | None]:
     alerts = client.get("/admin/alerts").json()["alerts"]
+    runs = client.app.state.engine.alerts.previews   # type: ignore[attr-defined]
+    with runs.infra.store.connect(write=False) as con:
+        preview = con.execute("SELECT coalesce(max(id), 0) FROM preview_runs").fetchone()[0]
     return {"open": next((a["id"] for a in alerts if a["status"] == "open"), None),
             "other": next((a["id"] for a in alerts[::-1] if a["status"] == "open"), None),
-            "delivery": client.get("/admin/notifications/deliveries").json()["deliveries"][0]["id"]}
+            "delivery": client.get("/admin/notifications/deliveries").json()["deliveries"][0]["id"],
+            "preview": preview}
 
 
 #: One real call per documented operation: (method, path template, concrete path, params, body, headers).
@@ -80,6 +84,8 @@ CALLS: list[tuple[str, str, str, dict[str, Any], Any, dict[str, str]]] = [
     ("put", "/admin/alerts/thresholds", "/admin/alerts/thresholds", {}, {}, {"If-Match": "*"}),
     ("post", "/admin/alerts/thresholds/preview", "/admin/alerts/thresholds/preview", {},
      {"from": DAY, "to": DAY}, {}),
+    ("get", "/admin/alerts/thresholds/preview/{preview_id}", "/admin/alerts/thresholds/preview/{preview}", {}, None,
+     {}),
     ("get", "/admin/alerts", "/admin/alerts", {"limit": 1}, None, {}),
     ("get", "/admin/alerts/stats", "/admin/alerts/stats", {}, None, {}),
     ("get", "/admin/alerts/{alert_id}", "/admin/alerts/{open}", {}, None, {}),
@@ -124,6 +130,7 @@ ERRORS: list[tuple[str, str, str, dict[str, Any], Any, int]] = [
     ("put", "/admin/notifications/channels/{name}", "/admin/notifications/channels/x", {},
      {"type": "webhook", "url": "http://x"}, 422),
     ("get", "/admin/notifications/deliveries", "/admin/notifications/deliveries", {"status": "lost"}, None, 422),
+    ("get", "/admin/alerts/thresholds/preview/{preview_id}", "/admin/alerts/thresholds/preview/999999", {}, None, 404),
 ]
 
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from api.app import create_app
 from engine import Engine
 from engine.errors import InvalidParameter, NotFound
-from engine.queries import run
 from engine.quotas import NEVER_START, period_floor
 from tests.factories import make_engine, records
 
@@ -142,17 +141,6 @@ def test_put_rules(tmp_path: Path) -> None:
     assert engine.quotas.put(1, 20, "monthly").last_reset_at == dt.datetime(2026, 4, 1, tzinfo=UTC)
     assert engine.quotas.seed({1: (5, "never"), 2: (5, "weekly")}) == 1
     assert engine.quotas.get(1).quota_limit == 20  # seeding never overrides an admin's quota
-
-
-def test_quota_usage_sql_on_hand_made_rows(tmp_path: Path) -> None:
-    t = dt.datetime(2026, 4, 1, 12, tzinfo=UTC)
-    engine = make_engine(tmp_path, NOW)
-    engine.ingest_table(records([t - dt.timedelta(days=1), t, t + dt.timedelta(hours=1), t, t],
-                                [1, 1, 1, 2, 3], [5, 7, 11, 13, 17]))
-    con = engine.connect()
-    out = run(con, "quota_usage", key_ids=[1, 2, 9], starts=[t, t + dt.timedelta(minutes=1), t],
-              since=t, end=t + dt.timedelta(hours=1))
-    assert out.to_pylist() == [{"key_id": 1, "used": 7}, {"key_id": 2, "used": 0}, {"key_id": 9, "used": 0}]
 
 
 def test_quota_api(tmp_path: Path) -> None:

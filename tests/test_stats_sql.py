@@ -7,13 +7,18 @@ import json
 import math
 import re
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from engine import Engine, Settings, queries, zones
+from engine.stats import histogram_counts
 from engine.stats.reader import load_sources
 from engine.tables import MAX_MEASURES, ROLLUP_SCHEMA, SUMMED_MEASURES
+from tests import stats_records
 
 DAY = dt.date(2026, 1, 1)
+DAY_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 H10 = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 H11 = dt.datetime(2026, 1, 1, 11, tzinfo=dt.UTC)
 BIG = 2**31 - 1
@@ -107,9 +112,29 @@ def _raw(engine, split, raw_hours=(), end=None):
             "raw_hours": list(raw_hours), "end": end}
 
 
-def test_latency_hours(engine):
-    rows = run(engine, "latency_hours", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+def latency_hours(engine, hours):
+    """latency_records counted into histogram rows, as a rollup recompute does."""
+    con = engine.connect()
+    try:
+        records = queries.run(con, "latency_records", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+                              hours=hours)
+    finally:
+        con.close()
+    return histogram_counts.count(records).to_pylist()
+
+
+def test_latency_records(engine):
+    rows = run(engine, "latency_records", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
                hours=[H11])
+    assert sorted((r["hour"], r["key_id"], r["lb"], r["tb"]) for r in rows) == sorted(
+        (H11, r["key_id"], bucket(r["latency_ms"]), None if r["ttft_ms"] is None else bucket(r["ttft_ms"]))
+        for r in RECORDS if r["created_at"].startswith("2026-01-01T11"))
+    assert len(run(engine, "latency_records", day=DAY, start=HOURS[0], end=HOURS[-1] + dt.timedelta(hours=1),
+                   hours=HOURS)) == len(RECORDS)
+
+
+def test_latency_histograms_of_hand_made_records(engine):
+    rows = latency_hours(engine, [H11])
     got = {(r["dim"], r["id"], r["metric"], r["b"]): r["n"] for r in rows}
     assert {r["hour"] for r in rows} == {H11}
     at11 = [r for r in RECORDS if r["created_at"].startswith("2026-01-01T11")]
@@ -120,6 +145,69 @@ def test_latency_hours(engine):
     assert got[("key", "11", "latency", bucket(2000))] == 1
     assert not [k for k in got if k[2] == "ttft"]  # no stream at 11:00
     assert {k[0] for k in got} == {"gateway", "master", "key", "model", "provider", "provider_key"}
+    at10 = {(r["dim"], r["id"], r["metric"], r["b"]): r["n"] for r in latency_hours(engine, HOURS)
+            if r["hour"] == H10}
+    assert at10[("gateway", None, "ttft", bucket(20))] == 1 and at10[("key", "10", "latency", bucket(0))] == 1
+
+
+#: The histograms as one GROUP BY per dimension would give them (what latency_hourly held before they
+#: were counted in one pass): the independent recomputation the counting is checked against.
+GROUPED = """
+WITH r AS (
+    SELECT date_trunc('hour', created_at) AS hour, master_id, key_id, model, provider_id, provider_key_id,
+           latency_ms, ttft_ms
+    FROM read_parquet($files)
+), measured AS (
+    SELECT * EXCLUDE (latency_ms, ttft_ms), 'latency' AS metric, CAST(latency_bucket(latency_ms) AS SMALLINT) AS b
+    FROM r
+    UNION ALL
+    SELECT * EXCLUDE (latency_ms, ttft_ms), 'ttft', CAST(latency_bucket(ttft_ms) AS SMALLINT) FROM r
+    WHERE ttft_ms IS NOT NULL
+)
+SELECT hour,
+       CASE WHEN GROUPING(master_id) = 0 THEN 'master' WHEN GROUPING(key_id) = 0 THEN 'key'
+            WHEN GROUPING(model) = 0 THEN 'model' WHEN GROUPING(provider_id) = 0 THEN 'provider'
+            WHEN GROUPING(provider_key_id) = 0 THEN 'provider_key' ELSE 'gateway' END AS dim,
+       CASE WHEN GROUPING(master_id) = 0 THEN CAST(master_id AS VARCHAR)
+            WHEN GROUPING(key_id) = 0 THEN CAST(key_id AS VARCHAR) WHEN GROUPING(model) = 0 THEN model
+            WHEN GROUPING(provider_id) = 0 THEN CAST(provider_id AS VARCHAR)
+            WHEN GROUPING(provider_key_id) = 0 THEN CAST(provider_key_id AS VARCHAR) END AS id,
+       metric, b, count(*) AS n
+FROM measured
+GROUP BY GROUPING SETS ((hour, metric, b), (hour, master_id, metric, b), (hour, key_id, metric, b),
+                        (hour, model, metric, b), (hour, provider_id, metric, b), (hour, provider_key_id, metric, b))
+ORDER BY hour, dim, id NULLS FIRST, metric, b
+"""
+
+
+@pytest.mark.parametrize(("seed", "n", "ttft"), [(1, 5000, True), (2, 700, False), (3, 1, True)])
+def test_counted_histograms_equal_one_group_by_per_dimension(tmp_path, seed, n, ttft):
+    # Out of time order (hours interleaved) and, with a small dense limit, through the sorting path too.
+    table = stats_records.records(n, seed, DAY_START, DAY_START + dt.timedelta(hours=30))
+    table = table.take(np.random.default_rng(seed).permutation(n))
+    if not ttft:
+        table = table.set_column(table.schema.get_field_index("ttft_ms"), "ttft_ms", pa.nulls(n, pa.int32()))
+    engine = Engine(Settings(data_dir=tmp_path / "data"))
+    engine.ingest_table(table)
+    con = engine.connect()
+    try:
+        expected = con.sql(GROUPED, params={"files": files(engine)}).to_arrow_table()
+        parts = []
+        for day in (DAY, DAY + dt.timedelta(days=1)):
+            start = dt.datetime.combine(day, dt.time(), dt.UTC)
+            every = [start + dt.timedelta(hours=h) for h in range(24)]
+            parts.append(queries.run(con, "latency_records", day=day, start=start, end=start + dt.timedelta(days=1),
+                                     hours=every))
+    finally:
+        con.close()
+    got = pa.concat_tables([histogram_counts.count(p) for p in parts])
+    assert got.equals(expected.cast(got.schema))
+    sparse = histogram_counts.DENSE_CELLS
+    try:
+        histogram_counts.DENSE_CELLS = 10
+        assert pa.concat_tables([histogram_counts.count(p) for p in parts]).equals(got)
+    finally:
+        histogram_counts.DENSE_CELLS = sparse
 
 
 def test_latency_keep_rollup_day_and_latency_day(engine):

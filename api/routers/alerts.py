@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 
 from api.deps import AdminAuth, EngineDep
 from api.schemas import AckBody, PreviewBody, ResolveBody
-from engine.alerts import Preview
+from engine.alerts import PreviewRun
 from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertPage, AlertStatus, AlertType, Severity
 from engine.alerts.thresholds import StoredThresholds, Thresholds
 
@@ -38,10 +38,18 @@ def update_thresholds(
     return _tagged(engine.alerts.update_thresholds(body, version), response)
 
 
-@router.post("/thresholds/preview", responses={401: {}, 422: {}})
-def preview_thresholds(engine: EngineDep, body: PreviewBody) -> Preview:
-    """Backtest: the alerts candidate thresholds would have opened over stored days; stored alerts untouched."""
-    return engine.alerts.preview(body.thresholds, body.from_day, body.to_day)
+@router.post("/thresholds/preview", status_code=202, responses={401: {}, 409: {}, 422: {}})
+def preview_thresholds(engine: EngineDep, body: PreviewBody, response: Response) -> PreviewRun:
+    """Backtest: queue a replay of candidate thresholds over stored days; poll the Location for its result."""
+    run = engine.alerts.submit_preview(body.thresholds, body.from_day, body.to_day)
+    response.headers["Location"] = f"{router.prefix}/thresholds/preview/{run.id}"
+    return run
+
+
+@router.get("/thresholds/preview/{preview_id}", responses={401: {}, 404: {}})
+def read_preview(engine: EngineDep, preview_id: int) -> PreviewRun:
+    """A backtest run: status and progress, and the alerts it would have raised once done."""
+    return engine.alerts.preview_run(preview_id)
 
 
 @router.get("", responses=_ERRORS)

@@ -142,13 +142,23 @@ def traffic_window(tally: Tally, rule: TrafficRule, window: Window) -> list[Obse
     real zero (see `VOLUME_METRICS`); when the whole window is empty it is missing data, and the
     global QPS observation is inconclusive.
     """
-    minutes = window.seconds / 60
     total = sum(requests for requests, _ in tally.values())
-    factor = rule.critical_factor
-    out = [Observation(
+    return [traffic_global(total, rule, window), *traffic_masters(tally, rule, window)]
+
+
+def traffic_global(total: int, rule: TrafficRule, window: Window) -> Observation:
+    """The gateway's requests per second over the window, from its `total` requests there."""
+    return Observation(
         "traffic_spike", "global_qps", "global", None, total / window.seconds, rule.global_qps,
-        rule.global_qps * factor, total, window, sufficient=total > 0, conclusive=total > 0,
-    )]
+        rule.global_qps * rule.critical_factor, total, window, sufficient=total > 0, conclusive=total > 0,
+    )
+
+
+def traffic_masters(tally: Tally, rule: TrafficRule, window: Window) -> list[Observation]:
+    """Per-master requests and tokens per minute over the window (the masters of `tally`)."""
+    minutes = window.seconds / 60
+    factor = rule.critical_factor
+    out = []
     for master, (requests, tokens) in tally.items():
         enough = requests >= rule.min_samples
         for metric, amount in (("master_rpm", requests), ("master_tpm", tokens)):

@@ -16,6 +16,7 @@ from engine import catalog, zones
 from engine.alerts import backtest, detector, rules
 from engine.alerts.history import Alert, AlertCounts, AlertFilter, AlertHistory, AlertPage
 from engine.alerts.lifecycle import Lifecycle
+from engine.alerts.previews import Preview, PreviewRun, Previews
 from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStore
 from engine.errors import InvalidParameter
 from engine.infra import Infra
@@ -60,33 +61,6 @@ class Detection(BaseModel):
     elapsed_ms: float
 
 
-class Preview(BaseModel):
-    """What candidate thresholds would have opened and resolved over a day range; stored alerts are untouched."""
-
-    start: dt.datetime
-    end: dt.datetime
-    evaluations: int = Field(description="Minutes replayed.")
-    opened: int
-    resolved: int
-    by_type: dict[str, int]
-    by_severity: dict[str, int] = Field(description="By peak severity.")
-    thresholds: Thresholds
-    alerts: list[Alert]
-
-    @classmethod
-    def of(cls, start: dt.datetime, end: dt.datetime, evaluations: int, thresholds: Thresholds,
-           alerts: list[Alert]) -> Preview:
-        """A preview of replayed alerts, with their counts."""
-        by_type: dict[str, int] = {}
-        by_severity: dict[str, int] = {}
-        for a in alerts:
-            by_type[a.type] = by_type.get(a.type, 0) + 1
-            by_severity[a.peak_severity] = by_severity.get(a.peak_severity, 0) + 1
-        return cls(start=start, end=end, evaluations=evaluations, opened=len(alerts),
-                   resolved=sum(a.status == "resolved" for a in alerts), by_type=by_type, by_severity=by_severity,
-                   thresholds=thresholds, alerts=alerts)
-
-
 class Alerts:
     """The alerts domain of one engine."""
 
@@ -102,9 +76,9 @@ class Alerts:
         self.thresholds = ThresholdStore(infra.store, infra.now)
         self.lifecycle = Lifecycle(infra.store)
         self.history = AlertHistory(infra.store)
+        self.previews = Previews(infra, self.replay)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
-        self._quota_usage: tuple[dt.datetime, list[Any]] | None = None
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -132,7 +106,8 @@ class Alerts:
         started = time.perf_counter()
         thresholds = self.thresholds.read().thresholds
         with self._connection() as con:
-            evaluation = detector.evaluate(con, thresholds, now, self._quotas(), self.credentials)
+            # Quota usage is read afresh every time: from rollups plus raw records it costs tens of ms.
+            evaluation = detector.evaluate(con, thresholds, now, self.quotas, self.credentials)
         changes = self.lifecycle.apply(evaluation.observations, thresholds, now, evaluation.complete,
                                        self._retired(), self._deleted())
         return Detection(
@@ -141,28 +116,6 @@ class Alerts:
             suppressed=changes.suppressed, skipped=evaluation.skipped,
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-
-    def _quotas(self) -> Callable[[dt.datetime], list[Any]] | None:
-        """Key quota usage for an evaluation, reused for `alert_quota_refresh_seconds` after it was summed.
-
-        Usage comes from raw records (seconds on a month of data), while the rule it feeds moves slowly
-        (a share of a period's quota), so a minute-by-minute detector recomputes it every few minutes.
-        An evaluation at an earlier instant than the cached one (a replay) recomputes.
-        """
-        quotas = self.quotas
-        if quotas is None:
-            return None
-        refresh = dt.timedelta(seconds=self.infra.settings.alert_quota_refresh_seconds)
-
-        def usage(now: dt.datetime) -> list[Any]:
-            cached = self._quota_usage
-            if cached is not None and dt.timedelta(0) <= now - cached[0] < refresh:
-                return cached[1]
-            fresh = list(quotas.usage(now))
-            self._quota_usage = (now, fresh)
-            return fresh
-
-        return usage
 
     def _retired(self) -> dict[str, set[int]]:
         """Masters, keys and provider keys deleted or disabled in the registry."""
@@ -256,7 +209,8 @@ class Alerts:
         return self.thresholds.update(body, if_match, by)
 
     def preview(self, candidate: Any, from_day: dt.date, to_day: dt.date) -> Preview:
-        """Replay the detector at every minute of the days [from_day, to_day] with candidate thresholds.
+        """Replay the detector at every minute of the days [from_day, to_day] with candidate thresholds,
+        here and now (`submit_preview` queues the same as a job).
 
         `candidate` None replays the stored thresholds. Stored alerts are not touched; quota alerts are
         not replayed (see `backtest.replay`); the replay stops at the engine clock's now.
@@ -264,6 +218,22 @@ class Alerts:
         Raises:
             InvalidParameter: invalid candidate, from_day after to_day, or more than 31 days.
         """
+        return self.replay(*self._preview_span(candidate, from_day, to_day))
+
+    def submit_preview(self, candidate: Any, from_day: dt.date, to_day: dt.date) -> PreviewRun:
+        """Queue the backtest of `preview` as a run: answers at once; read it with `preview_run`.
+
+        Raises:
+            InvalidParameter: as `preview`. Conflict: too many previews are waiting already.
+        """
+        return self.previews.submit(*self._preview_span(candidate, from_day, to_day))
+
+    def preview_run(self, run_id: int) -> PreviewRun:
+        """A queued backtest: its status and progress, and its result once done. Raises NotFound."""
+        return self.previews.get(run_id)
+
+    def _preview_span(self, candidate: Any, from_day: dt.date, to_day: dt.date
+                      ) -> tuple[Thresholds, dt.datetime, dt.datetime]:
         thresholds = self.read_thresholds().thresholds if candidate is None else Thresholds.parse(candidate)
         if from_day > to_day:
             raise InvalidParameter(f"from ({from_day}) is after to ({to_day})")
@@ -271,7 +241,7 @@ class Alerts:
             raise InvalidParameter(f"a preview covers at most {MAX_PREVIEW_DAYS} days")
         start = dt.datetime.combine(from_day, dt.time(), dt.UTC)
         end = dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC)
-        return self.replay(thresholds, start, min(end, as_utc(self.infra.now())))
+        return thresholds, start, max(start, min(end, as_utc(self.infra.now())))
 
     def backfill(self, start: dt.datetime, end: dt.datetime) -> Preview:
         """Store the alerts the detector would have raised had it run every minute of [start, end) with the
@@ -289,13 +259,15 @@ class Alerts:
             con.close()
         return Preview.of(start, as_utc(end), evaluations, thresholds, alerts)
 
-    def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime) -> Preview:
-        """The backtest of `preview` over any whole-minute range [start, end)."""
+    def replay(self, thresholds: Thresholds, start: dt.datetime, end: dt.datetime,
+               progress: backtest.Progress | None = None, stop: Callable[[], bool] | None = None) -> Preview:
+        """The backtest of `preview` over any whole-minute range [start, end); `progress` and `stop` as
+        `backtest.replay` takes them."""
         # A replay runs for seconds: on its own connection, so that evaluations never wait for it.
         con = self.infra.connect()
         try:
-            alerts, evaluations = backtest.replay(con, thresholds, as_utc(start), as_utc(end))
+            alerts, evaluations = backtest.replay(con, thresholds, as_utc(start), as_utc(end), progress=progress,
+                                                  stop=stop)
         finally:
             con.close()
         return Preview.of(as_utc(start), as_utc(end), evaluations, thresholds, alerts)
-

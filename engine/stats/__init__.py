@@ -19,6 +19,7 @@ from engine.stats.daily import GRAINS, Daily, closed
 from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, NameLookup, Reader
 from engine.stats.rollups import Rollups
 from engine.stats.topn import TopN
+from engine.stats.usage import KeyUsage
 from engine.tables import LOG_RECORDS
 from engine.times import DAY, midnight
 
@@ -57,6 +58,7 @@ class Stats:
         self.rollups = Rollups(infra, drops)
         self.daily = Daily(infra, self.rollups)
         self.reader = Reader(infra, self.rollups, names)
+        self.usage = KeyUsage(self.rollups, self.reader.connection)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -107,13 +109,17 @@ class Stats:
         now = now or self.infra.now()
         late = set(self.daily.late_days())
         raw_days = set(self.raw_days())
+        rolled = set(self.rollups.days())
         dropped = set(self.drops.days())
         results = []
         for i in range((last - first).days + 1):
             day = first + i * DAY
             result = DayResult(day)
             try:
-                self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
+                if day not in raw_days and day not in rolled:
+                    result.daily = "no records"
+                else:
+                    self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
             except Exception as exc:  # one bad day must not stop the others; the summary names it
                 result.ok, result.daily, result.error = False, "failed", f"{type(exc).__name__}: {exc}"
             results.append(result)
@@ -124,9 +130,6 @@ class Stats:
     def _backfill_day(self, result: DayResult, has_raw: bool, dropped: bool, rewrite: bool, dry_run: bool,
                       now: dt.datetime) -> None:
         day = result.day
-        if not has_raw and day not in set(self.rollups.days()):
-            result.daily = "no records"
-            return
         if dropped:
             result.details["rollups"] = ("kept: the raw records of this day were dropped by log retention; "
                                          "records that arrived since are added by the rollup refresh")
@@ -151,6 +154,11 @@ class Stats:
     def zone(self, tz: str | None = None) -> ZoneInfo:
         """The zone a request named, or `EZ_DEFAULT_TZ`. Raises InvalidParameter for an unknown name."""
         return zones.zone(tz or self.infra.settings.default_tz)
+
+    def quota_cost(self, starts: dict[int, dt.datetime], end: dt.datetime) -> dict[int, int]:
+        """Each key's exact sum of quota_cost over [its start, end), from rollups plus raw records; see
+        `engine.stats.usage`."""
+        return self.usage.sums(starts, end)
 
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
                now: dt.datetime | None = None, tz: str | None = None) -> periods.Period:

@@ -39,6 +39,7 @@ from engine import catalog, queries
 from engine.infra import Infra
 from engine.locks import flock
 from engine.partitions import PartitionDrops
+from engine.stats import histogram_counts
 from engine.tables import (
     HIST_SCHEMA,
     LATENCY_BASE,
@@ -181,7 +182,7 @@ class Rollups:
     def _fresh(self, con: duckdb.DuckDBPyConnection, span: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
         """The recomputed rollup and histogram rows of the span's hours."""
         rows = queries.run(con, "rollup_hours", **span)
-        hist = queries.run(con, "latency_hours", **span)
+        hist = histogram_counts.count(queries.run(con, "latency_records", **span))
         drops = self.drops.days().get(span["day"])
         if drops is None:
             return rows, hist
