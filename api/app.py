@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics, problems
+from api.correlation import RequestIdMiddleware
 from api.routers import alerts, health, ingest, jobs, quotas, registry, stats
 from engine import Engine, Settings
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.state.engine = engine
     problems.install(app)
     metrics.install(app)
+    app.add_middleware(RequestIdMiddleware)
     # One router per resource; add new ones to this tuple.
     for module in (health, ingest, jobs, quotas, registry, stats, alerts):
         app.include_router(module.router)

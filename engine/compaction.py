@@ -103,7 +103,9 @@ class Compactor:
         finally:
             if not swapped:  # after the swap `build` names the old folder, which must outlive the grace period
                 shutil.rmtree(build, ignore_errors=True)
-        log.info("compacted %s: %d files (%d rows) into %d", part.day, len(small), rows, written)
+        merged = self.infra.lake.request_ids.compact(part.day)
+        log.info("compacted %s: %d files (%d rows) into %d; %d request id index files merged", part.day, len(small),
+                 rows, written, merged)
         return PartitionCompaction(part.day, len(small), written, rows)
 
     def _merge(self, folder: Path, names: list[str], build: Path) -> int:

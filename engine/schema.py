@@ -20,6 +20,9 @@ class Field:
     maximum: int | None = None
     non_empty: bool = False
     default: object = None
+    #: Most characters a string may hold: longer values are refused, or cut to it where `truncate` is set.
+    max_length: int | None = None
+    truncate: bool = False
 
     @property
     def arrow(self) -> pa.Field:
@@ -28,25 +31,25 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("request_id", pa.string(), required=True, non_empty=True),
+    Field("request_id", pa.string(), required=True, non_empty=True, max_length=200),
     Field("created_at", TIMESTAMP, required=True),
     Field("master_id", pa.int64(), required=True, minimum=1),
     Field("key_id", pa.int64(), required=True, minimum=1),
-    Field("group", pa.string(), required=False),
-    Field("model", pa.string(), required=True, non_empty=True),
+    Field("group", pa.string(), required=False, max_length=200),
+    Field("model", pa.string(), required=True, non_empty=True, max_length=200),
     Field("provider_id", pa.int64(), required=False),
-    Field("provider_type", pa.string(), required=False),
+    Field("provider_type", pa.string(), required=False, max_length=100),
     Field("provider_key_id", pa.int64(), required=False),
     Field("status_code", pa.int16(), required=True, minimum=100, maximum=599),
-    Field("error_type", pa.string(), required=False),
-    Field("error_message", pa.string(), required=False),
+    Field("error_type", pa.string(), required=False, max_length=100),
+    Field("error_message", pa.string(), required=False, max_length=2000, truncate=True),
     Field("latency_ms", pa.int32(), required=True, minimum=0),
     Field("ttft_ms", pa.int32(), required=False, minimum=0),
     Field("prompt_tokens", pa.int32(), required=True, minimum=0),
     Field("completion_tokens", pa.int32(), required=True, minimum=0),
     Field("quota_cost", pa.int64(), required=False, minimum=0, default=0),
     Field("is_stream", pa.bool_(), required=False, default=False),
-    Field("client_ip", pa.string(), required=False),
+    Field("client_ip", pa.string(), required=False, max_length=64),
 )
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}

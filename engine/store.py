@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.errors import DiskFull
 from engine.migrations import MIGRATIONS, Migration
 from engine.times import iso, utc_now
 
@@ -33,6 +34,9 @@ class ControlStore:
 
         `write=True` takes the write lock up front (BEGIN IMMEDIATE), so a read-then-write block cannot
         fail half-way on a lock upgrade; pure reads pass `write=False` and never wait for writers.
+
+        Raises:
+            DiskFull: SQLite could not write because the disk is full (the transaction is rolled back).
         """
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
@@ -44,9 +48,15 @@ class ControlStore:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"the disk holding {self.path.parent} is full: the change was not saved; retry once "
+                               "space is freed") from exc
+            raise
         finally:
             con.close()
 

@@ -20,7 +20,7 @@ from engine.alerts.thresholds import StoredThresholds, Thresholds, ThresholdStor
 from engine.errors import InvalidParameter
 from engine.infra import Infra
 from engine.tables import LOG_RECORDS
-from engine.times import as_utc
+from engine.times import as_utc, check_day, check_id, check_instant
 
 
 class QuotaSource(Protocol):
@@ -166,17 +166,20 @@ class Alerts:
 
     def get(self, alert_id: int) -> Alert:
         """One alert with its event history. Raises NotFound."""
+        check_id(alert_id, "alert id")
         return self.history.get(alert_id)
 
     def ack(self, alert_id: int, by: str = "admin", note: str | None = None,
             expires_at: dt.datetime | None = None) -> Alert:
         """Acknowledge an open alert, optionally until `expires_at`. Raises NotFound, Conflict, InvalidParameter."""
-        self.lifecycle.acknowledge(alert_id, by, note, as_utc(expires_at) if expires_at else None,
+        check_id(alert_id, "alert id")
+        self.lifecycle.acknowledge(alert_id, by, note, check_instant(expires_at, "expires_at") if expires_at else None,
                                    as_utc(self.infra.now()))
         return self.get(alert_id)
 
     def resolve(self, alert_id: int, by: str = "admin", note: str | None = None) -> Alert:
         """Resolve an open or acknowledged alert by hand. Raises NotFound, Conflict."""
+        check_id(alert_id, "alert id")
         self.lifecycle.resolve(alert_id, by, note, as_utc(self.infra.now()))
         return self.get(alert_id)
 
@@ -192,8 +195,8 @@ class Alerts:
 
     def stats(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> AlertCounts:
         """Alerts opened in [since, until) (default: the last 24 hours) by type, peak severity and status."""
-        until = as_utc(until or self.infra.now())
-        since = as_utc(since) if since else until - dt.timedelta(days=1)
+        until = check_instant(until, "until") if until else as_utc(self.infra.now())
+        since = check_instant(since, "since") if since else until - dt.timedelta(days=1)
         counts = self.history.counts(AlertFilter(since=since, until=until))
         return AlertCounts(start=since, end=until, **counts)
 
@@ -221,6 +224,8 @@ class Alerts:
             InvalidParameter: invalid candidate, from_day after to_day, or more than 31 days.
         """
         thresholds = self.read_thresholds().thresholds if candidate is None else Thresholds.parse(candidate)
+        check_day(from_day, "from")
+        check_day(to_day, "to")
         if from_day > to_day:
             raise InvalidParameter(f"from ({from_day}) is after to ({to_day})")
         if (to_day - from_day).days + 1 > MAX_PREVIEW_DAYS:

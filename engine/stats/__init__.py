@@ -7,16 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, LimitExceeded
 from engine.infra import Infra
 from engine.partitions import PartitionDrops
+from engine.quarantine import Quarantine
 from engine.stats import periods
 from engine.stats.answers import DailyStats, PeriodStats, SeriesStats
 from engine.stats.daily import GRAINS, Daily, closed
 from engine.stats.reader import GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, Reader
 from engine.stats.rollups import Rollups
 from engine.tables import LOG_RECORDS
-from engine.times import DAY, midnight
+from engine.times import DAY, check_day, check_id, midnight
 
 __all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats"]
 
@@ -41,12 +42,12 @@ class DayResult:
 class Stats:
     """The stats domain of an engine: `engine.stats`."""
 
-    def __init__(self, infra: Infra, drops: PartitionDrops) -> None:
+    def __init__(self, infra: Infra, drops: PartitionDrops, quarantine: Quarantine) -> None:
         self.infra = infra
         self.drops = drops
         self.rollups = Rollups(infra, drops)
         self.daily = Daily(infra, self.rollups)
-        self.reader = Reader(infra, self.rollups)
+        self.reader = Reader(infra, self.rollups, lost_hours=quarantine.lost_hours)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -140,9 +141,18 @@ class Stats:
 
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
                now: dt.datetime | None = None) -> periods.Period:
-        """Resolve a period name at `now` (default: the engine clock); `all` starts at the first data day."""
+        """Resolve a period name at `now` (default: the engine clock); `all` starts at the first data day.
+
+        Raises:
+            InvalidParameter: see `periods.resolve`. LimitExceeded: a custom period over EZ_STATS_MAX_DAYS days.
+        """
         now = now or self.infra.now()
         period = periods.resolve(name, now, first, last)
+        most = self.infra.settings.stats_max_days
+        if name == "custom" and first is not None and last is not None and (last - first).days + 1 > most:
+            raise LimitExceeded(
+                f"a custom period spans at most {most} days (EZ_STATS_MAX_DAYS); {first}..{last} spans "
+                f"{(last - first).days + 1}: ask a shorter range, or /admin/stats/daily for a long history")
         if name == "all":
             days = self.raw_days() + self.rollups.days()
             start = midnight(min(days)) if days else now
@@ -174,6 +184,10 @@ class Stats:
             InvalidParameter: first is after last.
         """
         today = self.infra.now().date()
+        for day, name in ((first, "from"), (last, "to")):
+            if day is not None:
+                check_day(day, name)
+        check_id(master_id, "master_id")
         last = last or today - DAY
         first = first or min(last, today - 30 * DAY)
         if first > last:

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from engine.errors import InvalidParameter
-from engine.times import midnight
+from engine.times import check_day, midnight
 
 PERIODS = ("today", "week", "month", "last7d", "last30d", "all", "custom")
 
@@ -47,6 +47,8 @@ def resolve(name: str, now: dt.datetime, start: dt.date | None = None, end: dt.d
     if name == "custom":
         if start is None or end is None:
             raise InvalidParameter("period=custom needs both from and to (YYYY-MM-DD)")
+        check_day(start, "from")
+        check_day(end, "to")
         if start > end:
             raise InvalidParameter(f"from ({start}) is after to ({end})")
         return Period(name, midnight(start), midnight(end + dt.timedelta(days=1)))
