@@ -20,6 +20,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(quotas.app, name="quotas")
 app.add_typer(registry.app, name="registry")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(lake.app, name="lake")
 
 
 def main() -> None:
