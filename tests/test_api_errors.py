@@ -37,7 +37,7 @@ def arrow_stream(table: pa.Table) -> bytes:
 
 
 def cursor(raw: str) -> str:
-    return base64.urlsafe_b64encode(('{"before": %s}' % raw).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(f'{{"before": {raw}}}'.encode()).decode().rstrip("=")
 
 
 def assert_problem(r, status: int, kind: str | None = None) -> dict:
