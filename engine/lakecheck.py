@@ -120,9 +120,9 @@ class LakeChecker:
         recomputed = 0
         if repair and problems:
             quarantined, recomputed = self._repair(problems)
-            for moved in quarantined:
-                if moved.table == LOG_RECORDS.name:
-                    day_rows[moved.date] -= moved.rows or 0
+            for p in problems:  # what the footers of the files now gone counted
+                if p.table == LOG_RECORDS.name and p.action == "quarantined":
+                    day_rows[p.day] -= p.rows or 0
         expected, unknown = self._ledger_rows()
         mismatches = [DayCount(day=day, files=day_rows.get(day, 0), ledger=expected.get(day, 0))
                       for day in sorted(set(day_rows) | set(expected))
@@ -145,8 +145,11 @@ class LakeChecker:
                 if not path.exists():
                     problem.action = "gone before repair"
                     continue
-                hours = self._hours_of(problem.path, path, problem.day) if table is LOG_RECORDS else []
-                moved.append(self.quarantine.move(table, path, problem.problem, problem.rows, hours, now))
+                hours, rows = [], problem.rows
+                if table is LOG_RECORDS:
+                    hours, known = self._held(problem.path, path, problem.day)
+                    rows = rows if rows is not None else known
+                moved.append(self.quarantine.move(table, path, problem.problem, rows, hours, now))
                 problem.action = "quarantined"
                 if table is LOG_RECORDS:
                     lake.request_ids.rebuild(problem.day)
@@ -175,14 +178,16 @@ class LakeChecker:
                     self.daily.write(day)
         return moved, recomputed
 
-    def _hours_of(self, relative: str, path: Path, day: dt.date) -> list[dt.datetime]:
-        """The hours a log record file held: its batch's (ledger), else its footer's span, else the whole day."""
+    def _held(self, relative: str, path: Path, day: dt.date) -> tuple[list[dt.datetime], int | None]:
+        """The hours a log record file held and its record count, as far as anything says: its batch's hours and
+        rows (the ledger), else its footer's span, else the whole day."""
         with self.infra.store.connect(write=False) as con:
             for row in con.execute("SELECT files, hours FROM ingest_batches WHERE files LIKE ?",
                                    (f"%{Path(relative).name}%",)):
-                if any(entry[1] == relative for entry in json.loads(row["files"])):
+                entry = next((e for e in json.loads(row["files"]) if e[1] == relative), None)
+                if entry is not None:
                     hours = [dt.datetime.fromisoformat(h) for h in json.loads(row["hours"])]
-                    return sorted(h for h in hours if h.date() == day)
+                    return sorted(h for h in hours if h.date() == day), (int(entry[2]) if len(entry) > 2 else None)
         span = _footer_span(path)
         if span is not None:
             first, last = span
@@ -190,8 +195,8 @@ class LakeChecker:
             while hour <= last:
                 hours.append(hour)
                 hour += HOUR
-            return [h for h in hours if h.date() == day]
-        return [midnight(day) + i * HOUR for i in range(24)]
+            return [h for h in hours if h.date() == day], None
+        return [midnight(day) + i * HOUR for i in range(24)], None
 
     def _ledger_rows(self) -> tuple[dict[dt.date, int], set[dt.date]]:
         """Records per day the committed batches stored (after each day's last drop), less those quarantined;
