@@ -145,10 +145,11 @@ class LakeChecker:
                 if not path.exists():
                     problem.action = "gone before repair"
                     continue
-                hours, rows = [], problem.rows
+                hours: list[dt.datetime] = []
+                rows = problem.rows
                 if table is LOG_RECORDS:
-                    hours, known = self._held(problem.path, path, problem.day)
-                    rows = rows if rows is not None else known
+                    hours, counted = self._held(problem.path, path, problem.day)
+                    rows = rows if rows is not None else counted
                 moved.append(self.quarantine.move(table, path, problem.problem, rows, hours, now))
                 problem.action = "quarantined"
                 if table is LOG_RECORDS:
@@ -156,8 +157,8 @@ class LakeChecker:
             if table is DAILY_STATS:
                 daily_days.add(problem.day)
             elif table is LOG_RECORDS:
-                known = recompute.get(problem.day, set())
-                recompute[problem.day] = None if known is None else known | set(hours)
+                wanted = recompute.get(problem.day, set())
+                recompute[problem.day] = None if wanted is None else wanted | set(hours)
             else:
                 recompute[problem.day] = None
         recomputed = 0

@@ -70,7 +70,7 @@ def test_a_reader_meeting_a_bad_file_names_it_and_the_repair_command(lake: Engin
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == "/problems/lake-damaged"
     assert "part-legacy-bad.parquet" in r.json()["detail"] and "ezstats lake check --repair" in r.json()["detail"]
-    with pytest.raises(LakeDamaged, match="part-legacy-bad.parquet"):
+    with pytest.raises(LakeDamaged, match=r"part-legacy-bad\.parquet"):
         lake.sql("SELECT max(model) FROM log_records")
 
 
