@@ -169,9 +169,9 @@ class LakeChecker:
                 if some is None and (day not in raw_days or day in dropped):
                     log.warning("rollups of %s cannot be rebuilt: its raw records are no longer retained", day)
                     continue
-                wanted = sorted(some) if some is not None else None
-                self.rollups.recompute(day, wanted, closed=closed(day, now))
-                recomputed += 24 if wanted is None else len(wanted)
+                hours_wanted = sorted(some) if some is not None else None
+                self.rollups.recompute(day, hours_wanted, closed=closed(day, now))
+                recomputed += 24 if hours_wanted is None else len(hours_wanted)
                 if self.daily.exists(day):
                     daily_days.add(day)
             for day in sorted(daily_days):
