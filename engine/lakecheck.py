@@ -166,6 +166,8 @@ class LakeChecker:
         dropped = set(self.drops.days())
         with self.rollups.lock():
             for day, some in sorted(recompute.items()):
+                if some is not None and not some:
+                    continue  # the file held no hour of its day: nothing to recompute
                 if some is None and (day not in raw_days or day in dropped):
                     log.warning("rollups of %s cannot be rebuilt: its raw records are no longer retained", day)
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,6 +12,10 @@ from pathlib import Path
 from engine.errors import DiskFull
 from engine.migrations import MIGRATIONS, Migration
 from engine.times import iso, utc_now
+
+
+#: Free space under which an I/O error of SQLite is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 
 class ControlStore:
@@ -53,12 +58,26 @@ class ControlStore:
                 raise
             con.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            if "full" in str(exc) or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            if self._full(exc):
                 raise DiskFull(f"the disk holding {self.path.parent} is full: the change was not saved; retry once "
                                "space is freed") from exc
             raise
         finally:
             con.close()
+
+    def _full(self, exc: sqlite3.OperationalError) -> bool:
+        """Whether SQLite failed for want of space: SQLITE_FULL, or an I/O error (growing the WAL or its shared
+        memory file) on a file system with no room left."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL or "full" in str(exc):
+            return True
+        if code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
     def version(self) -> int:
         """The schema version of the file: the number of the last migration applied."""
