@@ -13,7 +13,6 @@ from engine.errors import DiskFull
 from engine.migrations import MIGRATIONS, Migration
 from engine.times import iso, utc_now
 
-
 #: Free space under which an I/O error of SQLite is taken for a full disk.
 _NEARLY_FULL = 1 << 20
 
