@@ -113,7 +113,7 @@ def problem(kind: str, detail: str | None = None, status: int | None = None, **e
 router = APIRouter(prefix="/problems", tags=["health"])
 
 
-@router.get("/{kind}")
+@router.get("/{kind}", responses={404: {}})
 def read_problem_kind(kind: str) -> dict[str, Any]:
     """What one kind of error (a problem `type`) means."""
     if kind not in KINDS:
@@ -124,14 +124,18 @@ def read_problem_kind(kind: str) -> dict[str, Any]:
 
 def document(schema: dict[str, Any]) -> dict[str, Any]:
     """Make an OpenAPI document say what the handlers below do: every error answer is a `Problem` as
-    problem+json, and any operation can answer 500."""
+    problem+json, any operation can answer 500, one with a body 400, one behind a token 401."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.setdefault("500", {})
+            if "requestBody" in operation:  # a body that is not JSON at all
+                responses.setdefault("400", {})
+            if path.startswith(("/admin", "/v1")):  # behind a bearer token
+                responses.setdefault("401", {})
             for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     kind = _BY_STATUS.get(int(code))
