@@ -149,3 +149,16 @@ def test_repair_leaves_a_clean_lake_alone(tmp_path: Path):
     report = engine.check_lake(repair=True)
     assert report.ok and report.problems == [] and report.quarantined == [] and report.files_checked >= 3
     assert report.rows_checked >= 10
+
+
+def test_compaction_does_not_merge_a_bad_file_into_good_ones(lake: Engine):
+    folder = lake.settings.data_dir / f"log_records/date={DAY}"
+    before = sorted(p.name for p in folder.glob("*.parquet"))
+    run = lake.jobs.run("compaction")
+    (skipped,) = run.details["partitions"]
+    assert BAD in skipped["skipped"] and "ezstats lake check --repair" in skipped["skipped"]
+    assert sorted(p.name for p in folder.glob("*.parquet")) == before
+    lake.check_lake(repair=True)
+    lake.jobs.run("compaction")
+    assert len(list(folder.glob("*.parquet"))) == 1
+    assert lake.sql("SELECT count(*) FROM log_records").column(0)[0].as_py() == 60
