@@ -34,7 +34,7 @@ EXIT_CODES: dict[int, str] = {
     NOT_FOUND: "not found: no such alert, job, quota, ...",
     BUSY: "conflict or busy (stale version, job running): retry later",
     INTERNAL: "internal error: a bug (`ezstats --debug ...` shows the traceback)",
-    CONFIG: "configuration error: an EZ_ environment variable is invalid (the message names it)",
+    CONFIG: "configuration error: an EZ_ variable is invalid (an empty token...)",
 }
 
 # Typer's own signals pass through untouched: Exit (also --help and `fail()`), Abort (Ctrl-C) and Click's
