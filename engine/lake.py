@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused
 from engine.locks import flock, try_lock
 from engine.partitions import fsync_dir
-from engine.request_ids import HashSet, hashes
+from engine.request_ids import HashSet
 from engine.request_index import RequestIndex
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
@@ -177,7 +177,7 @@ class Lake:
             DiskFull: the disk is full; nothing of the batch is kept.
         """
         if isinstance(batch, pa.Table):
-            batch = ValidBatch(batch, HashSet.of(hashes(batch.column("request_id"))))
+            batch = ValidBatch.of(batch)
         if batch.table.schema != LOG_RECORD_SCHEMA:
             raise ValueError("Lake.write takes validated tables only (see engine.validation.validate)")
         try:
@@ -193,10 +193,8 @@ class Lake:
             earlier = self._receipt(batch_id, fingerprint, recover=True)
             if earlier is not None:
                 return earlier
-            fresh = self._fresh(batch)
             with self._staging_folder() as folder:
-                staged = self._encode(fresh.table, folder, batch_id)
-                staged += self._stage_ids(fresh, folder, batch_id)
+                staged, fresh = self._encode_fresh(batch, folder, batch_id)
                 with self.publish_lock():
                     earlier = self._receipt(batch_id, fingerprint, recover=False)
                     if earlier is not None:
@@ -215,16 +213,40 @@ class Lake:
                                 files=_data_files(staged), duplicates=fresh.duplicates, truncated=batch.truncated)
         raise BatchInProgress(f"batch {batch_id!r} kept racing other writers storing the same request_ids; retry")
 
+    def _encode_fresh(self, batch: ValidBatch, folder: Path, batch_id: str) -> tuple[list[list[object]], _Fresh]:
+        """Encode the batch while its request_ids are hashed and looked up; re-encode only the records the lake
+        does not hold yet, when some were held (a re-sent record is the exception, so it pays the extra pass).
+
+        Raises:
+            InvalidBatch: a request_id appears twice in the batch.
+        """
+        jobs, staged = self._plan(batch.table, folder, batch_id)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+            pending = [pool.submit(write_parquet, table, path, self.settings.row_group_rows) for table, path in jobs]
+            fresh = self._fresh(batch)  # meanwhile, on this thread
+            staged_ids = self._stage_ids(fresh, folder, batch_id)
+            for done in pending:
+                done.result()
+        if fresh.duplicates:
+            for name, *_ in staged:
+                (folder / str(name)).unlink()
+            staged = self._encode(fresh.table, folder, batch_id)
+        fsync_dir(folder)
+        return staged + staged_ids, fresh
+
     def _fresh(self, batch: ValidBatch) -> _Fresh:
         """Drop the records whose request_id the lake holds for their day; keep the others' hashes by day."""
         table, ids = batch.table, batch.ids
         micros = table.column("created_at").cast(pa.int64()).to_numpy()
-        day_of_id = (micros // _US_PER_DAY)[ids.rows] if len(ids) else np.zeros(0, np.int64)
+        first, last = int(micros.min()) // _US_PER_DAY, int(micros.max()) // _US_PER_DAY
+        day_of_id = (micros // _US_PER_DAY)[ids.rows] if first != last else None
         days: dict[dt.date, HashSet] = {}
         dropped: list[np.ndarray] = []
-        for number in np.unique(day_of_id):
-            day = dt.date(1970, 1, 1) + dt.timedelta(days=int(number))
-            of_day = ids.select(day_of_id == number)
+        for number in range(first, last + 1):
+            day = dt.date(1970, 1, 1) + dt.timedelta(days=number)
+            of_day = ids if day_of_id is None else ids.select(day_of_id == number)
+            if not len(of_day):
+                continue
             seen = self.request_ids.seen(day, of_day)
             if seen.any():
                 dropped.append(of_day.rows[seen])
@@ -327,6 +349,17 @@ class Lake:
 
     def _encode(self, table: pa.Table, folder: Path, batch_id: str) -> list[list[object]]:
         """Write the batch's Parquet files into its staging folder: [staged name, final path, rows] each."""
+        jobs, staged = self._plan(table, folder, batch_id)
+        if jobs:
+            # The Parquet encoder is single-threaded: a large batch is cut into files encoded side by side.
+            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+                list(pool.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
+        fsync_dir(folder)
+        return staged
+
+    def _plan(self, table: pa.Table, folder: Path, batch_id: str
+              ) -> tuple[list[tuple[pa.Table, Path]], list[list[object]]]:
+        """The files a batch is encoded into: (table slice, staged path) jobs, and their staged entries."""
         token = _token(batch_id)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
         jobs: list[tuple[pa.Table, Path]] = []
@@ -339,12 +372,7 @@ class Lake:
                 jobs.append((piece, path))
                 final = Path(self.root.name) / f"{PARTITION_COLUMN}={day.isoformat()}" / name
                 staged.append([path.name, str(final), piece.num_rows])
-        if jobs:
-            # The Parquet encoder is single-threaded: a large batch is cut into files encoded side by side.
-            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-                list(pool.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
-        fsync_dir(folder)
-        return staged
+        return jobs, staged
 
     def _publish(self, folder: Path, staged: list[list[object]]) -> None:
         touched: set[Path] = set()

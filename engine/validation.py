@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +31,55 @@ INT64 = (-(2**63), 2**63 - 1)
 Problems = list[tuple[int, str]]
 
 
+#: Hashes request_ids beside the rest of the work (numpy releases the GIL): see `ValidBatch.ids`.
+_HASHING = ThreadPoolExecutor(2, thread_name_prefix="ezstats-request-ids")
+
+
 @dataclass(frozen=True)
 class ValidBatch:
-    """A batch that passed validation: its records, their request_id hashes, and what was cut to fit."""
+    """A batch that passed validation: its records, what was cut to fit, and its request_id hashes.
+
+    The hashes (and the check that no request_id appears twice) are computed in the background while the
+    caller goes on, e.g. encoding the batch: read `ids` when they are needed.
+    """
 
     table: pa.Table
-    #: The request_ids' hashes, sorted, with their rows (`engine.request_ids`): what the lake looks up.
-    ids: HashSet
     #: Records whose error_message was cut to its maximum length.
-    truncated: int = 0
+    truncated: int
+    _ids: Future[HashSet]
+
+    @classmethod
+    def of(cls, table: pa.Table, truncated: int = 0, max_errors: int = 100) -> ValidBatch:
+        """A batch of exactly LOG_RECORD_SCHEMA whose request_ids are hashed in the background."""
+        return cls(table, truncated, _HASHING.submit(unique_ids, table.column("request_id"), max_errors))
+
+    @property
+    def ids(self) -> HashSet:
+        """The request_ids' hashes, sorted, with their rows (`engine.request_ids`): what the lake looks up.
+
+        Raises:
+            InvalidBatch: a request_id appears twice in the batch (both rows named).
+        """
+        return self._ids.result()
+
+
+def unique_ids(column: pa.Array | pa.ChunkedArray, max_errors: int = 100) -> HashSet:
+    """The hashes of a batch's request_ids (no nulls).
+
+    Raises:
+        InvalidBatch: some appear twice; each error names the later row and the first.
+    """
+    ids = HashSet.of(hashes(column))
+    errors = _duplicate_errors(ids)
+    if errors:
+        raise InvalidBatch(errors[:max_errors], total=len(errors))
+    return ids
+
+
+def _duplicate_errors(ids: HashSet, skip: set[int] | None = None) -> list[RecordError]:
+    skip = skip or set()
+    return [RecordError(later + 1, "request_id", f"duplicate of row {first + 1}: a request_id counts once")
+            for first, later in ids.duplicates() if first not in skip and later not in skip]
 
 
 def validate(
@@ -64,12 +105,13 @@ def validate_batch(
 
     Returns:
         The valid batch: exactly LOG_RECORD_SCHEMA, defaults filled in, error_messages over their length
-        cut (and counted), and the request_id hashes.
+        cut (and counted); its request_ids hashed in the background (`ValidBatch.ids`).
 
     Raises:
         InvalidBatch: the batch is empty, a column appears twice, or a record breaks a rule (invalid
-            UTF-8, a string too long, a value out of its type or range, a request_id an earlier row of the
-            batch has); each error names row, field and reason.
+            UTF-8, a string too long, a value out of its type or range); each error names row, field and
+            reason. A request_id that an earlier row of the batch has is named here when the batch has
+            other errors too, else when `ValidBatch.ids` is read.
     """
     twice = sorted(name for name, count in Counter(table.column_names).items() if count > 1)
     if twice:
@@ -83,6 +125,7 @@ def validate_batch(
     columns = []
     truncated = 0
     n = table.num_rows
+    hashing: Future[HashSet] | None = None
     for field in FIELDS:
         raw = table.column(field.name) if field.name in table.column_names else pa.nulls(n)
         column, problems = coerce(field, raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw)
@@ -96,15 +139,18 @@ def validate_batch(
         if field.default is not None:
             column = column.fill_null(pa.scalar(field.default, field.type))
         columns.append(column)
-    request_ids = columns[FIELD_NAMES.index("request_id")]
-    ids = HashSet.of(hashes(request_ids.fill_null("")))
-    bad_ids = {e.row - 1 for e in errors if e.field in ("request_id", None)}
-    errors.extend(RecordError(later + 1, "request_id", f"duplicate of row {first + 1}: a request_id counts once")
-                  for first, later in ids.duplicates() if first not in bad_ids and later not in bad_ids)
+        if field.name == "request_id" and not errors:  # the usual case: hash while the other columns are checked
+            hashing = _HASHING.submit(unique_ids, column, max_errors)
     if errors:
+        bad_ids = {e.row - 1 for e in errors if e.field in ("request_id", None)}
+        request_ids = columns[FIELD_NAMES.index("request_id")].fill_null("")
+        errors.extend(_duplicate_errors(HashSet.of(hashes(request_ids)), bad_ids))
         errors.sort(key=lambda e: (e.row, FIELD_NAMES.index(e.field) if e.field in FIELD_NAMES else -1))
         raise InvalidBatch(errors[:max_errors], total=len(errors))
-    return ValidBatch(pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA), ids, truncated)
+    valid = pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA)
+    if hashing is None:
+        return ValidBatch.of(valid, truncated, max_errors)
+    return ValidBatch(valid, truncated, hashing)
 
 
 def _fit(field: Field, column: pa.Array) -> tuple[pa.Array, int, Problems]:
