@@ -141,6 +141,9 @@ class _Fresh:
     table: pa.Table
     days: dict[dt.date, HashSet]
     duplicates: int
+    #: The index files each day had before the lookup: if a day has the same ones under the publish lock,
+    #: no other batch stored ids into it meanwhile.
+    looked: dict[dt.date, frozenset[str]]
 
 
 class Lake:
@@ -241,26 +244,29 @@ class Lake:
         first, last = int(micros.min()) // _US_PER_DAY, int(micros.max()) // _US_PER_DAY
         day_of_id = (micros // _US_PER_DAY)[ids.rows] if first != last else None
         days: dict[dt.date, HashSet] = {}
+        looked: dict[dt.date, frozenset[str]] = {}
         dropped: list[np.ndarray] = []
         for number in range(first, last + 1):
             day = dt.date(1970, 1, 1) + dt.timedelta(days=number)
             of_day = ids if day_of_id is None else ids.select(day_of_id == number)
             if not len(of_day):
                 continue
+            looked[day] = self.request_ids.names(day)
             seen = self.request_ids.seen(day, of_day)
             if seen.any():
                 dropped.append(of_day.rows[seen])
                 of_day = of_day.select(~seen)
             days[day] = of_day
         if not dropped:
-            return _Fresh(table, days, 0)
+            return _Fresh(table, days, 0, looked)
         keep = np.ones(table.num_rows, bool)
         keep[np.concatenate(dropped)] = False
-        return _Fresh(table.filter(pa.array(keep)), days, int((~keep).sum()))
+        return _Fresh(table.filter(pa.array(keep)), days, int((~keep).sum()), looked)
 
     def _raced(self, fresh: _Fresh) -> bool:
         """Under the publish lock: whether the index now holds some of the ids (another writer's batch)."""
-        return any(self.request_ids.seen(day, ids, locked=True).any() for day, ids in fresh.days.items() if len(ids))
+        return any(self.request_ids.seen(day, ids, locked=True).any() for day, ids in fresh.days.items()
+                   if len(ids) and self.request_ids.names(day) != fresh.looked.get(day))
 
     def _stage_ids(self, fresh: _Fresh, folder: Path, batch_id: str) -> list[list[object]]:
         name = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}-{_token(batch_id)}"

@@ -10,7 +10,7 @@ finalizer), not a library's, so the files on disk mean the same in every version
 
 from __future__ import annotations
 
-import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ _P3 = np.uint64(0x165667B19E3779F9)
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_MAGIC = b"EZRID001"
+_MAGIC = b"EZRID002"
 
 
 def hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -126,15 +126,15 @@ class HashSet:
 
     def contains(self, other: HashSet) -> np.ndarray:
         """Which hashes of `other` this set holds: a mask in `other`'s (sorted) order."""
-        found = np.zeros(len(other), bool)
         if not len(self) or not len(other):
-            return found
-        lo = np.searchsorted(self.firsts, other.firsts, "left")
-        hi = np.searchsorted(self.firsts, other.firsts, "right")
-        single = hi - lo == 1
-        found[single] = self.seconds[lo[single]] == other.seconds[single]
-        for i in np.flatnonzero(hi - lo > 1):  # first halves collide: compare the second halves of the run
-            found[i] = bool((self.seconds[lo[i]:hi[i]] == other.seconds[i]).any())
+            return np.zeros(len(other), bool)
+        # `other` is sorted too, so the binary searches walk memory forwards.
+        at = np.minimum(np.searchsorted(self.firsts, other.firsts, "left"), len(self) - 1)
+        hit = self.firsts[at] == other.firsts
+        found = hit & (self.seconds[at] == other.seconds)
+        for i in np.flatnonzero(hit & ~found):  # equal first halves, other second: look along the run (rare)
+            end = int(np.searchsorted(self.firsts, other.firsts[i], "right"))
+            found[i] = bool((self.seconds[at[i]:end] == other.seconds[i]).any())
         return found
 
     def select(self, mask: np.ndarray) -> HashSet:
@@ -153,27 +153,30 @@ class HashSet:
         return HashSet(firsts[perm], seconds[perm], np.zeros(0, np.int64))
 
     def save(self, path: Path) -> None:
-        """Write the set to `path` (and fsync it): a header, then the two halves."""
-        with open(path, "wb") as f:
-            f.write(_MAGIC + np.uint64(len(self)).tobytes())
-            f.write(self.firsts.astype("<u8").tobytes())
-            f.write(self.seconds.astype("<u8").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        """Write the set to `path`: a header (magic, count, CRC-32 of the body), then the two halves.
+
+        Not fsync-ed: an index file is derived data. One a crash left empty, short or garbled fails its
+        length or checksum when read (`load`), and its day is indexed again from the Parquet files.
+        """
+        body = self.firsts.astype("<u8").tobytes() + self.seconds.astype("<u8").tobytes()
+        header = _MAGIC + np.uint64(len(self)).tobytes() + np.uint64(zlib.crc32(body)).tobytes()
+        path.write_bytes(header + body)
 
     @classmethod
     def load(cls, path: Path) -> HashSet:
         """Read a set written by `save`.
 
         Raises:
-            ValueError: the file is not one (damaged, truncated).
+            ValueError: the file is not one (damaged, truncated, a failed checksum).
         """
         data = path.read_bytes()
-        if data[:8] != _MAGIC or len(data) < 16:
+        if data[:8] != _MAGIC or len(data) < 24:
             raise ValueError(f"{path} is not a request id index file")
         n = int(np.frombuffer(data, "<u8", 1, 8)[0])
-        if len(data) != 16 + 16 * n:
+        if len(data) != 24 + 16 * n:
             raise ValueError(f"{path} is truncated")
-        firsts = np.frombuffer(data, "<u8", n, 16).astype(np.uint64)
-        seconds = np.frombuffer(data, "<u8", n, 16 + 8 * n).astype(np.uint64)
+        if zlib.crc32(memoryview(data)[24:]) != int(np.frombuffer(data, "<u8", 1, 16)[0]):
+            raise ValueError(f"{path} fails its checksum")
+        firsts = np.frombuffer(data, "<u8", n, 24).astype(np.uint64)
+        seconds = np.frombuffer(data, "<u8", n, 24 + 8 * n).astype(np.uint64)
         return cls(firsts, seconds, np.zeros(0, np.int64))

@@ -15,6 +15,10 @@ index from its files (after a file went to quarantine).
 Each process keeps the days it recently wrote in memory, as a few sorted arrays merged like a log-
 structured tree, and reads only the files it has not seen yet: a batch costs a listing and a binary
 search per record, never a scan of the day.
+
+The index is derived data: its files are not fsync-ed (the Parquet files are, and the rename of both is
+made durable). A file a crash left empty or garbled fails its length or checksum when read, and the day
+is then indexed again from its Parquet files.
 """
 
 from __future__ import annotations
@@ -92,17 +96,30 @@ class RequestIndex:
     def seen(self, day: dt.date, ids: HashSet, locked: bool = False) -> np.ndarray:
         """Which of `ids` (a batch's hashes for `day`) the lake already holds: a mask in `ids`' order.
 
-        A day with records but no index yet is indexed from its files first, under the publish lock
-        (`locked`: the caller holds it already).
+        A day with records but no index yet, or an index file that fails its checks, is indexed from its
+        files first, under the publish lock (`locked`: the caller holds it already).
         """
         if not self.folder(day).is_dir() and self._has_records(day):
-            if locked:
-                self.ensure(day)
-            else:
-                with self.publish_lock():
-                    self.ensure(day)
-        with self._lock:
-            return self._refresh(day).contains(ids)
+            self._under_lock(locked, lambda: self.ensure(day))
+        try:
+            with self._lock:
+                return self._refresh(day).contains(ids)
+        except ValueError as exc:
+            log.warning("request id index of %s is damaged (%s): indexing the day again from its files", day, exc)
+            self._under_lock(locked, lambda: self.rebuild(day))
+            with self._lock:
+                return self._refresh(day).contains(ids)
+
+    def names(self, day: dt.date) -> frozenset[str]:
+        """The index files of a day now: a batch that saw these needs no second look (see `Lake`)."""
+        return frozenset(self._names_on_disk(day))
+
+    def _under_lock(self, locked: bool, work: Callable[[], object]) -> None:
+        if locked:
+            work()
+        else:
+            with self.publish_lock():
+                work()
 
     def ensure(self, day: dt.date) -> None:
         """Index `day` from its Parquet files if it has some and no index folder; the caller holds the publish
