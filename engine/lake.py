@@ -175,6 +175,7 @@ class Lake:
             The receipt; `replayed` is true when the batch id had already been committed.
 
         Raises:
+            InvalidBatch: a request_id appears twice in the batch (both rows named).
             BatchInProgress: another live writer is publishing the same batch id right now.
             IdempotencyKeyReused: the batch id was stored with a different body.
             DiskFull: the disk is full; nothing of the batch is kept.
@@ -187,7 +188,8 @@ class Lake:
             return self._write(batch, batch_id, fingerprint)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
-                raise DiskFull(f"the disk holding {self.settings.data_dir} is full: nothing of batch {batch_id!r} "
+                raise DiskFull(f"the disk holding {self.settings.data_dir} is full: nothing of batch "
+                               f"{shown_id(batch_id)!r} "
                                "was stored; retry once space is freed") from exc
             raise
 
