@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from engine.partitions import fsync_dir
-from engine.request_ids import HashSet, hashes
+from engine.request_ids import HashSet
 from engine.schema import PARTITION_COLUMN
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class RequestIndex:
         ids = HashSet.empty()
         for path in sorted((self.log_root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet")):
             column = pq.ParquetFile(path).read(columns=["request_id"]).column("request_id")
-            ids = ids.merge(HashSet.of(hashes(column)))
+            ids = ids.merge(HashSet.of_column(column))
         return ids
 
     def _write_folder(self, day: dt.date, ids: HashSet) -> None:

@@ -14,11 +14,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import InvalidBatch, RecordError
-from engine.request_ids import HashSet, hashes
+from engine.request_ids import HashSet
 from engine.schema import FIELD_BY_NAME, FIELD_NAMES, FIELDS, LOG_RECORD_SCHEMA, TIMESTAMP, Field
 
 # Epoch seconds passed where milliseconds are expected land in 1970: refused instead of written to a
@@ -69,7 +70,7 @@ def unique_ids(column: pa.Array | pa.ChunkedArray, max_errors: int = 100) -> Has
     Raises:
         InvalidBatch: some appear twice; each error names the later row and the first.
     """
-    ids = HashSet.of(hashes(column))
+    ids = HashSet.of_column(column)
     errors = _duplicate_errors(ids)
     if errors:
         raise InvalidBatch(errors[:max_errors], total=len(errors))
@@ -144,7 +145,7 @@ def validate_batch(
     if errors:
         bad_ids = {e.row - 1 for e in errors if e.field in ("request_id", None)}
         request_ids = columns[FIELD_NAMES.index("request_id")].fill_null("")
-        errors.extend(_duplicate_errors(HashSet.of(hashes(request_ids)), bad_ids))
+        errors.extend(_duplicate_errors(HashSet.of_column(request_ids), bad_ids))
         errors.sort(key=lambda e: (e.row, FIELD_NAMES.index(e.field) if e.field in FIELD_NAMES else -1))
         raise InvalidBatch(errors[:max_errors], total=len(errors))
     valid = pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA)
@@ -158,8 +159,7 @@ def _fit(field: Field, column: pa.Array) -> tuple[pa.Array, int, Problems]:
     so. Returns the column, how many values were cut, and the refused rows."""
     limit = field.max_length
     assert limit is not None
-    longest = pc.max(pc.binary_length(column)).as_py()
-    if longest is None or longest <= limit:  # bytes >= characters: nothing can be too long
+    if _longest(column) <= limit:  # bytes >= characters: nothing can be too long
         return column, 0, []
     over = pc.greater(pc.utf8_length(column), limit)
     rows = _rows(over)
@@ -193,6 +193,14 @@ def _coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
     if pa.types.is_timestamp(target):
         return _to_timestamp(arr)
     return _to_int(field, arr)
+
+
+def _longest(column: pa.Array) -> int:
+    """The most bytes any value of a string column holds (null slots hold none), read off its offsets."""
+    if len(column) == 0 or pa.types.is_null(column.type):
+        return 0
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset: column.offset + len(column) + 1]
+    return int(np.diff(offsets).max())
 
 
 def _utf8(arr: pa.Array) -> tuple[pa.Array, Problems]:
