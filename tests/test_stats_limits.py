@@ -140,3 +140,18 @@ def test_limits_are_settings(tmp_path: Path):
     for name in ("stats_max_days", "stats_max_points", "stats_max_groups", "stats_heavy_concurrency"):
         assert fields[name].description
     assert Settings(data_dir=tmp_path).stats_max_points == 100_000
+
+
+def test_the_reported_year_of_hourly_series_by_key_is_refused(tmp_path: Path):
+    """The request of the issue, with the default limits: it took 16 s and 2.4 GB; now a quick 422."""
+    engine = Engine(Settings(data_dir=tmp_path, scheduler_enabled=False), clock=lambda: NOW)
+    table = traffic(1, 12).slice(0, 12 * 24)  # 12 keys on 2026-03-01
+    engine.ingest_table(table)
+    engine.jobs.run("rollups")
+    client = TestClient(create_app(engine=engine))
+    r = client.get("/admin/stats/series", params={"period": "custom", "from": "2026-01-01", "to": "2026-12-31",
+                                                  "interval": "hour", "group_by": "key"})
+    detail = limit(r)
+    assert "105,120 points (8,760 hours x 12 groups)" in detail
+    assert client.get("/admin/stats/series", params={"period": "custom", "from": "2026-01-01", "to": "2026-12-31",
+                                                     "interval": "day", "group_by": "key"}).status_code == 200
