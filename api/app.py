@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from api import docs, metrics, problems
+from api.correlation import RequestIdMiddleware
 from api.routers import alerts, console, credentials, health, ingest, jobs, notifications, quotas, registry, stats
 from api.strict import reject_unknown_query
 from engine import Engine, Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     problems.install(app)
     metrics.install(app, engine)
     docs.install(app)
+    app.add_middleware(RequestIdMiddleware)
     # One router per resource; add new ones to this tuple.
     for module in (health, ingest, jobs, quotas, registry, stats, alerts, credentials, notifications, console):
         app.include_router(module.router)

@@ -21,7 +21,10 @@ def _check(request: Request, token: SecretStr | None) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+    given = given.strip()
+    # An empty token never matches (and Settings refuses to be configured with one).
+    if scheme.lower() != "bearer" or not given or not secrets.compare_digest(
+            given.encode(), token.get_secret_value().encode()):
         raise HTTPException(401, "missing or wrong bearer token")
 
 

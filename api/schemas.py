@@ -6,11 +6,16 @@ Naming: answers are nouns (`Alert`, `JobRun`, `PeriodStats`), request bodies end
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Le
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from engine.alerts.thresholds import Thresholds
+
+#: Every id (and stored integer) the API takes, in a path, a query or a body: the int64 it is stored as;
+#: beyond it answers 422.
+Int64 = Annotated[int, Ge(-(2**63)), Le(2**63 - 1)]
 
 
 class _Body(BaseModel):
@@ -18,19 +23,18 @@ class _Body(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness and where the data is."""
+    """Liveness: `degraded` when the data dir is missing. Says nothing of the file system's layout."""
 
     status: Literal["ok", "degraded"]
-    data_dir: str
     version: str
 
 
 class QuotaBody(_Body):
     """A key's quota as set by an admin."""
 
-    quota_limit: int = Field(gt=0, description="Quota units allowed per period (compared with sum(quota_cost)).")
+    quota_limit: Int64 = Field(gt=0, description="Quota units allowed per period (compared with sum(quota_cost)).")
     reset_period: Literal["daily", "weekly", "monthly", "never"]
-    last_reset_at: dt.datetime | None = Field(
+    last_reset_at: AwareDatetime | None = Field(
         None, description="A manual reset: start of the current period. Default: the calendar period's start "
         "(for never: all retained history)."
     )
@@ -41,7 +45,8 @@ class AckBody(_Body):
 
     by: str = Field("admin", max_length=200, description="Who acknowledges.")
     note: str | None = Field(None, max_length=2000)
-    expires_at: dt.datetime | None = Field(None, description="The alert re-opens at this instant (RFC 3339).")
+    expires_at: AwareDatetime | None = Field(None, description="The alert re-opens at this instant (RFC 3339 with "
+                                             "an offset).")
 
 
 class ResolveBody(_Body):
@@ -72,6 +77,8 @@ class Problem(BaseModel):
         None, description="Invalid records (row, field, reason) or invalid parameters (loc, msg, type).")
     error_count: int | None = Field(None, description="All invalid records of a refused batch; `errors` lists "
                                     "the first EZ_MAX_ERRORS_REPORTED.")
+    request_id: str | None = Field(None, description="On a 5xx: the id the server logged the failure under (also "
+                                   "the X-Request-Id header).")
 
 
 class CredentialBody(_Body):

@@ -24,6 +24,7 @@ USAGE = 2  # Click's own: an unknown option, a missing argument, a bad value
 NOT_FOUND = 3
 BUSY = 4  # a conflict with the current state, or busy: retry later
 INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's mistake
+CONFIG = 78  # EX_CONFIG: an EZ_ variable is invalid (an empty token, a bad schedule)
 
 # Shown by `ezstats --help`, one line each (the README's CLI section has the same table).
 EXIT_CODES: dict[int, str] = {
@@ -33,6 +34,7 @@ EXIT_CODES: dict[int, str] = {
     NOT_FOUND: "not found: no such alert, job, quota, ...",
     BUSY: "conflict or busy (stale version, job running): retry later",
     INTERNAL: "internal error: a bug (`ezstats --debug ...` shows the traceback)",
+    CONFIG: "configuration error: an EZ_ variable is invalid (an empty token...)",
 }
 
 # Typer's own signals pass through untouched: Exit (also --help and `fail()`), Abort (Ctrl-C) and Click's
@@ -53,10 +55,12 @@ class ErrorAbout(Exception):
 
 def exit_code(exc: BaseException) -> int:
     """The exit code of an exception that reached the handler (see `EXIT_CODES`)."""
-    from engine.errors import BatchInProgress, Conflict, EzError, NotFound
+    from engine.errors import BatchInProgress, ConfigurationError, Conflict, EzError, NotFound
 
     if isinstance(exc, ErrorAbout):
         return exit_code(exc.error)
+    if isinstance(exc, ConfigurationError):
+        return CONFIG
     if isinstance(exc, NotFound):
         return NOT_FOUND
     if isinstance(exc, Conflict | BatchInProgress):  # Conflict covers JobBusy and PreconditionFailed

@@ -1,4 +1,4 @@
-"""Lake commands: `ezstats serve`, `ezstats ingest`, `ezstats demo`, `ezstats sql`."""
+"""Lake commands: `ezstats serve`, `ezstats ingest`, `ezstats demo`, `ezstats sql`, `ezstats lake check`."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ import typer
 from cli.common import JsonFlag, open_engine, parse_day
 from cli.output import err, fail, print_arrow, print_json
 
+app = typer.Typer(help="The lake's files: check them, repair what cannot be read.", no_args_is_help=True)
+
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default $EZ_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default $EZ_PORT, 8000).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Bind a non-loopback address although EZ_INGEST_TOKEN or EZ_ADMIN_TOKEN is unset: "
+        "anyone who can reach it can write and read everything.")] = False,
 ) -> None:
     """Serve the HTTP API (ingest, stats, alerts, /metrics, /docs).
 
-    Without EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN set, only 127.0.0.1 is bound.
+    Without both EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN set, only a loopback address may be bound; any other
+    exits 1 unless --insecure is given. A token set but empty is a configuration error (exit 78).
 
-    Example: EZ_ADMIN_TOKEN=secret ezstats serve --host 0.0.0.0 --port 8000
+    Example: EZ_INGEST_TOKEN=gw-secret EZ_ADMIN_TOKEN=secret ezstats serve --host 0.0.0.0 --port 8000
     """
     import uvicorn
 
@@ -31,13 +37,13 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     if settings.ingest_token is None or settings.admin_token is None:
-        moved = "" if _is_loopback(host) else f" instead of {host}"
-        err.print(
-            "[yellow]warning:[/] EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN are not both set, so parts of the API "
-            f"are unauthenticated: binding 127.0.0.1 only{moved}.",
-            soft_wrap=True,
-        )
-        host = host if _is_loopback(host) else "127.0.0.1"
+        unset = " and ".join(n for n, t in (("EZ_INGEST_TOKEN", settings.ingest_token),
+                                             ("EZ_ADMIN_TOKEN", settings.admin_token)) if t is None)
+        if not _is_loopback(host) and not insecure:
+            raise fail(f"refusing to serve on {host}: {unset} unset, so anyone who reaches it could read and write "
+                       "everything. Set the token(s), bind 127.0.0.1, or pass --insecure")
+        err.print(f"[yellow]warning:[/] {unset} unset: parts of the API are unauthenticated"
+                  + (f" on {host} (--insecure)." if not _is_loopback(host) else " (loopback only)."), soft_wrap=True)
     err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
               f"(API docs: http://{host}:{port}/docs, metrics: /metrics)", soft_wrap=True)
     uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
@@ -79,6 +85,10 @@ def ingest(
         for r in results:
             if r["ok"]:
                 note = " (already stored)" if r["replayed"] else ""
+                if r["duplicates"]:
+                    note += f"; {r['duplicates']} already held (same request_id) not stored again"
+                if r["truncated"]:
+                    note += f"; {r['truncated']} error_message(s) cut to 2,000 characters"
                 err.print(f"[green]stored[/] {r['file']}: {r['records']} records{note}")
             else:
                 err.print(f"[red]refused[/] {r['file']}: {r['error']}", soft_wrap=True)
@@ -161,6 +171,38 @@ def sql(
     if fmt not in ("table", "csv", "json", "parquet"):
         raise fail(f"unknown --format {fmt!r}; use table, csv, json or parquet")
     print_arrow(open_engine().sql(query), fmt, output)
+
+
+@app.command("check")
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Move unreadable files to <data>/_quarantine/ and "
+                                         "recompute the rollups and daily stats they fed.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check every lake file (readable, exact schema, valid UTF-8) and each day's record count against the
+    ingest ledger; exit 1 if anything is wrong (after --repair: if anything is left).
+
+    A file that no reader can read makes every query over its day fail; --repair quarantines it, rebuilds
+    the day's request id index and recomputes the hours it held. Stats then say which hours lost records
+    (`sources.lost_hours`). Count mismatches are reported only.
+
+    Example: ezstats lake check --repair
+    """
+    report = open_engine().check_lake(repair)
+    if json_out:
+        print_json(report)
+    else:
+        for p in report.problems:
+            err.print(f"[red]{p.action}[/] {p.path}: {p.problem}", soft_wrap=True)
+        for m in report.mismatches:
+            err.print(f"[red]count[/] {m.day}: {m.files:,} records in files, {m.ledger:,} per the ingest ledger")
+        for day in report.unchecked_days:
+            err.print(f"[yellow]unchecked[/] {day}: the ledger cannot account for it (an older batch)")
+        verdict = "[green]ok[/]" if report.ok else "[red]problems[/]"
+        err.print(f"{verdict}: {report.files_checked:,} files, {report.rows_checked:,} rows checked; "
+                  f"{len(report.quarantined)} quarantined, {report.recomputed_hours} hours recomputed")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _is_loopback(host: str) -> bool:

@@ -22,6 +22,7 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(notify.app, name="notify")
+app.add_typer(lake.app, name="lake")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.errors import LakeDamaged
 from engine.infra import Infra
 from engine.lake import write_parquet
 from engine.partitions import Partition, exchange, fsync_dir, list_partitions, purge, retire
@@ -89,6 +90,9 @@ class Compactor:
                 written = self._merge(part.path, small, build)
             except FileNotFoundError:  # dropped by the cleaner while we read it
                 return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
+            except LakeDamaged as exc:  # merging it would spread the damage into the partition's good rows
+                log.error("not compacting %s: %s", part.day, exc)
+                return PartitionCompaction(part.day, len(small), 0, 0, str(exc))
             with self.infra.lake.publish_lock():
                 present = set(os.listdir(part.path)) if part.path.is_dir() else set()
                 if not set(small) <= present:
@@ -103,7 +107,9 @@ class Compactor:
         finally:
             if not swapped:  # after the swap `build` names the old folder, which must outlive the grace period
                 shutil.rmtree(build, ignore_errors=True)
-        log.info("compacted %s: %d files (%d rows) into %d", part.day, len(small), rows, written)
+        merged = self.infra.lake.request_ids.compact(part.day)
+        log.info("compacted %s: %d files (%d rows) into %d; %d request id index files merged", part.day, len(small),
+                 rows, written, merged)
         return PartitionCompaction(part.day, len(small), written, rows)
 
     def _merge(self, folder: Path, names: list[str], build: Path) -> int:
@@ -124,7 +130,7 @@ class Compactor:
 
         for name in names:
             # ParquetFile, not read_table: no hive `date` column inferred from the folder name.
-            table = pq.ParquetFile(folder / name).read().select(LOG_RECORD_SCHEMA.names).cast(LOG_RECORD_SCHEMA)
+            table = _read_whole(folder / name)
             group.append(table)
             count += table.num_rows
             if count >= self.target:
@@ -132,6 +138,22 @@ class Compactor:
         if group:
             flush()
         return written
+
+
+def _read_whole(path: Path) -> pa.Table:
+    """A log record file, checked as a reader would need it (readable, valid UTF-8).
+
+    Raises:
+        LakeDamaged: it is not; `ezstats lake check --repair` quarantines it.
+    """
+    try:
+        table = pq.ParquetFile(path).read().select(LOG_RECORD_SCHEMA.names).cast(LOG_RECORD_SCHEMA)
+        table.validate(full=True)  # pyarrow reads invalid UTF-8 that DuckDB then refuses
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise LakeDamaged(str(path), str(exc).strip().splitlines()[0][:300]) from exc
+    return table
 
 
 def _outcome(results: list[PartitionCompaction], done: bool) -> JobOutcome:

@@ -42,7 +42,33 @@ class MalformedBody(InvalidBatch):
 
 
 class UnsupportedFormat(EzError):
-    """The input's content type or file format is not one ezstats reads."""
+    """The input's content type, content encoding or file format is not one ezstats reads."""
+
+
+class PayloadTooLarge(EzError):
+    """A body is over the size limit (EZ_MAX_BODY_BYTES), decompressed size included."""
+
+
+class IdempotencyKeyReused(EzError):
+    """An Idempotency-Key already names a batch with a different body; nothing was stored."""
+
+
+class DiskFull(EzError):
+    """The disk holding the data dir is full: nothing of the write was kept; retry once space is freed."""
+
+
+class LakeDamaged(EzError):
+    """A lake file cannot be read (corrupt, wrong schema, invalid UTF-8); `ezstats lake check --repair` fixes it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"lake file {path} cannot be read ({reason}); run `ezstats lake check --repair` to move it "
+                         "to quarantine and recompute the hours it held")
+
+
+class ConfigurationError(EzError):
+    """The process configuration (EZ_* environment) is invalid; raised at start."""
 
 
 class BatchInProgress(EzError):
@@ -59,6 +85,11 @@ class NotFound(EzError):
 
 class InvalidParameter(EzError):
     """A caller's argument is out of its domain (an unknown period, from > to, a bad threshold)."""
+
+
+class LimitExceeded(InvalidParameter):
+    """A request asks for more work or a bigger answer than a documented limit allows; the message says
+    which limit and what to ask instead."""
 
 
 class Conflict(EzError):

@@ -19,9 +19,11 @@ from engine.credentials import Credentials
 from engine.errors import InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
 from engine.jobs import Jobs, standard_specs
-from engine.lake import BatchReceipt, Lake, content_batch_id
+from engine.lake import BatchReceipt, Lake, client_batch_id, content_batch_id
+from engine.lakecheck import LakeChecker, LakeReport
 from engine.notifications import Notifications
 from engine.partitions import PartitionDrops
+from engine.quarantine import Quarantine
 from engine.quotas import Quotas
 from engine.registry import Registry
 from engine.retention import LogCleaner
@@ -30,17 +32,14 @@ from engine.stats import Stats
 from engine.store import ControlStore
 from engine.tables import LOG_RECORDS
 from engine.times import Clock, utc_now
-from engine.validation import validate
+from engine.validation import validate_batch
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _hashing(data: bytes, batch_id: str | None) -> Iterator[Callable[[], str]]:
-    """The batch id, its content hash computed beside decoding (hashlib releases the GIL)."""
-    if batch_id is not None:
-        yield lambda: batch_id
-        return
+def _hashing(data: bytes) -> Iterator[Callable[[], str]]:
+    """The content hash of a body (`sha256:<hex>`), computed beside decoding (hashlib releases the GIL)."""
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(content_batch_id, data)
         yield future.result
@@ -60,8 +59,9 @@ class Engine:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         infra = self.infra
         drops = PartitionDrops(infra.store)
+        self.quarantine = Quarantine(infra.store, infra.data_dir)
         self.registry = Registry(infra)
-        self.stats = Stats(infra, drops, names=self.registry.names)
+        self.stats = Stats(infra, drops, self.quarantine, names=self.registry.names)
         self.credentials = Credentials(infra, set_key_status=self.registry.set_provider_key_status)
         self.quotas = Quotas(infra, names=self.registry.names, costs=self.stats.quota_cost)
         self.registry.on_delete(self.quotas.forget_deleted)
@@ -73,6 +73,7 @@ class Engine:
         self.alerts.history.add_source(self.notifications.history)
         self.cleaner = LogCleaner(infra, self.stats.daily, self.stats.rollups, drops)
         self.compactor = Compactor(infra)
+        self.lakecheck = LakeChecker(infra, self.stats.rollups, self.stats.daily, drops, self.quarantine)
         self.jobs = Jobs(infra, standard_specs(infra, self.stats, self.alerts, self.cleaner, self.compactor,
                                                self.quotas, self.credentials, self.notifications))
 
@@ -102,44 +103,70 @@ class Engine:
 
     # -- ingest -------------------------------------------------------------------------------
 
-    def ingest_body(self, body: bytes, content_type: str, batch_id: str | None = None) -> BatchReceipt:
+    def ingest_body(self, body: bytes, content_type: str, idempotency_key: str | None = None,
+                    content_encoding: str | None = None) -> BatchReceipt:
         """Validate and store one request body (NDJSON, JSON array or Arrow IPC stream).
+
+        The batch id is the client's Idempotency-Key, bound to the body's hash (its fingerprint): the same
+        key with another body is refused. Without a key it is `sha256:` of the (decompressed) body, in a
+        namespace a key cannot reach.
 
         Args:
             body: the raw bytes as received.
             content_type: its media type, e.g. `application/x-ndjson`.
-            batch_id: the client's Idempotency-Key; the body's hash when absent.
+            idempotency_key: the client's Idempotency-Key, if it sent one.
+            content_encoding: the body's Content-Encoding (gzip, zstd), if any.
 
         Raises:
-            UnsupportedFormat: unknown content type.
-            InvalidBatch: any record is invalid (nothing is stored).
+            UnsupportedFormat: unknown content type or encoding.
+            PayloadTooLarge: the decompressed body is over EZ_MAX_BODY_BYTES.
+            InvalidBatch: the batch is empty or a record is invalid (nothing is stored).
+            IdempotencyKeyReused: the key was used before with a different body (nothing is stored).
             BatchInProgress: the same batch id is being stored by another writer.
+            DiskFull: the disk is full (nothing is stored).
         """
-        with _hashing(body, batch_id) as digest:
-            table, problems = decoding.decode(body, content_type)
-        return self.ingest_table(table, digest(), decode_errors=problems)
+        data = decoding.decompress(body, content_encoding, self.settings.max_body_bytes)
+        with _hashing(data) as digest:
+            table, problems = decoding.decode(data, content_type)
+        content_id = digest()
+        batch_id = content_id if idempotency_key is None else client_batch_id(idempotency_key)
+        return self._store(table, batch_id, problems, fingerprint=content_id.removeprefix("sha256:"))
 
-    def ingest_file(self, path: Path, batch_id: str | None = None) -> BatchReceipt:
-        """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet) as one batch.
+    def ingest_file(self, path: Path) -> BatchReceipt:
+        """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet, optionally .gz or .zst) as one batch.
 
-        The batch id defaults to a hash of the file's bytes, so ingesting a file twice stores it once.
+        The batch id is a hash of the file's bytes, so ingesting a file twice stores it once.
         Raises the same errors as `ingest_body`, with the file's name in the message.
         """
         try:
             data = path.read_bytes()
-            with _hashing(data, batch_id) as digest:
+            with _hashing(data) as digest:
                 table, problems = decoding.read_file(path, data)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise InvalidBatch([RecordError(0, None, f"{path}: cannot read: {exc}")]) from exc
-        return self.ingest_table(table, digest(), decode_errors=problems)
+        content_id = digest()
+        return self._store(table, content_id, problems, fingerprint=content_id.removeprefix("sha256:"))
 
     def ingest_table(
         self, table: pa.Table, batch_id: str | None = None, decode_errors: Iterable[RecordError] = ()
     ) -> BatchReceipt:
-        """Validate and store an Arrow table of log records (any compatible column types)."""
-        records = validate(table, decode_errors=list(decode_errors),
-                           max_errors=self.settings.max_errors_reported)
-        return self.lake.write(records, batch_id or content_batch_id(records))
+        """Validate and store an Arrow table of log records (any compatible column types).
+
+        `batch_id` is an internal id (e.g. `demo:...`), used as given; the table's content hash when None.
+        """
+        return self._store(table, batch_id, decode_errors)
+
+    def _store(self, table: pa.Table, batch_id: str | None, decode_errors: Iterable[RecordError],
+               fingerprint: str | None = None) -> BatchReceipt:
+        batch = validate_batch(table, decode_errors=list(decode_errors), max_errors=self.settings.max_errors_reported)
+        return self.lake.write(batch, batch_id or content_batch_id(batch.table), fingerprint)
+
+    def check_lake(self, repair: bool = False) -> LakeReport:
+        """Check every lake file (readable, exact schema, valid UTF-8) and each day's record count against the
+        ingest ledger; with `repair`, move unreadable files to quarantine and recompute what they fed.
+
+        See `engine.lakecheck`."""
+        return self.lakecheck.check(repair)
 
     def rotate_secret_key(self, new_key: bool = False) -> dict[str, int]:
         """Re-encrypt every stored secret (credentials, channel URLs and secrets) with the first key in force;
@@ -173,7 +200,7 @@ class Engine:
         try:
             return queries.retrying(lambda: queries.to_arrow(con.sql(query)))
         except duckdb.Error as exc:
-            raise QueryError(str(exc).strip()) from exc
+            raise queries.damaged(exc) or QueryError(str(exc).strip()) from exc
         finally:
             con.close()
 

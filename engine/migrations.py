@@ -377,12 +377,39 @@ CREATE TABLE preview_runs (
 CREATE INDEX preview_runs_by_status ON preview_runs (status, id);
 """
 
+HARDENING = """
+-- owner: engine.lake (the ingest ledger). An Idempotency-Key is bound to the body it first came with (IETF
+-- Idempotency-Key draft): the same key with another body is refused. A replay answers the first receipt,
+-- its counts included.
+ALTER TABLE ingest_batches ADD COLUMN fingerprint TEXT;  -- sha256 hex of the (decompressed) body; NULL: no body
+ALTER TABLE ingest_batches ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;  -- records dropped: request_id seen
+ALTER TABLE ingest_batches ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;   -- error_messages cut to the limit
+-- Client keys get a namespace of their own, apart from content hashes (`sha256:`) and internal ids (`demo:`),
+-- so that a client cannot name another body's batch. Earlier client keys were stored as sent.
+UPDATE ingest_batches SET batch_id = 'key:' || batch_id
+WHERE batch_id NOT LIKE 'sha256:%' AND batch_id NOT LIKE 'demo:%' AND batch_id NOT LIKE 'key:%';
+-- owner: engine.quarantine
+CREATE TABLE IF NOT EXISTS quarantined_files (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name     TEXT NOT NULL,     -- the lake table the file was in (log_records, rollups_hourly, ...)
+    date           TEXT NOT NULL,     -- its date partition
+    path           TEXT NOT NULL,     -- where it was, relative to the data dir
+    quarantined_as TEXT NOT NULL,     -- where it is now, relative to the data dir (under _quarantine/)
+    reason         TEXT NOT NULL,
+    rows           INTEGER,           -- records it held, when its footer still says; NULL: unknown
+    hours          TEXT NOT NULL,     -- JSON list of the UTC hours (ISO) whose records it held
+    quarantined_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantined_files_by_date ON quarantined_files (date);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
     Migration(3, "alerts: the peak apart from the latest evaluation", ALERT_PEAKS),
     Migration(4, "alert notifications: channels and the delivery outbox", NOTIFICATIONS),
     Migration(5, "preview_runs: threshold backtests as queued jobs", PREVIEW_RUNS),
+    Migration(6, "hardening: idempotency fingerprints and receipt counts, quarantined lake files", HARDENING),
 )
 
 #: The version a database has once every migration is applied.

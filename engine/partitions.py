@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from engine.errors import LakeDamaged
 from engine.schema import PARTITION_COLUMN
 from engine.store import ControlStore
 from engine.times import iso
@@ -72,11 +73,20 @@ def _file_rows(path: Path, attempts: int = 5) -> dict[str, int] | None:
     """Rows per file of one folder, listed again if a concurrent swap removed a file mid-way."""
     for _ in range(attempts):
         try:
-            return {f.name: pq.read_metadata(f).num_rows for f in sorted(path.glob("*.parquet"))}
+            return {f.name: _rows_of(f) for f in sorted(path.glob("*.parquet"))}
         except FileNotFoundError:
             if not path.is_dir():
                 return None  # dropped meanwhile
     raise RuntimeError(f"{path} kept changing while it was listed")
+
+
+def _rows_of(path: Path) -> int:
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise LakeDamaged(str(path), str(exc).strip().splitlines()[0][:300]) from exc
 
 
 def exchange(a: Path, b: Path) -> None:
@@ -163,3 +173,9 @@ class PartitionDrops:
         with self.store.connect(write=False) as con:
             rows = con.execute("SELECT date, drops FROM log_partition_drops").fetchall()
         return {dt.date.fromisoformat(r["date"]): r["drops"] for r in rows}
+
+    def last_dropped(self) -> dict[dt.date, str]:
+        """When each dropped day was last dropped (the stored ISO text, comparable with the ledger's times)."""
+        with self.store.connect(write=False) as con:
+            rows = con.execute("SELECT date, dropped_at FROM log_partition_drops").fetchall()
+        return {dt.date.fromisoformat(r["date"]): r["dropped_at"] for r in rows}

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from engine.errors import QueryError
+from engine.errors import LakeDamaged, QueryError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,10 @@ DEFINITIONS = "definitions"
 T = TypeVar("T")
 _VANISHED = ("No such file or directory", "No files found that match the pattern")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+#: What DuckDB says of a Parquet file it cannot read (as opposed to a query it refuses), and the file named.
+_DAMAGE = ("Invalid string encoding", "magic bytes", "too small to be a Parquet file", "Corrupt", "corrupt",
+           "Invalid Parquet", "Parquet file is")
+_DAMAGED_FILE = re.compile(r"""["']([^"']+\.parquet)["']""")
 _STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'", re.S)
 
 
@@ -79,7 +83,7 @@ def run(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
     try:
         result = retrying(lambda: to_arrow(con.sql(query.text, params=params or None)))
     except duckdb.Error as exc:
-        raise QueryError(f"query {name!r} failed: {exc}") from exc
+        raise damaged(exc) or QueryError(f"query {name!r} failed: {exc}") from exc
     log.info("query %s %s: %d rows in %.1f ms", name, params, result.num_rows,
              (time.perf_counter() - started) * 1000)
     return result
@@ -135,6 +139,16 @@ def retrying(read: Callable[[], T], attempts: int = 4) -> T:
             log.info("a lake file vanished mid-query (compaction or retention); rerunning: %s", exc)
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def damaged(exc: BaseException) -> LakeDamaged | None:
+    """The lake file a DuckDB error says it could not read (corrupt, truncated, invalid UTF-8), as LakeDamaged;
+    None for any other error."""
+    text = str(exc)
+    if not any(mark in text for mark in _DAMAGE):
+        return None
+    found = _DAMAGED_FILE.search(text)
+    return LakeDamaged(found.group(1) if found else "(unnamed)", text.strip().splitlines()[0][:300])
 
 
 def vanished(exc: BaseException | None) -> bool:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from engine.errors import InvalidParameter, NotFound
 from engine.infra import Infra
 from engine.schedules import JobOutcome
-from engine.times import iso
+from engine.times import INT64_MAX, check_id, check_instant, iso
 
 #: The registry's display names of one section's ids (`Registry.names`).
 NameLookup = Callable[[str, Iterable[int]], dict[int, str]]
@@ -115,6 +115,7 @@ class Quotas:
         Raises:
             NotFound: the key has no quota.
         """
+        check_id(key_id, "key_id")
         with self.infra.store.connect(write=False) as con:
             row = con.execute("SELECT * FROM key_quotas WHERE key_id = ?", (key_id,)).fetchone()
         if row is None:
@@ -138,11 +139,13 @@ class Quotas:
             InvalidParameter: key_id or quota_limit not positive, unknown period, last_reset_at in the future.
         """
         now = self.infra.now()
-        if key_id <= 0 or quota_limit <= 0:
-            raise InvalidParameter("key_id and quota_limit must be positive")
+        if not 0 < key_id <= INT64_MAX or not 0 < quota_limit <= INT64_MAX:
+            raise InvalidParameter(f"key_id and quota_limit must be positive 64-bit integers (at most {INT64_MAX})")
         if reset_period not in PERIODS:
             raise InvalidParameter(f"reset_period must be one of {', '.join(PERIODS)}, got {reset_period!r}")
-        if last_reset_at is not None and (last_reset_at.tzinfo is None or last_reset_at > now):
+        if last_reset_at is not None:
+            last_reset_at = check_instant(last_reset_at, "last_reset_at")
+        if last_reset_at is not None and last_reset_at > now:
             raise InvalidParameter("last_reset_at must be a UTC time that is not in the future")
         start = last_reset_at or period_floor(reset_period, now) or NEVER_START
         with self.infra.store.connect() as con:
@@ -171,6 +174,7 @@ class Quotas:
         Raises:
             NotFound: the key has no quota.
         """
+        check_id(key_id, "key_id")
         with self.infra.store.connect() as con:
             if con.execute("DELETE FROM key_quotas WHERE key_id = ?", (key_id,)).rowcount == 0:
                 raise NotFound(f"key {key_id} has no quota")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidParameter
 from engine.infra import Infra
-from engine.times import iso
+from engine.times import INT64_MAX, iso
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def _parse(document: Mapping[str, Any]) -> tuple[dict[str, list[dict[str, Any]]]
         raise InvalidParameter(f"deleted must map sections ({', '.join(KINDS)}) to lists of ids")
     for section, ids in deleted.items():
         if not isinstance(ids, list) or not all(_is_id(i) for i in ids):
-            raise InvalidParameter(f"deleted.{section} must be a list of positive integer ids")
+            raise InvalidParameter(f"deleted.{section} must be a list of positive 64-bit integer ids")
         deletions[section] = set(ids)
     return rows, deletions
 
@@ -261,7 +261,7 @@ def _entity(kind: Kind, item: Any, where: str) -> dict[str, Any]:
     for column in (kind.id, *(c for c in kind.columns if c.endswith("_id"))):
         required = column in (kind.id, kind.parent)
         if (required or item.get(column) is not None) and not _is_id(item.get(column)):
-            raise InvalidParameter(f"{where}.{column} must be a positive integer")
+            raise InvalidParameter(f"{where}.{column} must be a positive 64-bit integer (at most {INT64_MAX})")
     for column in ("name", "provider_type", "reason"):
         if item.get(column) is not None and not isinstance(item[column], str):
             raise InvalidParameter(f"{where}.{column} must be a string")
@@ -272,6 +272,6 @@ def _entity(kind: Kind, item: Any, where: str) -> dict[str, Any]:
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= INT64_MAX
 
 

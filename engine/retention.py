@@ -125,6 +125,9 @@ class LogCleaner:
             with self.rollups.lock(), self.infra.lake.publish_lock():
                 if folder.is_dir():
                     retire(folder, self.retired, now)
+                    # Its request ids go with it: records re-sent for the day later are added as new (and
+                    # counted by the rollups the day keeps; see README "A request_id counts once").
+                    self.infra.lake.request_ids.drop(decision.day)
                     self.drops.record(decision.day, now)
             log.info("dropped log partition %s (%d records): %s", decision.day, decision.records, decision.reason)
         purge(self.retired, now, self.infra.settings.lake_grace_seconds)

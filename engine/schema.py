@@ -21,6 +21,9 @@ class Field:
     non_empty: bool = False
     default: object = None
     description: str = ""
+    #: Most characters a string may hold: longer values are refused, or cut to it where `truncate` is set.
+    max_length: int | None = None
+    truncate: bool = False
 
     @property
     def arrow(self) -> pa.Field:
@@ -29,7 +32,7 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("request_id", pa.string(), required=True, non_empty=True,
+    Field("request_id", pa.string(), required=True, non_empty=True, max_length=200,
           description="The gateway's id of the request; unique per request."),
     Field("created_at", TIMESTAMP, required=True,
           description="When the request arrived: RFC 3339 text with an offset (`Z` or `+08:00`) or epoch "
@@ -38,21 +41,21 @@ FIELDS: tuple[Field, ...] = (
           description="The tenant (master) the key belongs to."),
     Field("key_id", pa.int64(), required=True, minimum=1,
           description="The child API key the request used."),
-    Field("group", pa.string(), required=False,
+    Field("group", pa.string(), required=False, max_length=200,
           description="The routing group or namespace."),
-    Field("model", pa.string(), required=True, non_empty=True,
+    Field("model", pa.string(), required=True, non_empty=True, max_length=200,
           description="The model asked for."),
     Field("provider_id", pa.int64(), required=False,
           description="The upstream provider; null when the gateway refused the request before routing."),
-    Field("provider_type", pa.string(), required=False,
+    Field("provider_type", pa.string(), required=False, max_length=100,
           description="e.g. openai, anthropic, gemini, codex, claude_code."),
     Field("provider_key_id", pa.int64(), required=False,
           description="The provider key that served the request; null when not routed."),
     Field("status_code", pa.int16(), required=True, minimum=100, maximum=599,
           description="The HTTP status answered to the client."),
-    Field("error_type", pa.string(), required=False,
+    Field("error_type", pa.string(), required=False, max_length=100,
           description="e.g. rate_limited, upstream_error, timeout, invalid_request."),
-    Field("error_message", pa.string(), required=False,
+    Field("error_message", pa.string(), required=False, max_length=2000, truncate=True,
           description="The error text."),
     Field("latency_ms", pa.int32(), required=True, minimum=0,
           description="Time to the full answer, in ms."),
@@ -66,7 +69,7 @@ FIELDS: tuple[Field, ...] = (
           description="Quota units the request consumed."),
     Field("is_stream", pa.bool_(), required=False, default=False,
           description="Whether the answer was streamed."),
-    Field("client_ip", pa.string(), required=False,
+    Field("client_ip", pa.string(), required=False, max_length=64,
           description="The client's address."),
 )
 
@@ -100,6 +103,8 @@ def json_schema() -> dict[str, object]:
             prop["maximum"] = f.maximum
         if f.non_empty:
             prop["minLength"] = 1
+        if f.max_length is not None and not f.truncate:
+            prop["maxLength"] = f.max_length
         if f.default is not None:
             prop["default"] = f.default
         if not f.required:
@@ -123,6 +128,8 @@ def rule(f: Field) -> str:
         parts.append(f"{f.minimum}..{f.maximum}")
     elif f.minimum is not None:
         parts.append(f">= {f.minimum}" if f.minimum == 0 else f"> {f.minimum - 1}")
+    if f.max_length is not None:
+        parts.append(f"at most {f.max_length:,} characters" + (" (longer values are cut)" if f.truncate else ""))
     if f.default is not None:
         parts.append(f"default {str(f.default).lower()}")
     return ", ".join(parts)

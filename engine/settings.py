@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine import zones
-from engine.errors import InvalidParameter
+from engine.errors import ConfigurationError, InvalidParameter
 from engine.schedules import Schedule
 
 
@@ -23,10 +23,12 @@ class Settings(BaseSettings):
         description="Root of the lake and of the control-plane database (log_records/, ezstats.db).",
     )
     ingest_token: SecretStr | None = Field(
-        None, description="Bearer token required by POST /v1/logs; unset means no auth (loopback only)."
+        None, description="Bearer token required by POST /v1/logs; unset means no auth (loopback only). "
+        "Set but empty is a configuration error."
     )
     admin_token: SecretStr | None = Field(
-        None, description="Bearer token required by /admin routes; unset means no auth (loopback only)."
+        None, description="Bearer token required by /admin routes; unset means no auth (loopback only). "
+        "Set but empty is a configuration error."
     )
     host: str = Field("127.0.0.1", description="Address `ezstats serve` binds to.")
     port: int = Field(8000, description="Port `ezstats serve` listens on.")
@@ -71,6 +73,21 @@ class Settings(BaseSettings):
     compaction_target_rows: int = Field(
         1_048_576, gt=0,
         description="Rows per file compaction aims at; files under half of it count as small and get merged.",
+    )
+    stats_max_days: int = Field(
+        400, ge=1, description="Most days a custom stats period (from..to) may span (else 422 limit-exceeded).",
+    )
+    stats_max_points: int = Field(
+        100_000, ge=1, description="Most rows a stats series may answer: intervals x groups (else 422 "
+        "limit-exceeded: ask interval=day, a shorter period or a filter).",
+    )
+    stats_max_groups: int = Field(
+        10_000, ge=1, description="Most groups a /admin/stats answer may hold (else 422 limit-exceeded: ask a "
+        "filter or a shorter period).",
+    )
+    stats_heavy_concurrency: int = Field(
+        1, ge=1, description="Heavy stats requests (raw reads or hourly detail over more than a week) computed at "
+        "once, each on one DuckDB thread; the others wait their turn, so light requests keep a core.",
     )
     max_errors_reported: int = Field(
         100, ge=1, description="Most row/field errors listed when a batch is refused."
@@ -214,6 +231,14 @@ class Settings(BaseSettings):
         None, description="HMAC-SHA256 key that signs the credential change webhook."
     )
 
+    @field_validator("ingest_token", "admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would turn auth off while the operator believes it is on.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty: set a token, or unset the variable to run without auth on loopback")
+        return value
+
     @field_validator("schedule_rollups", "schedule_daily_stats", "schedule_alert_detector", "schedule_log_cleaner",
                      "schedule_compaction", "schedule_quota_reset", "schedule_token_refresh",
                      "schedule_notifier")
@@ -238,5 +263,14 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` or pass their own."""
-    return Settings()
+    """The process-wide settings; tests call `get_settings.cache_clear()` or pass their own.
+
+    Raises:
+        ConfigurationError: an EZ_ variable is invalid; the message names each one.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"EZ_{'.'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

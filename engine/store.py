@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.errors import DiskFull
 from engine.migrations import MIGRATIONS, Migration
 from engine.times import iso, utc_now
+
+#: Free space under which an I/O error of SQLite is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 
 class ControlStore:
@@ -33,6 +38,9 @@ class ControlStore:
 
         `write=True` takes the write lock up front (BEGIN IMMEDIATE), so a read-then-write block cannot
         fail half-way on a lock upgrade; pure reads pass `write=False` and never wait for writers.
+
+        Raises:
+            DiskFull: SQLite could not write because the disk is full (the transaction is rolled back).
         """
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
@@ -44,11 +52,31 @@ class ControlStore:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self._full(exc):
+                raise DiskFull(f"the disk holding {self.path.parent} is full: the change was not saved; retry once "
+                               "space is freed") from exc
+            raise
         finally:
             con.close()
+
+    def _full(self, exc: sqlite3.OperationalError) -> bool:
+        """Whether SQLite failed for want of space: SQLITE_FULL, or an I/O error (growing the WAL or its shared
+        memory file) on a file system with no room left."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL or "full" in str(exc):
+            return True
+        if code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
     def version(self) -> int:
         """The schema version of the file: the number of the last migration applied."""

@@ -10,6 +10,12 @@ from engine.errors import InvalidParameter
 Clock = Callable[[], dt.datetime]
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
+#: The range every record's created_at must fall in (SPEC), and so every day and instant a caller names:
+#: epoch seconds sent as milliseconds land in 1970, and dates near year 1 or 9999 overflow arithmetic.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+#: The largest id (and count) ezstats stores: SQLite's and Parquet's int64.
+INT64_MAX = 2**63 - 1
 
 
 def utc_now() -> dt.datetime:
@@ -42,6 +48,42 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:
         raise InvalidParameter(f"{moment.isoformat()} has no time zone; give UTC (e.g. 2026-01-01T00:00:00Z)")
     return moment.astimezone(dt.UTC)
+
+
+def check_day(day: dt.date, name: str) -> dt.date:
+    """A caller's day, if it is in the record range.
+
+    Raises:
+        InvalidParameter: before 2000-01-01 or after 2099-12-31; the message names `name`.
+    """
+    if not EARLIEST.date() <= day < LATEST.date():
+        raise InvalidParameter(f"{name} must be between {EARLIEST.date()} and {LATEST.date() - DAY}, got {day}")
+    return day
+
+
+def check_instant(moment: dt.datetime, name: str) -> dt.datetime:
+    """A caller's instant in UTC, if it has an offset and is in the record range.
+
+    Raises:
+        InvalidParameter: no offset, or outside [2000-01-01, 2100-01-01) UTC; the message names `name`.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidParameter(f"{name}: {moment.isoformat()} has no offset; give one (e.g. 2026-01-01T00:00:00Z)")
+    if not EARLIEST <= moment < LATEST:  # compared as instants: no conversion that could overflow
+        raise InvalidParameter(f"{name} must be within {EARLIEST.date()}..{LATEST.date()} (UTC), got "
+                               f"{moment.isoformat()}")
+    return moment.astimezone(dt.UTC)
+
+
+def check_id(value: int | None, name: str) -> int | None:
+    """An id (or any stored integer) as the int64 it is stored as; None stays None.
+
+    Raises:
+        InvalidParameter: beyond int64.
+    """
+    if value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise InvalidParameter(f"{name} must fit a 64-bit integer (at most {INT64_MAX}), got {value}")
+    return value
 
 
 def midnight(day: dt.date) -> dt.datetime:

@@ -8,28 +8,96 @@ SPEC.md column by column, so a million-row batch costs a few vectorised passes, 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import InvalidBatch, RecordError
+from engine.request_ids import HashSet
 from engine.schema import FIELD_BY_NAME, FIELD_NAMES, FIELDS, LOG_RECORD_SCHEMA, TIMESTAMP, Field
 
-# Epoch seconds passed where milliseconds are expected land in 1970; refuse them instead of
-# writing a partition half a century away.
-EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+# Epoch seconds passed where milliseconds are expected land in 1970: refused instead of written to a
+# partition half a century away.
+from engine.times import EARLIEST, LATEST
+
 _INT_TEXT = r"^\s*[+-]?\d+\s*$"
+INT64 = (-(2**63), 2**63 - 1)
 
 Problems = list[tuple[int, str]]
+
+
+#: Hashes request_ids beside the rest of the work (numpy releases the GIL): see `ValidBatch.ids`.
+_HASHING = ThreadPoolExecutor(2, thread_name_prefix="ezstats-request-ids")
+
+
+@dataclass(frozen=True)
+class ValidBatch:
+    """A batch that passed validation: its records, what was cut to fit, and its request_id hashes.
+
+    The hashes (and the check that no request_id appears twice) are computed in the background while the
+    caller goes on, e.g. encoding the batch: read `ids` when they are needed.
+    """
+
+    table: pa.Table
+    #: Records whose error_message was cut to its maximum length.
+    truncated: int
+    _ids: Future[HashSet]
+
+    @classmethod
+    def of(cls, table: pa.Table, truncated: int = 0, max_errors: int = 100) -> ValidBatch:
+        """A batch of exactly LOG_RECORD_SCHEMA whose request_ids are hashed in the background."""
+        return cls(table, truncated, _HASHING.submit(unique_ids, table.column("request_id"), max_errors))
+
+    @property
+    def ids(self) -> HashSet:
+        """The request_ids' hashes, sorted, with their rows (`engine.request_ids`): what the lake looks up.
+
+        Raises:
+            InvalidBatch: a request_id appears twice in the batch (both rows named).
+        """
+        return self._ids.result()
+
+
+def unique_ids(column: pa.Array | pa.ChunkedArray, max_errors: int = 100) -> HashSet:
+    """The hashes of a batch's request_ids (no nulls).
+
+    Raises:
+        InvalidBatch: some appear twice; each error names the later row and the first.
+    """
+    ids = HashSet.of_column(column)
+    errors = _duplicate_errors(ids)
+    if errors:
+        raise InvalidBatch(errors[:max_errors], total=len(errors))
+    return ids
+
+
+def _duplicate_errors(ids: HashSet, skip: set[int] | None = None) -> list[RecordError]:
+    skip = skip or set()
+    return [RecordError(later + 1, "request_id", f"duplicate of row {first + 1}: a request_id counts once")
+            for first, later in ids.duplicates() if first not in skip and later not in skip]
 
 
 def validate(
     table: pa.Table, *, decode_errors: Sequence[RecordError] = (), max_errors: int = 100
 ) -> pa.Table:
-    """Coerce and check a decoded batch against SPEC.md.
+    """Coerce and check a decoded batch against SPEC.md; see `validate_batch`.
+
+    Returns:
+        The batch as a table of exactly LOG_RECORD_SCHEMA, defaults filled in.
+    """
+    return validate_batch(table, decode_errors=decode_errors, max_errors=max_errors).table
+
+
+def validate_batch(
+    table: pa.Table, *, decode_errors: Sequence[RecordError] = (), max_errors: int = 100
+) -> ValidBatch:
+    """Coerce and check a decoded batch against SPEC.md and the documented string lengths.
 
     Args:
         table: decoded records, any Arrow types; missing optional columns are allowed.
@@ -37,30 +105,69 @@ def validate(
         max_errors: how many row/field errors to list at most (the total is always counted).
 
     Returns:
-        The batch as a table of exactly LOG_RECORD_SCHEMA, defaults filled in.
+        The valid batch: exactly LOG_RECORD_SCHEMA, defaults filled in, error_messages over their length
+        cut (and counted); its request_ids hashed in the background (`ValidBatch.ids`).
 
     Raises:
-        InvalidBatch: any record breaks any rule; the error names row, field and reason.
+        InvalidBatch: the batch is empty, a column appears twice, or a record breaks a rule (invalid
+            UTF-8, a string too long, a value out of its type or range); each error names row, field and
+            reason. A request_id that an earlier row of the batch has is named here when the batch has
+            other errors too, else when `ValidBatch.ids` is read.
     """
+    twice = sorted(name for name, count in Counter(table.column_names).items() if count > 1)
+    if twice:
+        raise InvalidBatch([RecordError(0, name, "the column appears more than once") for name in twice])
+    if table.num_rows == 0 and not decode_errors:
+        raise InvalidBatch([RecordError(0, None, "the batch holds no records")])
     errors = list(decode_errors)
     unknown = [name for name in table.column_names if name not in FIELD_BY_NAME]
     for name in unknown:
         errors.append(RecordError(_first_set_row(table.column(name)), name, _unknown_reason(name)))
     columns = []
+    truncated = 0
     n = table.num_rows
+    hashing: Future[HashSet] | None = None
     for field in FIELDS:
         raw = table.column(field.name) if field.name in table.column_names else pa.nulls(n)
         column, problems = coerce(field, raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw)
+        if field.max_length is not None:
+            column, cut, too_long = _fit(field, column)
+            truncated += cut
+            problems += too_long
         seen = {i for i, _ in problems} | {e.row - 1 for e in decode_errors if e.field in (field.name, None)}
         problems += check_rules(field, column, skip=seen)
         errors.extend(RecordError(i + 1, field.name, reason) for i, reason in problems)
         if field.default is not None:
             column = column.fill_null(pa.scalar(field.default, field.type))
         columns.append(column)
+        if field.name == "request_id" and not errors:  # the usual case: hash while the other columns are checked
+            hashing = _HASHING.submit(unique_ids, column, max_errors)
     if errors:
+        bad_ids = {e.row - 1 for e in errors if e.field in ("request_id", None)}
+        request_ids = columns[FIELD_NAMES.index("request_id")].fill_null("")
+        errors.extend(_duplicate_errors(HashSet.of_column(request_ids), bad_ids))
         errors.sort(key=lambda e: (e.row, FIELD_NAMES.index(e.field) if e.field in FIELD_NAMES else -1))
         raise InvalidBatch(errors[:max_errors], total=len(errors))
-    return pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA)
+    valid = pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA)
+    if hashing is None:
+        return ValidBatch.of(valid, truncated, max_errors)
+    return ValidBatch(valid, truncated, hashing)
+
+
+def _fit(field: Field, column: pa.Array) -> tuple[pa.Array, int, Problems]:
+    """Check a string column's lengths (in characters): refuse longer values, or cut them where the field says
+    so. Returns the column, how many values were cut, and the refused rows."""
+    limit = field.max_length
+    assert limit is not None
+    if _longest(column) <= limit:  # bytes >= characters: nothing can be too long
+        return column, 0, []
+    over = pc.greater(pc.utf8_length(column), limit)
+    rows = _rows(over)
+    if not rows:
+        return column, 0, []
+    if field.truncate:
+        return pc.if_else(over, pc.utf8_slice_codeunits(column, 0, limit), column), len(rows), []
+    return column, 0, [(i, f"is longer than {limit} characters") for i in rows]
 
 
 def coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
@@ -78,12 +185,42 @@ def _coerce(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
         arr = arr.cast(pa.string())
     target = field.type
     if pa.types.is_string(target):
-        return _expect(arr, pa.types.is_string(arr.type), "a string")
+        if not pa.types.is_string(arr.type):
+            return _expect(arr, False, "a string")
+        return _utf8(arr)
     if pa.types.is_boolean(target):
         return _to_bool(arr)
     if pa.types.is_timestamp(target):
         return _to_timestamp(arr)
     return _to_int(field, arr)
+
+
+def _longest(column: pa.Array) -> int:
+    """The most bytes any value of a string column holds (null slots hold none), read off its offsets."""
+    if len(column) == 0 or pa.types.is_null(column.type):
+        return 0
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset: column.offset + len(column) + 1]
+    return int(np.diff(offsets).max())
+
+
+def _utf8(arr: pa.Array) -> tuple[pa.Array, Problems]:
+    """Strings that are not valid UTF-8 (Arrow IPC and Parquet can carry any bytes as a string) become null and
+    are named: stored, they would make every later read of their day fail."""
+    try:
+        arr.validate(full=True)  # a vectorised UTF-8 check
+        return arr, []
+    except pa.ArrowInvalid:
+        pass
+    bad: Problems = []
+    texts: list[str | None] = []
+    for i, value in enumerate(arr.cast(pa.binary()).to_pylist()):
+        try:
+            texts.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            texts.append(None)
+            bad.append((i, f"is not valid UTF-8 (byte {exc.start}: {value[exc.start:exc.start + 4]!r})"))
+    # Rebuilt from Python strings: Arrow kernels may still read the bytes behind a value set to null.
+    return pa.array(texts, pa.string()), bad
 
 
 def check_rules(field: Field, column: pa.Array, skip: set[int]) -> Problems:
@@ -146,29 +283,43 @@ def _to_int(field: Field, arr: pa.Array) -> tuple[pa.Array, Problems]:
     if pa.types.is_string(arr.type):
         ok = pc.match_substring_regex(arr, _INT_TEXT)
         problems = [(i, f"expected an integer, got {_show(arr[i])}") for i in _rows(pc.invert(ok))]
-        arr = pc.if_else(ok, arr, pa.scalar(None, pa.string())).cast(pa.int64())
+        arr, more = _digits(pc.if_else(ok, arr, pa.scalar(None, pa.string())))
+        problems += more
     elif pa.types.is_floating(arr.type):
         whole = pc.equal(pc.floor(arr), arr)
         problems = [(i, f"expected an integer, got {_show(arr[i])}") for i in _rows(pc.invert(whole))]
         arr = pc.if_else(whole, arr, pa.scalar(None, arr.type))
-        arr = pc.if_else(pc.less_equal(pc.abs(arr), 2.0**62), arr, pa.scalar(None, arr.type)).cast(pa.int64())
+        # Doubles are exact integers up to 2**53; beyond, a float cannot say which integer was meant.
+        fits = pc.less_equal(pc.abs(arr), 2.0**53)
+        problems += [(i, f"is too large for a floating-point integer, got {_show(arr[i])}")
+                     for i in _rows(pc.invert(fits))]
+        arr = pc.if_else(fits, arr, pa.scalar(None, arr.type)).cast(pa.int64())
     elif pa.types.is_boolean(arr.type) or not pa.types.is_integer(arr.type):
         return _expect(arr, False, "an integer")
-    info = _int_range(field.type)
     if arr.type == field.type:
         return arr, problems
-    if info is not None and not pa.types.is_unsigned_integer(arr.type) and _within(arr, info):
+    low, high = _int_range(field.type) or INT64
+    if _within(arr, (low, high)):
         return arr.cast(field.type), problems
-    if info is not None and not pa.types.is_unsigned_integer(arr.type):
-        wide = arr.cast(pa.int64())
-        out = pc.or_(pc.less(wide, info[0]), pc.greater(wide, info[1]))
-        problems += [(i, f"does not fit {field.type}, got {_show(wide[i])}") for i in _rows(out)]
-        arr = pc.if_else(out, pa.scalar(None, pa.int64()), wide)
-    elif pa.types.is_unsigned_integer(arr.type):
-        big = pc.greater(arr, 2**31 - 1 if info else 2**63 - 1)
-        problems += [(i, f"does not fit {field.type}, got {_show(arr[i])}") for i in _rows(big)]
-        arr = pc.if_else(big, pa.scalar(None, arr.type), arr)
-    return arr.cast(field.type), problems
+    if pa.types.is_uint64(arr.type):  # compare before casting, so a value beyond int64 is named, not refused whole
+        beyond = pc.greater(arr, pa.scalar(INT64[1], pa.uint64()))
+        problems += [(i, f"does not fit {field.type}, got {_show(arr[i])}") for i in _rows(beyond)]
+        arr = pc.if_else(beyond, pa.scalar(None, pa.uint64()), arr)
+    wide = arr.cast(pa.int64())
+    out = pc.or_(pc.less(wide, low), pc.greater(wide, high))
+    problems += [(i, f"does not fit {field.type}, got {_show(wide[i])}") for i in _rows(out)]
+    return pc.if_else(out, pa.scalar(None, pa.int64()), wide).cast(field.type), problems
+
+
+def _digits(text: pa.Array) -> tuple[pa.Array, Problems]:
+    """Integer text (already matched by _INT_TEXT) as int64; values beyond int64 become null and are named."""
+    try:
+        return text.cast(pa.int64()), []
+    except pa.ArrowInvalid:
+        values = [None if t is None else int(t) for t in text.to_pylist()]
+        big = {i for i, v in enumerate(values) if v is not None and not INT64[0] <= v <= INT64[1]}
+        problems = [(i, f"does not fit int64, got {_show(text[i])}") for i in sorted(big)]
+        return pa.array([None if i in big else v for i, v in enumerate(values)], pa.int64()), problems
 
 
 def _within(arr: pa.Array, bounds: tuple[int, int]) -> bool:
@@ -182,6 +333,8 @@ def _int_range(target: pa.DataType) -> tuple[int, int] | None:
         return (-(2**15), 2**15 - 1)
     if target == pa.int32():
         return (-(2**31), 2**31 - 1)
+    if target == pa.int64():
+        return INT64
     return None
 
 
@@ -207,17 +360,32 @@ def _to_timestamp(arr: pa.Array) -> tuple[pa.Array, Problems]:
             exact = pc.equal(pc.multiply(micros, 1000), nanos)
             problems = [(i, "has sub-microsecond precision") for i in _rows(pc.invert(exact))]
             return pc.if_else(exact, micros, pa.scalar(None, pa.int64())).cast(TIMESTAMP), problems
-        return arr.cast(TIMESTAMP), []
+        try:
+            return arr.cast(TIMESTAMP), []
+        except pa.ArrowInvalid:  # seconds or milliseconds beyond what microseconds can hold
+            wide = arr.cast(pa.int64())
+            per_us = {"s": 1_000_000, "ms": 1000}[arr.type.unit]
+            limit = (2**63 - 1) // per_us
+            fits = pc.and_(pc.greater_equal(wide, -limit), pc.less_equal(wide, limit))
+            problems = [(i, f"is out of range, got {_show(wide[i])}") for i in _rows(pc.invert(fits))]
+            return pc.if_else(fits, arr, pa.scalar(None, arr.type)).cast(TIMESTAMP), problems
     if pa.types.is_integer(arr.type):
+        if pa.types.is_unsigned_integer(arr.type):
+            huge = pc.greater(arr, pa.scalar(min(2**53, 2**arr.type.bit_width - 1), arr.type))
+            problems_u = [(i, f"epoch milliseconds out of range, got {_show(arr[i])}") for i in _rows(huge)]
+            ms, more = _to_timestamp(pc.if_else(huge, pa.scalar(None, arr.type), arr).cast(pa.int64()))
+            return ms, problems_u + more
         wide = arr.cast(pa.int64())
-        sane = pc.less_equal(pc.abs(wide), 2**53)
+        sane = pc.and_(pc.greater_equal(wide, -(2**53)), pc.less_equal(wide, 2**53))
         problems = [(i, f"epoch milliseconds out of range, got {_show(arr[i])}") for i in _rows(pc.invert(sane))]
         ms = pc.if_else(sane, wide, pa.scalar(None, pa.int64()))
         return pc.multiply(ms, 1000).cast(TIMESTAMP), problems
     if pa.types.is_string(arr.type):
         digits = pc.match_substring_regex(arr, _INT_TEXT)
         if pc.any(digits).as_py():
-            as_ms, problems = _to_timestamp(pc.if_else(digits, arr, pa.scalar(None, pa.string())).cast(pa.int64()))
+            ints, problems = _digits(pc.if_else(digits, arr, pa.scalar(None, pa.string())))
+            as_ms, more_ms = _to_timestamp(ints)
+            problems += more_ms
             as_text, more = _to_timestamp(pc.if_else(digits, pa.scalar(None, pa.string()), arr))
             return pc.if_else(digits, as_ms, as_text), problems + more
         try:

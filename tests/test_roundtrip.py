@@ -45,7 +45,7 @@ records = st.fixed_dictionaries(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batch=st.lists(records, min_size=1, max_size=5), epoch_ms=st.booleans())
+@given(batch=st.lists(records, min_size=1, max_size=5, unique_by=lambda r: r["request_id"]), epoch_ms=st.booleans())
 def test_any_valid_record_round_trips(batch, epoch_ms):
     def wire(rec):
         out = dict(rec)

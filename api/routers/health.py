@@ -14,10 +14,10 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def read_health(engine: EngineDep) -> Health:
-    """Liveness: the process answers and its data dir is writable."""
+    """Liveness: the process answers and its data dir exists."""
     try:
         ver = version("ezstats")
     except PackageNotFoundError:
         ver = "dev"
-    writable = engine.settings.data_dir.is_dir()
-    return Health(status="ok" if writable else "degraded", data_dir=str(engine.settings.data_dir), version=ver)
+    present = engine.settings.data_dir.is_dir()
+    return Health(status="ok" if present else "degraded", version=ver)

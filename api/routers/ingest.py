@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.deps import EngineDep, IngestAuth
-from engine.decoding import CONTENT_TYPES, NDJSON
+from engine.decoding import CONTENT_TYPES, ENCODINGS, NDJSON
 from engine.errors import InvalidBatch
 from engine.lake import BatchReceipt
 from engine.schema import json_schema
@@ -41,13 +41,20 @@ _BODY = {"required": True, "description": "A batch of log records; every record 
     "/logs",
     status_code=201,
     response_model=BatchReceipt,
-    responses={401: {}, 409: {}, 413: {}, 415: {}, 422: {"description": "Invalid records; nothing stored"}},
+    responses={400: {}, 401: {}, 409: {}, 413: {}, 415: {},
+               422: {"description": "Invalid records, an empty batch, or an Idempotency-Key reused with another "
+                                    "body; nothing stored"}, 507: {}},
     openapi_extra={"requestBody": _BODY},
 )
 async def create_logs(
     request: Request,
     engine: EngineDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=200, description="A key for this batch (IETF Idempotency-Key): a retry with the "
+        "same key and body answers the first receipt; the same key with another body answers 422.")] = None,
+    content_encoding: Annotated[str | None, Header(
+        description=f"{' or '.join(ENCODINGS)} (or none); EZ_MAX_BODY_BYTES applies to the decompressed body.")
+    ] = None,
 ) -> JSONResponse:
     """Store a batch of log records (NDJSON, JSON array or Arrow IPC stream); 201 once it is durable."""
     content_type = request.headers.get("content-type", NDJSON)
@@ -55,7 +62,7 @@ async def create_logs(
         raise HTTPException(415, f"unsupported content type {content_type!r}; send one of {', '.join(CONTENT_TYPES)}")
     body = await _read_body(request, engine.settings.max_body_bytes)
     try:
-        receipt = await run_in_threadpool(engine.ingest_body, body, content_type, idempotency_key)
+        receipt = await run_in_threadpool(engine.ingest_body, body, content_type, idempotency_key, content_encoding)
     except InvalidBatch as exc:
         metrics.BATCHES.labels("rejected").inc()
         metrics.RECORDS_REJECTED.inc(max(exc.total, 1))

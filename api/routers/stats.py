@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import AdminAuth, EngineDep
 from api.etags import json_response
+from api.schemas import Int64
 from engine.stats import GRAINS, GROUP_BYS, INTERVALS, SERIES_METRICS, Filters, TopN
 from engine.stats.answers import DailyStats, PeriodStats, SeriesStats
 from engine.times import floor_hour
@@ -23,11 +24,11 @@ Source = Annotated[str, Query(description="auto (rollups + recent raw) or raw (e
 Tz = Annotated[str | None, Query(description="IANA time zone of the period's days and of day/hour groups, e.g. "
                                  "Asia/Shanghai (DST included); default EZ_DEFAULT_TZ (UTC).")]
 # Filters on a record's ids (every stats route takes the same ones).
-MasterId = Annotated[int | None, Query(description="Only this master.")]
-KeyId = Annotated[int | None, Query(description="Only this key.")]
+MasterId = Annotated[Int64 | None, Query(description="Only this master.")]
+KeyId = Annotated[Int64 | None, Query(description="Only this key.")]
 Model = Annotated[str | None, Query(description="Only this model.")]
-ProviderId = Annotated[int | None, Query(description="Only this provider.")]
-ProviderKeyId = Annotated[int | None, Query(description="Only this provider key.")]
+ProviderId = Annotated[Int64 | None, Query(description="Only this provider.")]
+ProviderKeyId = Annotated[Int64 | None, Query(description="Only this provider key.")]
 # Top-N of groups.
 Limit = Annotated[int | None, Query(ge=1, description="List at most this many groups (totals still count all).")]
 Sort = Annotated[str | None, Query(description="Sort groups by a metric (requests, errors, error_rate, latency_p95, "

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.alerts.rules import SEVERITIES, TYPES
 from engine.errors import InvalidParameter, NotFound
 from engine.store import ControlStore
-from engine.times import iso
+from engine.times import INT64_MAX, check_id, check_instant, iso
 
 STATUSES = ("open", "acknowledged", "resolved")
 MAX_LIMIT = 500
@@ -154,6 +154,11 @@ class AlertFilter:
                                      ("status", self.status, STATUSES)):
             if value is not None and value not in allowed:
                 raise InvalidParameter(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+        for name in ("master_id", "key_id"):
+            check_id(getattr(self, name), name)
+        for name in ("since", "until"):
+            if getattr(self, name) is not None:
+                check_instant(getattr(self, name), name)
         if self.since and self.until and self.since >= self.until:
             raise InvalidParameter("since must be before until")
 
@@ -308,6 +313,10 @@ def _encode_cursor(last_id: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(data["before"])
+        before = data["before"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidParameter(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
+        before = None
+    # Only an alert id a page can end on: not a float (1e400, Infinity), a bool, or beyond int64.
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before <= INT64_MAX:
+        raise InvalidParameter(f"invalid cursor {cursor[:100]!r}: pass the next_cursor of a previous page")
+    return before

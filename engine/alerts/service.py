@@ -22,7 +22,7 @@ from engine.errors import InvalidParameter
 from engine.infra import Infra
 from engine.stats import periods
 from engine.tables import LOG_RECORDS
-from engine.times import as_utc
+from engine.times import as_utc, check_day, check_id, check_instant
 
 
 class QuotaSource(Protocol):
@@ -148,17 +148,20 @@ class Alerts:
 
     def get(self, alert_id: int) -> Alert:
         """One alert with its event history. Raises NotFound."""
+        check_id(alert_id, "alert id")
         return self.history.get(alert_id)
 
     def ack(self, alert_id: int, by: str = "admin", note: str | None = None,
             expires_at: dt.datetime | None = None) -> Alert:
         """Acknowledge an open alert, optionally until `expires_at`. Raises NotFound, Conflict, InvalidParameter."""
-        self.lifecycle.acknowledge(alert_id, by, note, as_utc(expires_at) if expires_at else None,
+        check_id(alert_id, "alert id")
+        self.lifecycle.acknowledge(alert_id, by, note, check_instant(expires_at, "expires_at") if expires_at else None,
                                    as_utc(self.infra.now()))
         return self.get(alert_id)
 
     def resolve(self, alert_id: int, by: str = "admin", note: str | None = None) -> Alert:
         """Resolve an open or acknowledged alert by hand. Raises NotFound, Conflict."""
+        check_id(alert_id, "alert id")
         self.lifecycle.resolve(alert_id, by, note, as_utc(self.infra.now()))
         return self.get(alert_id)
 
@@ -189,8 +192,8 @@ class Alerts:
             since, until = resolved.start, resolved.end
         elif first is not None or last is not None:
             raise InvalidParameter("from and to go with period=custom")
-        until = as_utc(until or self.infra.now())
-        since = as_utc(since) if since else until - dt.timedelta(days=1)
+        until = check_instant(until, "until") if until else as_utc(self.infra.now())
+        since = check_instant(since, "since") if since else until - dt.timedelta(days=1)
         counts = self.history.counts(AlertFilter(since=since, until=until))
         return AlertCounts(start=since, end=until, tz=zone.key, **counts)
 
@@ -235,6 +238,8 @@ class Alerts:
     def _preview_span(self, candidate: Any, from_day: dt.date, to_day: dt.date
                       ) -> tuple[Thresholds, dt.datetime, dt.datetime]:
         thresholds = self.read_thresholds().thresholds if candidate is None else Thresholds.parse(candidate)
+        check_day(from_day, "from")
+        check_day(to_day, "to")
         if from_day > to_day:
             raise InvalidParameter(f"from ({from_day}) is after to ({to_day})")
         if (to_day - from_day).days + 1 > MAX_PREVIEW_DAYS:

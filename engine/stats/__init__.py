@@ -10,9 +10,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine import zones
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, LimitExceeded
 from engine.infra import Infra
 from engine.partitions import PartitionDrops
+from engine.quarantine import Quarantine
 from engine.stats import periods
 from engine.stats.answers import DailyStat, DailyStats, PeriodStats, SeriesStats
 from engine.stats.daily import GRAINS, Daily, closed
@@ -21,7 +22,7 @@ from engine.stats.rollups import Rollups
 from engine.stats.topn import TopN
 from engine.stats.usage import KeyUsage
 from engine.tables import LOG_RECORDS
-from engine.times import DAY, midnight
+from engine.times import DAY, check_day, midnight
 
 __all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats", "TopN"]
 
@@ -50,14 +51,15 @@ class DayResult:
 class Stats:
     """The stats domain of an engine: `engine.stats`."""
 
-    def __init__(self, infra: Infra, drops: PartitionDrops, names: NameLookup) -> None:
-        """`names` gives the registry's display names of ids (`Registry.names`), for group rows."""
+    def __init__(self, infra: Infra, drops: PartitionDrops, quarantine: Quarantine, names: NameLookup) -> None:
+        """`names` gives the registry's display names of ids (`Registry.names`), for group rows; `quarantine`
+        says which hours lost records to a repair."""
         self.infra = infra
         self.drops = drops
         self.names = names
         self.rollups = Rollups(infra, drops)
         self.daily = Daily(infra, self.rollups)
-        self.reader = Reader(infra, self.rollups, names)
+        self.reader = Reader(infra, self.rollups, names, lost_hours=quarantine.lost_hours)
         self.usage = KeyUsage(self.rollups, self.reader.connection)
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -163,10 +165,19 @@ class Stats:
     def period(self, name: str, first: dt.date | None = None, last: dt.date | None = None,
                now: dt.datetime | None = None, tz: str | None = None) -> periods.Period:
         """Resolve a period name at `now` (default: the engine clock) in a zone (default `EZ_DEFAULT_TZ`);
-        `all` starts at the local midnight before the first data day."""
+        `all` starts at the local midnight before the first data day.
+
+        Raises:
+            InvalidParameter: see `periods.resolve`. LimitExceeded: a custom period over EZ_STATS_MAX_DAYS days.
+        """
         now = now or self.infra.now()
         zone = self.zone(tz)
         period = periods.resolve(name, now, first, last, zone)
+        most = self.infra.settings.stats_max_days
+        if name == "custom" and first is not None and last is not None and (last - first).days + 1 > most:
+            raise LimitExceeded(
+                f"a custom period spans at most {most} days (EZ_STATS_MAX_DAYS); {first}..{last} spans "
+                f"{(last - first).days + 1}: ask a shorter range, or /admin/stats/daily for a long history")
         if name == "all":
             days = self.raw_days() + self.rollups.days()
             start = zones.local_midnight(zones.local_day(midnight(min(days)), zone), zone) if days else now
@@ -219,6 +230,10 @@ class Stats:
             raise InvalidParameter(f"daily stats at grain {grain} are per {grain} only; {', '.join(stray)} "
                                    f"filters the grain {', '.join(g for g, f in _GRAIN_FILTER.items() if f in stray)}")
         today = zones.local_day(self.infra.now(), self.zone(tz))
+        for day, param in ((first, "from"), (last, "to")):
+            if day is not None:
+                check_day(day, param)
+        filters.check()
         last = last or today - DAY
         first = first or min(last, today - 30 * DAY)
         if first > last:

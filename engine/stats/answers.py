@@ -82,6 +82,10 @@ class Sources(_Answer):
     rollup_hours: int = Field(description="Whole hours answered from the hourly (or daily) rollups.")
     raw_hours: int = Field(description="Hours (the last possibly partial) answered from raw records.")
     daily_days: int = Field(description="Whole days answered from the daily rollup tier.")
+    lost_hours: list[dt.datetime] = Field(
+        default_factory=list, description="Hours of the period that lost records: a lake file holding some of "
+        "them could not be read and was moved to quarantine (`ezstats lake check --repair`). Their figures "
+        "count only the records that remain.")
 
 
 class PeriodStats(_Answer):

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import queries
-from engine.errors import QueryError
+from engine.errors import LakeDamaged, QueryError
 from engine.schema import PARTITION_COLUMN
 
 T = TypeVar("T")
@@ -174,7 +174,12 @@ def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.date]:
 
 def _created_at_span(path: Path) -> tuple[dt.datetime | None, dt.datetime | None]:
     """min and max created_at from the row group statistics (None where a row group has none)."""
-    meta = pq.read_metadata(path)
+    try:
+        meta = pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise LakeDamaged(str(path), str(exc).strip().splitlines()[0][:300]) from exc
     if meta.num_rows == 0:
         return EMPTY
     column = meta.schema.to_arrow_schema().get_field_index("created_at")

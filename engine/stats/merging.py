@@ -7,6 +7,7 @@ whatever its size, Arrow's grouping ~2 ms, and a dashboard request holds three o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -27,11 +28,13 @@ def add_fine(held: pa.Table, fresh: pa.Table) -> pa.Table:
     return _group(concat([held, fresh]), FINE_KEYS, _measures(held))
 
 
-def metrics(parts: list[pa.Table], grouped: bool) -> list[dict[str, Any]]:
+def metrics(parts: list[pa.Table], grouped: bool, check: Callable[[pa.Table], None] | None = None
+            ) -> list[dict[str, Any]]:
     """The SPEC metrics from stats_fine rows: the total, each (g1, g2) group if `grouped`, each model.
 
     Rows: {kind: 'total' | 'group' | 'model', g1, g2, model, the measures, masters, keys}; model rows
-    carry requests and total_tokens (what top models list).
+    carry requests and total_tokens (what top models list). `check` sees the groups (an Arrow table with
+    g1 and g2) before they become Python rows, and may raise to refuse an answer too big to build.
     """
     table = concat(parts)
     if table.num_rows == 0:
@@ -44,6 +47,8 @@ def metrics(parts: list[pa.Table], grouped: bool) -> list[dict[str, Any]]:
     rows = []
     for kind, keys, aggregates in sets:
         out = _group(table, keys, aggregates)
+        if kind == "group" and check is not None:
+            check(out)
         out = out.rename_columns([DISTINCT_NAMES.get(c, c) for c in out.column_names])
         blank = {"kind": kind, "g1": None, "g2": None, "model": None}
         rows += [{**blank, **row} for row in out.to_pylist()]

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from engine import zones
 from engine.errors import InvalidParameter
+from engine.times import check_day
 
 PERIODS = ("today", "week", "month", "last7d", "last30d", "all", "custom")
 
@@ -62,6 +63,8 @@ def resolve(name: str, now: dt.datetime, start: dt.date | None = None, end: dt.d
     if name == "custom":
         if start is None or end is None:
             raise InvalidParameter("period=custom needs both from and to (YYYY-MM-DD)")
+        check_day(start, "from")
+        check_day(end, "to")
         if start > end:
             raise InvalidParameter(f"from ({start}) is after to ({end})")
         return Period(name, zones.local_midnight(start, tz), zones.local_midnight(end + dt.timedelta(days=1), tz), tz)

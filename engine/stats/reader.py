@@ -11,11 +11,18 @@ histograms of one dimension (within 1 %) when the query involves at most one id 
 on it and/or a group_by of it); a query filtering or grouping on two dimensions computes them
 exactly from the raw records instead, or reports them unavailable where raw records are no longer
 retained. The answer says which.
+
+Work per request is bounded: a series answers at most EZ_STATS_MAX_POINTS rows (intervals x groups) and
+an answer at most EZ_STATS_MAX_GROUPS groups, refused (LimitExceeded) before the rows are built. A heavy
+request (raw records over more than a day, or hourly detail over more than a week) waits for one of
+EZ_STATS_HEAVY_CONCURRENCY slots and runs its queries on one DuckDB thread, so light requests (today,
+last7d from the daily tier) keep a core however many heavy ones arrive.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import queue
 import threading
 from collections import OrderedDict
@@ -29,7 +36,7 @@ import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries, zones
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, LimitExceeded
 from engine.infra import Infra
 from engine.stats import histograms, merging, topn
 from engine.stats.answers import PeriodStats, SeriesStats
@@ -38,7 +45,7 @@ from engine.stats.periods import Period
 from engine.stats.rollups import Rollups
 from engine.stats.topn import TopN
 from engine.tables import LATENCY_DAILY, LOG_RECORDS, ROLLUPS_DAILY, VIEWS
-from engine.times import DAY, HOUR, floor_hour, midnight
+from engine.times import DAY, HOUR, check_id, floor_hour, midnight
 
 T = TypeVar("T")
 #: The registry's display names of one section's ids (`Registry.names`).
@@ -59,6 +66,10 @@ SERIES_METRICS = (*COUNT_METRICS, "error_rate", "latency_avg", "latency_max", "l
                   "latency_p99")
 
 _ID_GROUPS = {"master", "key", "provider", "provider_key"}
+HEAVY_RAW_HOURS = 24        # raw hours beyond which a request is heavy
+HEAVY_HOURLY_HOURS = 7 * 24  # hours read from the hourly tier (not the daily one) beyond which it is heavy
+
+LostHours = Callable[[dt.datetime, dt.datetime], list[dt.datetime]]
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,12 @@ class Filters:
     def params(self) -> dict[str, Any]:
         """As query parameters."""
         return asdict(self)
+
+    def check(self) -> None:
+        """Raises InvalidParameter for an id beyond int64 (it cannot match a stored record, and DuckDB
+        cannot bind it)."""
+        for name in ("master_id", "key_id", "provider_id", "provider_key_id"):
+            check_id(getattr(self, name), name)
 
     def to_dict(self) -> dict[str, Any]:
         """The filters that are set."""
@@ -111,11 +128,14 @@ class Plan:
 class Reader:
     """Reads stats for periods; one instance per engine."""
 
-    def __init__(self, infra: Infra, rollups: Rollups, names: NameLookup) -> None:
+    def __init__(self, infra: Infra, rollups: Rollups, names: NameLookup, lost_hours: LostHours | None = None
+                 ) -> None:
         self.infra = infra
         self.rollups = rollups
         self.names = names
+        self.lost_hours = lost_hours or (lambda start, end: [])
         self.live = LiveParts(LOG_RECORDS.root(infra.data_dir))
+        self._heavy = threading.BoundedSemaphore(infra.settings.stats_heavy_concurrency)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -192,8 +212,12 @@ class Reader:
         top = top or TopN()
         _check_group_by(group_by)
         top.check(SERIES_METRICS)
+        filters.check()
         plan = self.plan(period, source, _boundaries(period, group_by))
-        rows, latency, mode = self._query(plan, filters, group_by or "none", "none")
+        if group_by in TIME_GROUPS:
+            self._check_groups(_interval_count(plan, group_by), group_by, top)
+        rows, latency, mode = self._query(plan, filters, group_by or "none", "none",
+                                          check=lambda groups: self._check_groups(groups.num_rows, group_by, top))
         pcts = {(r["kind"], r["g1"]): r for r in latency or ()}
         total = next((r for r in rows if r["kind"] == "total"), None)
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
@@ -225,8 +249,18 @@ class Reader:
                            for m in models[:TOP_MODELS]],
             "percentiles": mode,
             "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
-                        + (plan.end > plan.split), "daily_days": len(plan.daily_days)},
+                        + (plan.end > plan.split), "daily_days": len(plan.daily_days),
+                        "lost_hours": self.lost_hours(plan.start, plan.end)},
         })
+
+    def _check_groups(self, groups: int, group_by: str | None, top: TopN) -> None:
+        """Refuse an answer that would list more than EZ_STATS_MAX_GROUPS groups (a `limit` bounds it)."""
+        most = self.infra.settings.stats_max_groups
+        if min(groups, top.limit or groups) > most:
+            raise LimitExceeded(
+                f"this answer would hold {groups:,} groups (group_by={group_by}); at most {most:,} are answered "
+                "(EZ_STATS_MAX_GROUPS): add limit= (with sort= and other=true), a filter (master_id, key_id, "
+                "model, provider_id, provider_key_id), group by day instead of hour, or ask a shorter period")
 
     def series(self, period: Period, filters: Filters, interval: str, metric: str, group_by: str | None = None,
                source: str = "auto", top: TopN | None = None) -> SeriesStats:
@@ -247,6 +281,17 @@ class Reader:
             raise InvalidParameter(f"unknown metric {metric!r}; use one of {', '.join(SERIES_METRICS)}")
         _check_group_by(group_by)
         top.check(SERIES_METRICS)
+        filters.check()
+        intervals = _interval_count(self.plan(period, "auto"), interval)
+        self._check_points(intervals, 1, interval)
+        if group_by is not None and group_by not in TIME_GROUPS and intervals > 1 and top.limit is None:
+            # Count the groups first, from the daily tier (cheap, cached): an hourly series of many groups is
+            # refused before its query, which would be the expensive part.
+            probe = self.plan(period, "auto")
+            groups, _, _ = self._query(probe, filters, group_by, "none", pcts=False)
+            self._check_points(intervals, sum(r["kind"] == "group" for r in groups), interval)
+        elif top.limit is not None:
+            self._check_points(intervals, top.limit + top.other, interval)
         fold = None
         if group_by and top.limit is not None:
             ranked = self.read(period, filters, group_by, source, TopN(top.limit, top.sort or f"-{metric}"))
@@ -254,7 +299,13 @@ class Reader:
         bounds = sorted({*_boundaries(period, interval), *_boundaries(period, group_by)})
         plan = self.plan(period, source, bounds)
         needs_pcts = metric in ("latency_p50", "latency_p95", "latency_p99")
-        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts, fold=fold)
+
+        def check(groups: pa.Table) -> None:
+            count = len(groups.column("g2").unique()) if group_by and fold is None else 1
+            self._check_points(intervals, count, interval)
+
+        metrics, latency, mode = self._query(plan, filters, interval, group_by or "none", pcts=needs_pcts, fold=fold,
+                                             check=check)
         pcts = {(r["g1"], r["g2"]): r for r in latency or ()}
         rows: list[dict[str, Any]] = []
         for r in metrics:
@@ -290,14 +341,43 @@ class Reader:
         ids = [g for g in groups if isinstance(g, int)]
         return dict(self.names(section, ids)) if section and ids else {}
 
+    def _check_points(self, intervals: int, groups: int, interval: str) -> None:
+        most = self.infra.settings.stats_max_points
+        if intervals * groups > most:
+            what = f"{intervals:,} {interval}s" + (f" x {groups:,} groups" if groups > 1 else "")
+            raise LimitExceeded(
+                f"this series would answer {intervals * groups:,} points ({what}); at most {most:,} are answered "
+                "(EZ_STATS_MAX_POINTS): ask interval=day, a shorter period, limit= (top groups), or a filter "
+                "(master_id, key_id, model, provider_id, provider_key_id)")
+
+    def heavy(self, plan: Plan, filters: Filters, group_by: str, then_by: str) -> bool:
+        """Whether a request is heavy: it reads raw records for more than a day (dirty hours, source=raw, exact
+        two-dimension percentiles, hours cut by a zone's boundaries) or the hourly tier for more than a week."""
+        raw = len(plan.raw_hours) + math.ceil((plan.end - plan.split) / HOUR)
+        if plan.exact or _histogram_dim(filters, group_by, then_by) is None:
+            raw = max(raw, math.ceil((plan.end - plan.start) / HOUR))
+        hourly = plan.rollup_hours - 24 * len(plan.daily_days)
+        return raw > HEAVY_RAW_HOURS or hourly > HEAVY_HOURLY_HOURS
+
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True,
-               fold: topn.Fold | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
-        """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed."""
-        with self.connection() as con:
-            return self._run(con, plan, filters, group_by, then_by, pcts, fold)
+               fold: topn.Fold | None = None, check: Callable[[pa.Table], None] | None = None,
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
+        """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed.
+
+        `check` sees the groups before they are built (see `merging.metrics`), to refuse an answer over a limit.
+        """
+        if not self.heavy(plan, filters, group_by, then_by):
+            with self.connection() as con:
+                return self._run(con, plan, filters, group_by, then_by, pcts, fold, check)
+        with self._heavy, self.connection() as con:
+            con.execute("SET threads = 1")
+            try:
+                return self._run(con, plan, filters, group_by, then_by, pcts, fold, check)
+            finally:
+                con.execute("RESET threads")
 
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
-             pcts: bool, fold: topn.Fold | None = None
+             pcts: bool, fold: topn.Fold | None = None, check: Callable[[pa.Table], None] | None = None,
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         groups = {"group_by": group_by, "then_by": then_by, **plan.offsets.params()}
         grouped = group_by != "none" or then_by != "none"
@@ -312,7 +392,7 @@ class Reader:
         live_fine, live_hist = relisting(lambda: self._raw_parts(con, plan, {**filters.params(), **groups},
                                                                  hist_shape))
         parts = [fine] if live_fine is None else [fine, live_fine]
-        metrics = merging.metrics([fold.table(p) for p in parts] if fold else parts, grouped)
+        metrics = merging.metrics([fold.table(p) for p in parts] if fold else parts, grouped, check)
         if not pcts:
             return metrics, None, "none"
         if hist_shape is not None:
@@ -430,6 +510,16 @@ def _empty_intervals(rows: list[dict[str, Any]], plan: Plan, tz: ZoneInfo, inter
                 fields = {k: v for k, v in zip(keys, g, strict=True) if grouped and (k != "other" or v is not None)}
                 out.append({"time": t, **fields, metric: empty})
     return out
+
+
+def _interval_count(plan: Plan, interval: str) -> int:
+    """About how many hours or days a plan's period touches (exact for zones of whole-hour offsets; for
+    the limits, which it is for)."""
+    if plan.end <= plan.start:
+        return 0
+    if interval == "hour":
+        return math.ceil((plan.end - floor_hour(plan.start)) / HOUR)
+    return ((plan.end - dt.timedelta(microseconds=1)).date() - plan.start.date()).days + 1
 
 
 def _boundaries(period: Period, unit: str | None) -> list[dt.datetime]:
