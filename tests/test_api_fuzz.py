@@ -30,8 +30,11 @@ EXAMPLES = 30  # per operation: about a minute for the whole document on 2 cores
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSchema:
+    # Token endpoints and receivers on a closed loopback port: a fuzzed refresh or channel test fails at once.
+    closed = "http://127.0.0.1:9/"
     settings_ = Settings(data_dir=Path(tmp_path_factory.mktemp("fuzz")), scheduler_enabled=False,
-                         ingest_token=INGEST, admin_token=ADMIN)
+                         ingest_token=INGEST, admin_token=ADMIN, notify_timeout_seconds=1, oauth_timeout_seconds=1,
+                         **{f"oauth_{t}_token_url": closed for t in ("codex", "claude_code", "gemini_cli", "antigravity")})
     engine = Engine(settings_, clock=lambda: NOW)
     engine.generate_demo(2, 5_000, seed=5, end_day=NOW.date())
     for job in ("rollups", "daily_stats"):
@@ -50,10 +53,21 @@ OPERATIONS = [
     "GET /admin/stats/series", "GET /admin/alerts/thresholds", "PUT /admin/alerts/thresholds",
     "POST /admin/alerts/thresholds/preview", "GET /admin/alerts", "GET /admin/alerts/stats",
     "GET /admin/alerts/{alert_id}", "POST /admin/alerts/{alert_id}/ack", "POST /admin/alerts/{alert_id}/resolve",
+    "GET /admin/alerts/thresholds/preview/{preview_id}",
+    "GET /admin/credentials", "GET /admin/credentials/refresh-requests/{request_id}",
+    "GET /admin/credentials/{provider_key_id}", "PUT /admin/credentials/{provider_key_id}",
+    "GET /admin/credentials/{provider_key_id}/token", "GET /admin/credentials/{provider_key_id}/attempts",
+    "POST /admin/credentials/{provider_key_id}/refresh",
+    "GET /admin/notifications/channels", "GET /admin/notifications/channels/{name}",
+    "PUT /admin/notifications/channels/{name}", "DELETE /admin/notifications/channels/{name}",
+    "POST /admin/notifications/channels/{name}/test", "GET /admin/notifications/deliveries",
+    "POST /admin/notifications/deliveries/retry", "GET /admin/notifications/deliveries/{delivery_id}",
+    "POST /admin/notifications/deliveries/{delivery_id}/retry",
 ]
 #: Operations without a parameter or body that could be made invalid: no negative case exists for them.
 NOTHING_TO_BREAK = {"GET /healthz", "GET /problems/{kind}", "GET /admin/jobs", "POST /admin/jobs/{name}/run",
-                    "GET /admin/registry", "GET /admin/alerts/thresholds"}
+                    "GET /admin/registry", "GET /admin/alerts/thresholds", "GET /admin/credentials",
+                    "GET /admin/notifications/channels"}
 CASES = [(label, mode) for label in OPERATIONS for mode in GenerationMode
          if mode is GenerationMode.POSITIVE or label not in NOTHING_TO_BREAK]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

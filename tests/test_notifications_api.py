@@ -98,7 +98,7 @@ def test_invalid_channels_are_refused_naming_the_field(engine, client_for, body,
 
 def test_a_bad_channel_name_is_refused(engine, client_for):
     r = client_for(engine).put("/admin/notifications/channels/a%20b", json={"type": "alertmanager", "url": "http://x"})
-    assert r.status_code == 422 and "channel name" in r.json()["detail"]
+    assert r.status_code == 422 and "path.name" in r.json()["detail"]
 
 
 def test_test_route_answers_the_receivers_response(engine, client_for):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import AdminAuth, EngineDep
-from api.schemas import CredentialBody
+from api.schemas import CredentialBody, Int64
 from engine.credentials import AccessToken, Credential, CredentialList, RefreshAttempt, RefreshRequest
 
 router = APIRouter(prefix="/admin/credentials", tags=["credentials"], dependencies=[AdminAuth])
@@ -22,19 +22,19 @@ def read_credentials(engine: EngineDep) -> CredentialList:
 
 
 @router.get("/refresh-requests/{request_id}", responses={404: {}})
-def read_refresh_request(engine: EngineDep, request_id: int) -> RefreshRequest:
+def read_refresh_request(engine: EngineDep, request_id: Int64) -> RefreshRequest:
     """One on-demand refresh: queued, running, or done with its outcome."""
     return engine.credentials.get_request(request_id)
 
 
 @router.get("/{provider_key_id}", responses={404: {}})
-def read_credential(engine: EngineDep, provider_key_id: int) -> Credential:
+def read_credential(engine: EngineDep, provider_key_id: Int64) -> Credential:
     """One credential, secrets masked."""
     return engine.credentials.get(provider_key_id)
 
 
 @router.put("/{provider_key_id}", responses={422: {}})
-def update_credential(engine: EngineDep, provider_key_id: int, body: CredentialBody,
+def update_credential(engine: EngineDep, provider_key_id: Int64, body: CredentialBody,
                       x_actor: Actor = "admin") -> Credential:
     """Import (or replace) a provider key's credential; creates the key in the registry, re-enables a disabled one."""
     return engine.credentials.put(provider_key_id, body.provider_type, body.access_token, body.refresh_token,
@@ -42,13 +42,13 @@ def update_credential(engine: EngineDep, provider_key_id: int, body: CredentialB
 
 
 @router.get("/{provider_key_id}/token", responses={404: {}, 409: {}})
-def read_access_token(engine: EngineDep, provider_key_id: int, x_actor: Actor = "admin") -> AccessToken:
+def read_access_token(engine: EngineDep, provider_key_id: Int64, x_actor: Actor = "admin") -> AccessToken:
     """The current access token and its expiry, for the gateway (each read is audited: who, when)."""
     return engine.credentials.token(provider_key_id, x_actor)
 
 
 @router.get("/{provider_key_id}/attempts", responses={404: {}})
-def read_refresh_attempts(engine: EngineDep, provider_key_id: int,
+def read_refresh_attempts(engine: EngineDep, provider_key_id: Int64,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[RefreshAttempt]:
     """The credential's refresh history, newest first."""
     return engine.credentials.attempts(provider_key_id, limit)
@@ -57,7 +57,7 @@ def read_refresh_attempts(engine: EngineDep, provider_key_id: int,
 @router.post("/{provider_key_id}/refresh", responses={202: {"model": RefreshRequest}, 404: {}, 409: {}})
 def refresh_credential(
     engine: EngineDep,
-    provider_key_id: int,
+    provider_key_id: Int64,
     response: Response,
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the outcome (0: only queue).")] = 10,
     x_actor: Actor = "admin",

@@ -42,7 +42,7 @@ from engine.credentials.store import CredentialStore
 from engine.errors import Conflict, InvalidParameter, NotFound, SecretKeyError
 from engine.infra import Infra
 from engine.schedules import JobOutcome
-from engine.times import as_utc
+from engine.times import as_utc, check_id, check_instant
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,13 @@ class Credentials:
         """
         if isinstance(provider_key_id, bool) or not isinstance(provider_key_id, int) or provider_key_id <= 0:
             raise InvalidParameter("provider_key_id must be a positive integer")
+        check_id(provider_key_id, "provider_key_id")
         if provider_type not in PROVIDER_TYPES:
             raise InvalidParameter(f"unknown provider_type {provider_type!r}; use {', '.join(PROVIDER_TYPES)}")
         if not access_token or not refresh_token:
             raise InvalidParameter("access_token and refresh_token must not be empty")
-        tokens = Tokens(access_token=access_token, refresh_token=refresh_token, expires_at=as_utc(expires_at),
+        tokens = Tokens(access_token=access_token, refresh_token=refresh_token,
+                        expires_at=check_instant(expires_at, "expires_at"),
                         id_token=id_token or None, account_id=account_id or None, email=email or None)
         now = self.infra.now()
         self.store.put(provider_key_id, provider_type, tokens, now, by)

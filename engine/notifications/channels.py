@@ -31,7 +31,9 @@ SCOPE_KINDS = ("global", "master", "key", "provider_key")
 MAX_INTERVAL_SECONDS = 86_400
 MASK = "***"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: What a channel's name may be (a URL path segment).
+CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(CHANNEL_NAME)
 _SCOPE = re.compile(r"^(global|master|key|provider_key)(?::([1-9][0-9]{0,18}))?$")
 
 
