@@ -106,8 +106,8 @@ def test_keys_stored_before_the_upgrade_keep_answering(tmp_path: Path):
     plain = client.post("/v1/logs", content=body(2), headers=NDJSON)
     with sqlite3.connect(tmp_path / "ezstats.db") as con:  # what ezstats 0.1.0 stored
         con.execute("UPDATE ingest_batches SET batch_id = 'old-key', fingerprint = NULL WHERE batch_id = 'key:old-key'")
-        con.execute("DELETE FROM schema_migrations WHERE version >= 2")
-        con.execute("PRAGMA user_version = 1")
+        con.execute("DELETE FROM schema_migrations WHERE version >= 6")  # before the hardening migration
+        con.execute("PRAGMA user_version = 5")
         con.execute("ALTER TABLE ingest_batches DROP COLUMN fingerprint")
         con.execute("ALTER TABLE ingest_batches DROP COLUMN duplicates")
         con.execute("ALTER TABLE ingest_batches DROP COLUMN truncated")

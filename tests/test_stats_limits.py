@@ -3,6 +3,7 @@ what to ask instead, and heavy requests queued so light ones keep going (issue 1
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -68,9 +69,9 @@ def test_a_series_over_the_points_limit_is_refused_before_its_query(served, monk
     ran: list[str] = []
     original = engine.stats.reader._run
 
-    def spy(con, plan, filters, group_by, then_by, pcts, check=None):
+    def spy(con, plan, filters, group_by, then_by, pcts, fold=None, check=None):
         ran.append(group_by)
-        return original(con, plan, filters, group_by, then_by, pcts, check)
+        return original(con, plan, filters, group_by, then_by, pcts, fold, check)
 
     monkeypatch.setattr(engine.stats.reader, "_run", spy)
     detail = limit(client.get("/admin/stats/series", params={**hourly, "group_by": "key"}))
@@ -100,7 +101,9 @@ def test_heavy_requests_are_told_apart_from_light_ones(served):
     reader = engine.stats.reader
 
     def heavy(period: str, first=None, last=None, source="auto", group_by="none", daily=True, filters=Filters()):
-        plan = reader.plan(engine.stats.period(period, first, last), source, daily=daily)
+        plan = reader.plan(engine.stats.period(period, first, last), source)
+        if not daily:  # as before the daily job has run
+            plan = dataclasses.replace(plan, daily_days=())
         return reader.heavy(plan, filters, group_by, "none")
 
     assert not heavy("today") and not heavy("last7d") and not heavy("month")

@@ -46,7 +46,7 @@ def test_a_plus_eight_day_is_the_raw_records_of_that_local_day(lake):
     assert (got["start"], got["end"], got["tz"]) == (start, end, "Asia/Shanghai")
     assert start == dt.datetime(2026, 3, 7, 16, tzinfo=dt.UTC)
     check(got["totals"], expected(df, start, end)[None], got["percentiles"] == "exact")
-    assert got["sources"] == {"rollup_hours": 24, "raw_hours": 0, "daily_days": 0}  # whole hours: rollups only
+    assert got["sources"] == {"rollup_hours": 24, "raw_hours": 0, "daily_days": 0, "lost_hours": []}  # whole hours: rollups only
 
 
 @pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/New_York", "Europe/Berlin", "UTC"])
