@@ -79,3 +79,19 @@ def set_thresholds(engine: Engine, **changes: object) -> None:
         else:
             body[name] = value
     engine.alerts.update_thresholds(body, None)
+
+
+def error_rate_engine(tmp_path, clock, **settings: object) -> Engine:
+    """An engine on tmp_path/data where only the error-rate and quota rules fire (the notification tests)."""
+    from engine import Settings
+
+    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False, **settings), clock=clock)
+    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
+                   traffic_spike={"enabled": False})
+    return engine
+
+
+def errors_minute(engine: Engine, end: dt.datetime, ok: int, failed: int, key_id: int = 7, master_id: int = 1) -> None:
+    """One minute of one key's traffic ending at `end`: `ok` successes and `failed` 500s."""
+    store(engine, requests(end, 1, ok, key_id=key_id, master_id=master_id),
+          requests(end, 1, failed, key_id=key_id, master_id=master_id, status=500))

@@ -10,9 +10,8 @@ import time
 import httpx
 import pytest
 
-from engine import Engine, Settings
 from engine.times import utc_now
-from tests.alert_traffic import requests, set_thresholds, store
+from tests.alert_traffic import error_rate_engine, errors_minute
 from tests.receivers import Receiver, alertmanager, receiver, wait_for
 
 
@@ -31,15 +30,8 @@ class ShiftedClock:
         return self()
 
 
-def make_engine(tmp_path, clock: ShiftedClock, **settings) -> Engine:
-    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False, **settings), clock=clock)
-    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
-                   traffic_spike={"enabled": False})
-    return engine
-
-
-def minute(engine: Engine, end: dt.datetime, ok: int, failed: int, key_id: int) -> None:
-    store(engine, requests(end, 1, ok, key_id=key_id), requests(end, 1, failed, key_id=key_id, status=500))
+make_engine = error_rate_engine
+minute = errors_minute
 
 
 def active(base: str, **labels: str) -> list[dict]:

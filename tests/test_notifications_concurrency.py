@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, Settings
-from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.alert_traffic import NOW, Clock, error_rate_engine, minutes, requests, set_thresholds, store
 from tests.receivers import Receiver, receiver, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +38,7 @@ print(json.dumps(total))
 
 
 def make_engine(tmp_path: Path) -> Engine:
-    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False), clock=Clock())
-    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
-                   traffic_spike={"enabled": False})
-    return engine
+    return error_rate_engine(tmp_path, Clock())
 
 
 def open_alerts(engine: Engine, keys: range, minute: int) -> list[int]:

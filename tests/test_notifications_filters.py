@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from engine import Engine, Settings
-from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from engine import Engine
+from tests.alert_traffic import NOW, Clock, error_rate_engine, errors_minute, minutes
 from tests.receivers import Receiver, receiver
 
 SECRET = "k"
@@ -23,15 +23,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(tmp_path, clock) -> Engine:
-    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False), clock=clock)
-    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
-                   traffic_spike={"enabled": False})
-    return engine
-
-
-def errors_minute(engine: Engine, end: dt.datetime, ok: int, failed: int, key_id: int = 7, master_id: int = 1) -> None:
-    store(engine, requests(end, 1, ok, key_id=key_id, master_id=master_id),
-          requests(end, 1, failed, key_id=key_id, master_id=master_id, status=500))
+    return error_rate_engine(tmp_path, clock)
 
 
 def step(engine: Engine, clock: Clock, at: dt.datetime) -> None:

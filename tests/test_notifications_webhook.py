@@ -14,24 +14,14 @@ import pytest
 from engine import Engine, Settings
 from engine.notifications import webhook
 from engine.notifications.notifier import backoff_delay
-from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.alert_traffic import NOW, Clock, error_rate_engine, errors_minute, minutes, requests, store
 from tests.receivers import Received, Receiver, receiver
 
 SECRET = "whsec-test-0123456789"
 NOTIFIED = ("opened", "escalated", "de-escalated", "resolved", "ack_expired")
 
 
-def make_engine(tmp_path, clock: Clock, **settings) -> Engine:
-    engine = Engine(Settings(data_dir=tmp_path / "data", scheduler_enabled=False, **settings), clock=clock)
-    set_thresholds(engine, rate_limit={"enabled": False}, provider_down={"enabled": False},
-                   traffic_spike={"enabled": False})
-    return engine
-
-
-def errors_minute(engine: Engine, end: dt.datetime, ok: int, failed: int, key_id: int = 7, master_id: int = 1) -> None:
-    """One minute of one key's traffic ending at `end`."""
-    store(engine, requests(end, 1, ok, key_id=key_id, master_id=master_id),
-          requests(end, 1, failed, key_id=key_id, master_id=master_id, status=500))
+make_engine = error_rate_engine
 
 
 def run_at(engine: Engine, clock: Clock, when: dt.datetime):
