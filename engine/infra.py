@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import duckdb
 
 from engine import catalog
 from engine.lake import Lake
+from engine.leases import Leases
+from engine.locks import flock
+from engine.postgres import PostgresStore
 from engine.secretbox import SecretBox
 from engine.settings import Settings
 from engine.store import ControlStore
@@ -34,15 +38,25 @@ class Infra:
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock) -> Infra:
-        """Create the data dir, open (and migrate) the control store and the lake writer."""
+        """Create the data dir, open (and migrate) the control store (EZ_CONTROL_URL, else the SQLite file) and
+        the lake writer."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = ControlStore(settings.control_db)
+        url = settings.control_url
+        store = PostgresStore(url.get_secret_value()) if url else ControlStore(settings.control_db)
         return cls(settings, clock, store, Lake(settings, store))
 
     @property
     def data_dir(self) -> Path:
         """Root of the lake and of the control store."""
         return self.settings.data_dir
+
+    def exclusive(self, name: str, path: Path, wait: bool = False) -> AbstractContextManager[bool]:
+        """One holder at a time across every process on the data, like `engine.locks.flock`: an flock on `path`
+        with the SQLite store (one host), a lease named `name` in a shared control store (replicas on
+        several hosts; see `engine.leases`). With `wait` False the block gets False when it is held elsewhere."""
+        if self.store.shared:
+            return Leases(self.store, self.settings.lease_seconds).hold(name, wait)
+        return flock(path, wait)
 
     def now(self) -> dt.datetime:
         """The current instant by the engine's clock."""

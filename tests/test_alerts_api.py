@@ -8,6 +8,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.conftest import BACKENDS, control_backend
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 
 @pytest.fixture

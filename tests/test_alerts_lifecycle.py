@@ -13,6 +13,10 @@ import pytest
 from engine import Engine, Settings
 from engine.errors import Conflict, InvalidParameter, NotFound
 from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.conftest import BACKENDS, control_backend
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 
 @pytest.fixture
@@ -188,6 +192,7 @@ def test_ack_and_resolve_errors(engine):
     assert kinds(engine, alert_id) == ["opened", "resolved"]
 
 
+@pytest.mark.parametrize("control", ["sqlite"], indirect=True)  # it writes the SQLite file directly
 def test_store_refuses_a_second_active_alert_per_fingerprint(engine):
     errors_minute(engine, NOW, 80, 20)
     (alert_id,) = engine.alerts.run_once(NOW).opened

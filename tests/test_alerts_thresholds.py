@@ -13,6 +13,10 @@ from api.app import create_app
 from engine import Engine, Settings
 from engine.alerts.thresholds import Thresholds
 from engine.errors import InvalidParameter, PreconditionFailed
+from tests.conftest import BACKENDS, control_backend
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 DEFAULTS = {
     "cooldown_minutes": 5,

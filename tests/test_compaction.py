@@ -22,7 +22,11 @@ from engine.partitions import exchange, list_partitions, retire
 from engine.schema import LOG_RECORD_SCHEMA
 from engine.tables import LOG_RECORDS
 from engine.validation import validate
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import day_records, make_engine, mark_summarized, records
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 NOW = dt.datetime(2026, 5, 20, 12, 0, tzinfo=dt.UTC)
 DAY = NOW.date() - dt.timedelta(days=1)

@@ -18,8 +18,12 @@ from cli import app as cli
 from engine import Engine
 from engine.secretbox import new_key
 from engine.settings import get_settings
+from tests.conftest import BACKENDS, control_backend
 from tests.credential_fixtures import NOW, MovingClock, credential_settings, make_engine, put
 from tests.oauth_server import FakeOAuth, jwt
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 runner = CliRunner()
 
@@ -227,6 +231,7 @@ def test_no_secret_in_any_log_line_answer_job_message_or_metric(tmp_path: Path, 
     assert leaks == []
 
 
+@pytest.mark.parametrize("control", ["sqlite"], indirect=True)  # it reads the SQLite file's bytes
 def test_the_store_holds_no_token_in_clear_and_the_key_file_is_private(tmp_path: Path, oauth: FakeOAuth):
     engine = make_engine(tmp_path / "data", oauth)
     accounts = [oauth.account(t) for t in ("codex", "claude-code", "gemini-cli", "antigravity")]

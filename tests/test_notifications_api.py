@@ -13,7 +13,11 @@ from typer.testing import CliRunner
 from cli import app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, requests, set_thresholds, store
+from tests.conftest import BACKENDS, control_backend
 from tests.receivers import Received, Receiver, receiver
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 SLACK_PATH = "/services/T0000/B0000/XXXXsecretXXXXtoken"
 SECRET = "signing-key-5f2c9e"

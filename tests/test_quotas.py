@@ -15,7 +15,11 @@ from api.app import create_app
 from engine import Engine
 from engine.errors import InvalidParameter, NotFound
 from engine.quotas import NEVER_START, period_floor
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import make_engine, records
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 UTC = dt.UTC
 # Wednesday 2026-04-01 10:00: a month start, mid-week.

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import day_records, make_engine, mark_summarized
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 NOW = dt.datetime(2026, 3, 31, 9, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()

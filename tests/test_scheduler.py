@@ -15,7 +15,11 @@ from engine.errors import InvalidParameter
 from engine.jobs import JobBusy, Jobs, standard_specs
 from engine.scheduler import Scheduler
 from engine.schedules import JobOutcome, JobSpec, Schedule
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import make_engine
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 T0 = dt.datetime(2026, 3, 2, 0, 0, 30, tzinfo=dt.UTC)  # a Monday
 

@@ -12,8 +12,12 @@ import pytest
 
 from engine.stats import histograms, merging
 from tests import stats_oracle
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import make_engine
 from tests.stats_records import records
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 DAY = dt.date(2026, 3, 2)
 MIDNIGHT = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)

@@ -124,9 +124,9 @@ class Previews:
                 raise Conflict(f"{waiting} previews are waiting to run; retry when one has started")
             run_id = con.execute(
                 "INSERT INTO preview_runs (status, span_start, span_end, thresholds, minutes_total, requested_at) "
-                "VALUES ('queued', ?, ?, ?, ?, ?)",
+                "VALUES ('queued', ?, ?, ?, ?, ?) RETURNING id",
                 (iso(start), iso(end), thresholds.model_dump_json(), total, iso(now)),
-            ).lastrowid
+            ).fetchone()["id"]
             con.execute("DELETE FROM preview_runs WHERE status IN ('done', 'failed', 'abandoned') AND id NOT IN "
                         "(SELECT id FROM preview_runs WHERE status IN ('done', 'failed', 'abandoned') "
                         "ORDER BY id DESC LIMIT ?)", (KEEP_FINISHED,))
