@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from engine.secretbox import SecretBox
 from engine.settings import Settings
 from engine.store import ControlStore
 from engine.times import Clock
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Infra:
         with self._box_lock:
             if self._box is None:
                 key = self.settings.secret_key
+                if key is None and self.store.shared:
+                    log.warning("EZ_SECRET_KEY is unset with a shared control store: every replica must read the "
+                                "same key file (%s), or set EZ_SECRET_KEY alike on all", self.data_dir / "secret.key")
                 self._box = SecretBox.open(key.get_secret_value() if key else None, self.data_dir)
             return self._box
 

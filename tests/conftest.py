@@ -54,13 +54,15 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def control(request: pytest.FixtureRequest) -> str | None:
-    """The control store of the `settings` fixture: None, the SQLite file (the default), or a PostgreSQL URL.
+    """The control store of the test: None, the SQLite file (the default), or a PostgreSQL URL.
 
-    A module runs every test on both with `control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)`.
+    A test runs on both stores with `@ON_BOTH`; a module runs every test on both with
+    `control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)`, and `@SQLITE_ONLY` keeps one
+    of its tests (one that reads the SQLite file itself, or whose cost is not the store's) on SQLite.
     """
-    return None
+    return control_backend(request) if hasattr(request, "param") else None
 
 
 def control_backend(request: pytest.FixtureRequest) -> str | None:
@@ -75,8 +77,10 @@ def control_backend(request: pytest.FixtureRequest) -> str | None:
     return url
 
 
-#: The control-store backends a module can run its tests on (the PostgreSQL ones are marked `postgres`).
+#: The control-store backends a test can run on (the PostgreSQL ones are marked `postgres`).
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+ON_BOTH = pytest.mark.parametrize("control", BACKENDS, indirect=True)
+SQLITE_ONLY = pytest.mark.parametrize("control", ["sqlite"], indirect=True)
 
 
 @pytest.fixture

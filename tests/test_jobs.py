@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from api.app import create_app
 from cli import app as cli
 from engine.settings import get_settings
-from tests.conftest import BACKENDS, control_backend
+from tests.conftest import BACKENDS, SQLITE_ONLY, control_backend
 from tests.factories import day_records, make_engine, mark_summarized
 
 # Every test runs on both control stores: the SQLite file and PostgreSQL.
@@ -112,6 +112,7 @@ def test_cli_scheduler_once_runs_what_is_due_once(cli_env: Path) -> None:
 
 
 @pytest.mark.slow
+@SQLITE_ONLY  # a process's start and stop; tests/test_replicas.py runs serve processes on PostgreSQL
 def test_standalone_scheduler_stops_on_sigterm_after_its_jobs(tmp_path: Path) -> None:
     import os
     import signal

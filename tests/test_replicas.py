@@ -6,6 +6,7 @@ overlaps itself."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import random
 import threading
@@ -20,7 +21,7 @@ import pytest
 from engine.secretbox import new_key
 from tests.conftest import make_record
 from tests.postgres_server import PostgresServer
-from tests.replicas import Replica, replicas
+from tests.replicas import replicas
 
 pytestmark = [pytest.mark.replicas, pytest.mark.postgres, pytest.mark.slow]
 
@@ -132,5 +133,5 @@ def _each_tick_once_and_no_overlap(control: str, pids: set[int]) -> None:
     assert all(r["outcome"] == "ok" for r in runs), [r for r in runs if r["outcome"] != "ok"][:3]
     for job in JOBS:
         mine = sorted((r for r in runs if r["job"] == job), key=lambda r: r["started_at"])
-        for before, after in zip(mine, mine[1:], strict=False):
+        for before, after in itertools.pairwise(mine):
             assert after["started_at"] >= before["finished_at"], (job, before, after)
