@@ -1,7 +1,7 @@
 """Ingest through two `ezstats serve` replicas against one, on one lake and one PostgreSQL control store.
 
 One command: `python bench/replicas.py` (options: --batches, --records, --clients, --repeat). It starts a
-PostgreSQL server in a temp dir (Debian's postgresql package), then for each setup a fresh lake and control
+PostgreSQL server in a temp dir (Debian's postgresql package; fsync on), then for each setup a fresh lake and control
 store and real `ezstats serve` processes, and posts the same NDJSON batches (each with an Idempotency-Key)
 from --clients threads spread over the replicas. Setups, measured in the same run:
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     bodies = batches(args.batches, args.records)
-    server = PostgresServer()
+    server = PostgresServer(durable=True)  # fsync on, as SQLite's synchronous=FULL: a fair comparison
     try:
         with tempfile.TemporaryDirectory(prefix="ezstats-bench-replicas-") as tmp:
             work = Path(tmp)

@@ -1,7 +1,8 @@
 """A real PostgreSQL server for tests: initdb in a temp dir, listening on a free loopback port.
 
 `initdb` refuses to run as root, so as root the cluster belongs to the `postgres` user (Debian's package
-creates it); as anyone else it belongs to them. fsync is off: the tests check our SQL, not the disk.
+creates it); as anyone else it belongs to them. For tests fsync is off (they check our SQL, not the disk);
+benchmarks ask for a `durable` server, which commits to disk as a production one does.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster; `database()` gives a fresh empty database's URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
         self.bin = binaries()
         self.root = Path(tempfile.mkdtemp(prefix="ezstats-pg-"))
         self.port = free_port()
@@ -57,9 +58,10 @@ class PostgresServer:
         self.data = self.root / "data"
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "ezstats", "--locale=C", "-E", "UTF8",
                   "--no-sync")
+        fast = "" if durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300", "start")
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {fast}-c max_connections=300",
+                  "start")
 
     def url(self, database: str = "postgres") -> str:
         """The URL of one database of the server."""
