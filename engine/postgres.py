@@ -36,6 +36,8 @@ from engine.times import iso, utc_now
 WRITE_LOCK = 0x657A7374617473
 #: Idle connections kept per process.
 POOL_SIZE = 8
+#: Seconds to wait for a connection before failing (an unreachable host otherwise waits for the OS's timeout).
+CONNECT_TIMEOUT = 10
 #: How long a write waits for the write lock before failing (SQLite's busy timeout is the same).
 LOCK_TIMEOUT = "30s"
 
@@ -219,7 +221,8 @@ class PostgresStore(ControlStore):
                 return con
         except queue.Empty:
             pass
-        con = psycopg.connect(self.url, autocommit=True, row_factory=_rows, cursor_factory=psycopg.ClientCursor)
+        con = psycopg.connect(self.url, autocommit=True, row_factory=_rows, cursor_factory=psycopg.ClientCursor,
+                              connect_timeout=CONNECT_TIMEOUT)
         con.adapters.register_loader("numeric", _NumericLoader)
         con.adapters.register_dumper(bool, _BoolDumper)
         return con
