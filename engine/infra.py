@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import os
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,7 @@ import duckdb
 from engine import catalog
 from engine.lake import Lake
 from engine.leases import Leases
-from engine.locks import flock
+from engine.locks import flock, try_lock
 from engine.postgres import PostgresStore
 from engine.secretbox import SecretBox
 from engine.settings import Settings
@@ -60,6 +63,15 @@ class Infra:
         if self.store.shared:
             return Leases(self.store, self.settings.lease_seconds).hold(name, wait)
         return flock(path, wait)
+
+    def claim(self, name: str, path: Path) -> Callable[[], None] | None:
+        """Take, without waiting, what `exclusive(name, path)` guards and keep it past the call: the function that
+        releases it, or None when it is held elsewhere."""
+        if self.store.shared:
+            held = Leases(self.store, self.settings.lease_seconds).acquire(name)
+            return held.release if held is not None else None
+        fd = try_lock(path)
+        return None if fd is None else functools.partial(os.close, fd)
 
     def now(self) -> dt.datetime:
         """The current instant by the engine's clock."""

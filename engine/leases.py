@@ -46,22 +46,21 @@ class Leases:
     def hold(self, name: str, wait: bool = False) -> Iterator[bool]:
         """Hold the lease `name` for the block, renewing it meanwhile; like `engine.locks.flock`, the block
         is given False (and runs at once) when another holder has it and `wait` is False."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}:{uuid.uuid4().hex[:8]}"
-        while not self.take(name, owner):
+        while (held := self.acquire(name)) is None:
             if not wait:
                 yield False
                 return
             time.sleep(POLL_SECONDS)
-        stop = threading.Event()
-        beat = threading.Thread(target=self._renew_until, args=(name, owner, stop), daemon=True,
-                                name=f"lease-{name}")
-        beat.start()
         try:
             yield True
         finally:
-            stop.set()
-            beat.join()
-            self.release(name, owner)
+            held.release()
+
+    def acquire(self, name: str) -> Held | None:
+        """Take the lease `name` now and keep it (renewed) until `release()` is called on the answer; None when
+        another holder has it."""
+        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}:{uuid.uuid4().hex[:8]}"
+        return Held(self, name, owner) if self.take(name, owner) else None
 
     def take(self, name: str, owner: str) -> bool:
         """Take the lease if it is free or expired; whether `owner` holds it now."""
@@ -96,11 +95,28 @@ class Leases:
     def _until(self, now: dt.datetime) -> dt.datetime:
         return now + dt.timedelta(seconds=self.seconds)
 
-    def _renew_until(self, name: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(self.seconds / 3):
+
+class Held:
+    """A lease this process holds: renewed from a background thread until `release()`."""
+
+    def __init__(self, leases: Leases, name: str, owner: str) -> None:
+        self.leases, self.name, self.owner = leases, name, owner
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._renew, daemon=True, name=f"lease-{name}")
+        self._beat.start()
+
+    def release(self) -> None:
+        """Stop renewing and give the lease up."""
+        self._stop.set()
+        self._beat.join()
+        self.leases.release(self.name, self.owner)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.leases.seconds / 3):
             try:
-                if not self.renew(name, owner):
-                    log.error("lost the lease %s (held past its expiry without renewal): another holder may run", name)
+                if not self.leases.renew(self.name, self.owner):
+                    log.error("lost the lease %s (held past its expiry without renewal): another holder may run",
+                              self.name)
                     return
             except Exception:  # the store is unreachable: retry until the lease would run out
-                log.exception("could not renew the lease %s; retrying", name)
+                log.exception("could not renew the lease %s; retrying", self.name)

@@ -103,3 +103,19 @@ def test_a_job_never_overlaps_itself_across_engines_and_a_dead_holder_is_abandon
         time.sleep(1.1)
         assert two.jobs.run("j").outcome == "ok"
         assert [r.outcome for r in two.jobs.runs("j")][:2] == ["ok", "abandoned"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("control", ["postgresql"], indirect=True)
+def test_a_preview_run_whose_replica_died_reads_as_abandoned_once_its_lease_expires(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, T0, lease_seconds=1)
+    with engine.store.connect() as con:  # a run another replica claimed: its lease is held, it is running
+        run_id = con.execute(
+            "INSERT INTO preview_runs (status, span_start, span_end, thresholds, minutes_total, requested_at,"
+            " started_at, owner) VALUES ('running', ?, ?, '{}', 60, ?, ?, 'other:1:x') RETURNING id",
+            ("2026-03-01T00:00:00+00:00", "2026-03-01T01:00:00+00:00", "2026-03-01T12:00:00+00:00",
+             "2026-03-01T12:00:00+00:00")).fetchone()["id"]
+    assert Leases(engine.store, seconds=1).take(f"preview:{run_id}", "other:1:x:0")
+    assert engine.alerts.preview_run(run_id).status == "running"
+    time.sleep(1.1)  # the replica died: nobody renews its lease
+    assert engine.alerts.preview_run(run_id).status == "abandoned"
