@@ -158,21 +158,16 @@ class PostgresStore(ControlStore):
         Raises:
             DiskFull: PostgreSQL could not write for want of space (the transaction is rolled back).
         """
-        con = self._take()
+        con = self._begin(write)
         healthy = False
         try:
-            if write:
-                con.execute("BEGIN")
-                con.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            else:
-                con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             try:
                 # The stores are typed against sqlite3; this answers the same calls (see _Connection).
                 yield cast(sqlite3.Connection, _Connection(con))
             except BaseException:
-                con.execute("ROLLBACK")
-                healthy = True
+                if not con.broken:  # a lost connection has rolled back already; keep the store's error
+                    con.execute("ROLLBACK")
+                    healthy = True
                 raise
             con.execute("COMMIT")
             healthy = True
@@ -181,6 +176,26 @@ class PostgresStore(ControlStore):
                            "space is freed") from exc
         finally:
             self._give(con, healthy)
+
+    def _begin(self, write: bool) -> psycopg.Connection[Any]:
+        """A connection in a new transaction (holding the write lock for a write). An idle pooled connection
+        the server has closed meanwhile (a restart, an idle timeout) is replaced by a new one, once."""
+        for attempt in (1, 2):
+            con = self._take(fresh=attempt == 2)
+            try:
+                if write:
+                    con.execute("BEGIN")
+                    con.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                else:
+                    con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                return con
+            except psycopg.OperationalError:
+                lost = con.broken
+                con.close()
+                if attempt == 2 or not lost:
+                    raise
+        raise AssertionError("unreachable")
 
     def version(self) -> int:
         """The schema version of the database: the number of the last migration applied."""
@@ -211,16 +226,17 @@ class PostgresStore(ControlStore):
             except queue.Empty:
                 return
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _take(self, fresh: bool = False) -> psycopg.Connection[Any]:
         if os.getpid() != self._pid:  # a forked child must not share its parent's sockets
             self._pool = queue.LifoQueue()
             self._pid = os.getpid()
-        try:
-            con = self._pool.get_nowait()
-            if not con.closed:
+        while not fresh:
+            try:
+                con = self._pool.get_nowait()
+            except queue.Empty:
+                break
+            if not con.closed and not con.broken:
                 return con
-        except queue.Empty:
-            pass
         con = psycopg.connect(self.url, autocommit=True, row_factory=_rows, cursor_factory=psycopg.ClientCursor,
                               connect_timeout=CONNECT_TIMEOUT)
         con.adapters.register_loader("numeric", _NumericLoader)

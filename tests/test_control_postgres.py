@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -64,3 +65,13 @@ def test_an_unreachable_database_is_a_configuration_error(tmp_path: Path, monkey
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 78 and "EZ_CONTROL_URL: must be a postgresql:// URL" in result.output
+
+
+def test_idle_connections_the_server_dropped_are_replaced(postgres_server: PostgresServer) -> None:
+    store = PostgresStore(postgres_server.database())
+    assert store.version() == LATEST  # leaves an idle pooled connection
+    with store.connect(write=False) as con:
+        pid = con.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:  # as a server restart would
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert store.version() == LATEST
