@@ -70,6 +70,7 @@ def control_backend(request: pytest.FixtureRequest) -> str | None:
     database, whose URL is also put in EZ_CONTROL_URL, so engines a test builds itself, the CLI and child
     processes use it too."""
     if request.param == "sqlite":
+        request.getfixturevalue("monkeypatch").delenv("EZ_CONTROL_URL", raising=False)
         return None
     server: PostgresServer = request.getfixturevalue("postgres_server")
     url = server.database()
