@@ -405,7 +405,7 @@ CREATE INDEX IF NOT EXISTS quarantined_files_by_date ON quarantined_files (date)
 
 LEASES = """
 -- owner: engine.leases (locks with an expiry shared by replicas on several hosts: jobs, the rollup writer)
-CREATE TABLE leases (
+CREATE TABLE IF NOT EXISTS leases (  -- IF NOT EXISTS: re-applied harmlessly after a rollback to an older version
     name        TEXT PRIMARY KEY,  -- what it guards (job:<name>, rollups)
     owner       TEXT NOT NULL,     -- host:pid:thread:token of the holder
     expires_at  TEXT NOT NULL,     -- ISO UTC; once past, any replica may take it over
