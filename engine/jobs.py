@@ -4,7 +4,9 @@ Two mechanisms, each doing one thing:
 
 - an flock per job (`<data>/_locks/job-<name>.lock`) is held for the whole run, so a job never runs
   twice at once, whichever process or thread starts it; the kernel drops it when a process dies, so a
-  crash never leaves a stale lock (a `running` record found while holding the lock is marked `abandoned`);
+  crash never leaves a stale lock (a `running` record found while holding the lock is marked `abandoned`).
+  With the control store on PostgreSQL (replicas on several hosts) a lease `job:<name>` in it does the
+  same, expiring EZ_LEASE_SECONDS after its holder stops renewing it (`engine.leases`);
 - `job_ticks` remembers the last scheduled tick each job ran for, checked and advanced in the same
   transaction that records the run, so each tick runs once even with several schedulers on the data.
 """
@@ -29,7 +31,6 @@ from engine.compaction import Compactor
 from engine.credentials import Credentials
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.infra import Infra
-from engine.locks import flock
 from engine.notifications import Notifications
 from engine.quotas import Quotas
 from engine.retention import LogCleaner
@@ -141,7 +142,7 @@ class Jobs:
         An exception in the job is logged and recorded as a failed run, never raised.
         Returns the finished run, or None when it was not this caller's to run.
         """
-        with flock(self.locks / f"job-{spec.name}.lock", wait=False) as locked:
+        with self.infra.exclusive(f"job:{spec.name}", self.locks / f"job-{spec.name}.lock") as locked:
             if not locked:
                 return None
             started = self.infra.now()
@@ -215,12 +216,11 @@ class Jobs:
             con.execute("UPDATE job_runs SET outcome = 'abandoned', finished_at = ?, "
                         "error = 'the process running it stopped before it finished' "
                         "WHERE job = ? AND outcome = 'running'", (iso(started), name))
-            cursor = con.execute(
+            return int(con.execute(
                 "INSERT INTO job_runs (job, trigger, due_at, started_at, outcome, owner) "
-                "VALUES (?, ?, ?, ?, 'running', ?)",
+                "VALUES (?, ?, ?, ?, 'running', ?) RETURNING run_id",
                 (name, trigger, iso(due) if due else None, iso(started), _owner()),
-            )
-            return cursor.lastrowid
+            ).fetchone()["run_id"])
 
     def _finish(self, run_id: int, outcome: JobOutcome, error: str | None, duration_ms: float) -> JobRun:
         with self.infra.store.connect() as con:

@@ -403,6 +403,17 @@ CREATE TABLE IF NOT EXISTS quarantined_files (
 CREATE INDEX IF NOT EXISTS quarantined_files_by_date ON quarantined_files (date);
 """
 
+LEASES = """
+-- owner: engine.leases (locks with an expiry shared by replicas on several hosts: jobs, the rollup writer)
+CREATE TABLE IF NOT EXISTS leases (  -- IF NOT EXISTS: re-applied harmlessly after a rollback to an older version
+    name        TEXT PRIMARY KEY,  -- what it guards (job:<name>, rollups)
+    owner       TEXT NOT NULL,     -- host:pid:thread:token of the holder
+    expires_at  TEXT NOT NULL,     -- ISO UTC; once past, any replica may take it over
+    acquired_at TEXT NOT NULL,
+    renewed_at  TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
@@ -410,6 +421,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "alert notifications: channels and the delivery outbox", NOTIFICATIONS),
     Migration(5, "preview_runs: threshold backtests as queued jobs", PREVIEW_RUNS),
     Migration(6, "hardening: idempotency fingerprints and receipt counts, quarantined lake files", HARDENING),
+    Migration(7, "leases: job and rollup locks shared by replicas on several hosts", LEASES),
 )
 
 #: The version a database has once every migration is applied.

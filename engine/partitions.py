@@ -160,7 +160,8 @@ class PartitionDrops:
         with self.store.connect() as con:
             con.execute(
                 "INSERT INTO log_partition_drops (date, drops, dropped_at) VALUES (?, 1, ?)"
-                " ON CONFLICT (date) DO UPDATE SET drops = drops + 1, dropped_at = excluded.dropped_at",
+                " ON CONFLICT (date) DO UPDATE SET drops = log_partition_drops.drops + 1,"
+                " dropped_at = excluded.dropped_at",
                 (day.isoformat(), iso(now)),
             )
 

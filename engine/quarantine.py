@@ -68,13 +68,12 @@ class Quarantine:
         fsync_dir(target_dir)
         relative, moved = str(path.relative_to(self.data_dir)), str(target.relative_to(self.data_dir))
         with self.store.connect() as con:
-            cursor = con.execute(
+            row = con.execute(
                 "INSERT INTO quarantined_files (table_name, date, path, quarantined_as, reason, rows, hours,"
-                " quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (table.name, day.isoformat(), relative, moved, reason, rows,
                  json.dumps(sorted(h.isoformat() for h in hours)), iso(now)),
-            )
-            row = con.execute("SELECT * FROM quarantined_files WHERE id = ?", (cursor.lastrowid,)).fetchone()
+            ).fetchone()
         return _file(row)
 
     def files(self) -> list[QuarantinedFile]:

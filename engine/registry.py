@@ -203,7 +203,8 @@ class Registry:
                 counts: dict[str, int]) -> None:
         kind = KINDS[section]
         counts[section] += con.execute(f"DELETE FROM {kind.table} WHERE {kind.id} = ?", (entity_id,)).rowcount
-        con.execute("INSERT OR REPLACE INTO registry_deleted (kind, id, deleted_at) VALUES (?, ?, ?)",
+        con.execute("INSERT INTO registry_deleted (kind, id, deleted_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (kind, id) DO UPDATE SET deleted_at = excluded.deleted_at",
                     (section, entity_id, now))
         for hook in self._on_delete:
             hook(con, section, entity_id)

@@ -230,6 +230,16 @@ class Settings(BaseSettings):
     credentials_webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key that signs the credential change webhook."
     )
+    control_url: SecretStr | None = Field(
+        None,
+        description="The control-plane database: unset means the SQLite file <EZ_DATA_DIR>/ezstats.db; "
+        "`postgresql://user:password@host:port/db` puts it on PostgreSQL, shared by every replica.",
+    )
+    lease_seconds: float = Field(
+        30.0, ge=1,
+        description="With a PostgreSQL control store: how long a job's lease lasts unless its holder renews it "
+        "(every third of it while the job runs); a replica that dies frees its jobs after this.",
+    )
 
     @field_validator("ingest_token", "admin_token")
     @classmethod
@@ -248,6 +258,13 @@ class Settings(BaseSettings):
             Schedule.parse(value)  # a bad value stops the process at start, not the scheduler every tick
         except InvalidParameter as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("control_url")
+    @classmethod
+    def _known_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset it to keep the SQLite file in EZ_DATA_DIR)")
         return value
 
     @property

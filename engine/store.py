@@ -26,6 +26,9 @@ class ControlStore:
     commit pays anyway.
     """
 
+    #: Whether other hosts share it (then jobs coordinate through leases in it, not file locks).
+    shared = False
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)

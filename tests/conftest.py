@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import Engine, Settings
 from engine.settings import get_settings
+from tests.postgres_server import PostgresServer
 
 # The fake OAuth server and credential engines (`oauth`, `cred_engine`, `cred_clock`).
 pytest_plugins = ("tests.credential_fixtures",)
@@ -45,10 +46,48 @@ def make_record(i: int = 0, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if v is not ...}
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started on first use); each test takes a fresh database."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def control(request: pytest.FixtureRequest) -> str | None:
+    """The control store of the test: None, the SQLite file (the default), or a PostgreSQL URL.
+
+    A test runs on both stores with `@ON_BOTH`; a module runs every test on both with
+    `control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)`, and `@SQLITE_ONLY` keeps one
+    of its tests (one that reads the SQLite file itself, or whose cost is not the store's) on SQLite.
+    """
+    return control_backend(request) if hasattr(request, "param") else None
+
+
+def control_backend(request: pytest.FixtureRequest) -> str | None:
+    """The body of a `control` fixture parametrized over BACKENDS: None (SQLite), or a fresh PostgreSQL
+    database, whose URL is also put in EZ_CONTROL_URL, so engines a test builds itself, the CLI and child
+    processes use it too."""
+    if request.param == "sqlite":
+        request.getfixturevalue("monkeypatch").delenv("EZ_CONTROL_URL", raising=False)
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.database()
+    request.getfixturevalue("monkeypatch").setenv("EZ_CONTROL_URL", url)
+    return url
+
+
+#: The control-store backends a test can run on (the PostgreSQL ones are marked `postgres`).
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+ON_BOTH = pytest.mark.parametrize("control", BACKENDS, indirect=True)
+SQLITE_ONLY = pytest.mark.parametrize("control", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, control: str | None) -> Settings:
     # The scheduler only runs in tests that ask for it (tests/test_jobs.py).
-    return Settings(data_dir=tmp_path / "data", scheduler_enabled=False)
+    return Settings(data_dir=tmp_path / "data", scheduler_enabled=False, control_url=control)
 
 
 @pytest.fixture
@@ -81,7 +120,11 @@ def client_for() -> Iterator[Callable[[Engine], TestClient]]:
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Point the CLI's settings at the temporary data dir."""
-    monkeypatch.setenv("EZ_DATA_DIR", str(settings.data_dir))
+    env = {"EZ_DATA_DIR": str(settings.data_dir)}
+    if settings.control_url is not None:
+        env["EZ_CONTROL_URL"] = settings.control_url.get_secret_value()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    yield {"EZ_DATA_DIR": str(settings.data_dir)}
+    yield env
     get_settings.cache_clear()

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.conftest import ON_BOTH
 
 
 @pytest.fixture
@@ -52,6 +53,7 @@ def test_bad_filters_are_422_problems(client, params):
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_cursor_pagination_visits_each_alert_once(client):
     seen, cursor, pages = [], None, 0
     while True:
@@ -65,6 +67,7 @@ def test_cursor_pagination_visits_each_alert_once(client):
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 9 and pages == 3
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_get_ack_resolve_and_history(client, engine):
     alert_id = client.get("/admin/alerts", params={"key_id": 3}).json()["alerts"][0]["id"]
     r = client.post(f"/admin/alerts/{alert_id}/ack", json={"by": "ana", "note": "on it",

@@ -13,6 +13,7 @@ import pytest
 from engine import Engine, Settings
 from engine.errors import Conflict, InvalidParameter, NotFound
 from tests.alert_traffic import NOW, Clock, minutes, requests, set_thresholds, store
+from tests.conftest import ON_BOTH
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def kinds(engine: Engine, alert_id: int) -> list[str]:
     return [e.kind for e in engine.alerts.get(alert_id).events]
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_repeated_breaches_update_one_alert(engine):
     for m in range(5):
         errors_minute(engine, NOW + minutes(m), 80, 20)
@@ -50,6 +52,7 @@ def test_repeated_breaches_update_one_alert(engine):
     assert kinds(engine, alert.id) == ["opened"]
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_escalate_and_de_escalate_on_the_same_alert(engine):
     errors_minute(engine, NOW, 90, 10)                  # 10 %: warning
     first = engine.alerts.run_once(NOW + minutes(0))
@@ -134,6 +137,7 @@ def test_traffic_alert_recovers_when_the_master_goes_quiet_but_not_when_the_lake
     assert engine.alerts.run_once(NOW + minutes(12)).resolved == [alert_id]
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_cooldown_after_resolve(engine, clock):
     for m in range(12):
         errors_minute(engine, NOW + minutes(m), 80, 20)
@@ -157,6 +161,7 @@ def test_cooldown_is_a_threshold(engine, clock):
     assert len(engine.alerts.run_once(NOW).opened) == 1
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_acknowledge_with_note_and_expiry(engine, clock):
     for m in range(10):
         errors_minute(engine, NOW + minutes(m), 80, 20)
@@ -204,6 +209,7 @@ def test_store_refuses_a_second_active_alert_per_fingerprint(engine):
         con.close()
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_events_are_append_only_history(engine, clock):
     errors_minute(engine, NOW, 90, 10)
     (alert_id,) = engine.alerts.run_once(NOW).opened
@@ -224,6 +230,7 @@ def _detect(data_dir: str, barrier: threading.Barrier | None = None) -> list[int
     return engine.alerts.run_once(NOW).opened
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_two_concurrent_detector_threads_open_one_alert(engine, tmp_path):
     errors_minute(engine, NOW, 80, 20)
     barrier = threading.Barrier(4)

@@ -22,6 +22,7 @@ from engine.alerts import previews
 from engine.alerts.previews import Preview, Previews
 from engine.alerts.thresholds import Thresholds
 from engine.errors import Conflict, NotFound
+from tests.conftest import ON_BOTH
 
 ROOT = Path(__file__).resolve().parents[1]
 START = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
@@ -63,6 +64,7 @@ def engine(tmp_path: Path) -> Engine:
     return Engine(Settings(data_dir=tmp_path, scheduler_enabled=False), clock=lambda: START + dt.timedelta(days=3))
 
 
+@ON_BOTH  # also on the PostgreSQL control store (runs hold leases there)
 def test_runs_queue_and_run_one_at_a_time_oldest_first(engine: Engine) -> None:
     gate = Gate()
     runs = Previews(engine.infra, gate)

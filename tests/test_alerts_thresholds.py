@@ -13,6 +13,7 @@ from api.app import create_app
 from engine import Engine, Settings
 from engine.alerts.thresholds import Thresholds
 from engine.errors import InvalidParameter, PreconditionFailed
+from tests.conftest import ON_BOTH
 
 DEFAULTS = {
     "cooldown_minutes": 5,
@@ -139,6 +140,7 @@ def test_invalid_update_changes_nothing(engine):
     assert engine.alerts.read_thresholds().version == 1
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_concurrent_updates_with_the_same_version_one_wins(tmp_path):
     outcomes: list[str] = []
 
@@ -160,6 +162,7 @@ def test_concurrent_updates_with_the_same_version_one_wins(tmp_path):
     assert Engine(Settings(data_dir=tmp_path)).alerts.read_thresholds().version == 2
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_api_get_put_with_etag_and_if_match(engine):
     client = TestClient(create_app(engine=engine))
     got = client.get("/admin/alerts/thresholds")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import Engine, Settings
-from tests.conftest import make_record
+from tests.conftest import BACKENDS, control_backend, make_record
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 NDJSON = {"content-type": "application/x-ndjson"}
 

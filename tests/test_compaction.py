@@ -22,6 +22,7 @@ from engine.partitions import exchange, list_partitions, retire
 from engine.schema import LOG_RECORD_SCHEMA
 from engine.tables import LOG_RECORDS
 from engine.validation import validate
+from tests.conftest import ON_BOTH
 from tests.factories import day_records, make_engine, mark_summarized, records
 
 NOW = dt.datetime(2026, 5, 20, 12, 0, tzinfo=dt.UTC)
@@ -40,6 +41,7 @@ def _read_partition(engine: Engine, day: dt.date) -> pa.Table:
     return pa.concat_tables(pq.ParquetFile(f).read() for f in sorted(folder.glob("*.parquet")))
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_compaction_merges_small_files_and_keeps_every_row(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=100)
     written = _small_batches(engine, DAY, batches=12, rows=20)
@@ -72,6 +74,7 @@ def test_big_files_are_kept_as_they_are(tmp_path: Path) -> None:
     assert len(list(folder.glob("*.parquet"))) == 2
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_records_that_arrive_during_compaction_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(tmp_path, NOW, compaction_target_rows=1000)
     written = _small_batches(engine, DAY, batches=4, rows=10)

@@ -18,6 +18,7 @@ from cli import app as cli
 from engine import Engine
 from engine.secretbox import new_key
 from engine.settings import get_settings
+from tests.conftest import ON_BOTH
 from tests.credential_fixtures import NOW, MovingClock, credential_settings, make_engine, put
 from tests.oauth_server import FakeOAuth, jwt
 
@@ -136,6 +137,7 @@ def test_cli_refresh_and_history(tmp_path: Path, oauth: FakeOAuth, env):
     assert run.exit_code == 0 and json.loads(run.stdout)["details"]["disabled"] == 0
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_api_put_list_token_refresh_and_metrics(tmp_path: Path, oauth: FakeOAuth):
     clock = MovingClock()
     engine = make_engine(tmp_path / "data", oauth, clock)
@@ -244,6 +246,7 @@ def test_the_store_holds_no_token_in_clear_and_the_key_file_is_private(tmp_path:
     assert again.credentials.token(1, "t").access_token == accounts[0].access_token
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_secret_key_setting_and_rotation(tmp_path: Path, oauth: FakeOAuth):
     old, new = new_key(), new_key()
     data = tmp_path / "data"

@@ -14,7 +14,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import Engine, Settings
 from engine.lake import content_batch_id
-from tests.conftest import make_record
+from tests.conftest import BACKENDS, SQLITE_ONLY, control_backend, make_record
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -98,6 +101,7 @@ def test_an_empty_idempotency_key_is_refused(client: TestClient):
     assert r.status_code == 422 and r.json()["type"] == "/problems/invalid-request"
 
 
+@SQLITE_ONLY  # it edits the SQLite file as 0.1.0 left it
 def test_keys_stored_before_the_upgrade_keep_answering(tmp_path: Path):
     """Migration: client keys of an older ledger move into the key namespace, content hashes stay."""
     engine = Engine(Settings(data_dir=tmp_path, scheduler_enabled=False))

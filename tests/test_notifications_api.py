@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli import app
 from engine import Engine, Settings
 from tests.alert_traffic import NOW, Clock, requests, set_thresholds, store
+from tests.conftest import ON_BOTH
 from tests.receivers import Received, Receiver, receiver
 
 SLACK_PATH = "/services/T0000/B0000/XXXXsecretXXXXtoken"
@@ -34,6 +35,7 @@ def open_alert(engine: Engine, key_id: int = 7) -> int:
     return alert_id
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_channel_crud_masks_secrets(engine, client_for):
     client = client_for(engine)
     slack_url = f"https://hooks.slack.example{SLACK_PATH}"
@@ -147,6 +149,7 @@ def test_secrets_are_never_logged_nor_answered_in_errors(engine, client_for, cap
     assert "no such hook ***" in test["response"]
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_metrics_count_deliveries_by_channel_and_outcome_and_show_the_lag(engine, client_for):
     client = client_for(engine)
     with receiver() as r:
@@ -210,6 +213,7 @@ def test_cli_channels_and_deliveries(engine, cli_env):
     assert re.search(r"no notification channel", runner.invoke(app, ["notify", "channels", "test", "ops"]).output)
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_channel_secrets_are_encrypted_at_rest_and_rotate_with_the_key(tmp_path):
     from engine.secretbox import new_key
 

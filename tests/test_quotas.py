@@ -15,6 +15,7 @@ from api.app import create_app
 from engine import Engine
 from engine.errors import InvalidParameter, NotFound
 from engine.quotas import NEVER_START, period_floor
+from tests.conftest import ON_BOTH
 from tests.factories import make_engine, records
 
 UTC = dt.UTC
@@ -93,6 +94,7 @@ def test_usage_matches_at_any_time(quota_lake: tuple[Engine, list], offset: int)
         assert usage.used == _expected(traffic, usage.key_id, start, now)
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_reset_advances_to_the_boundary_and_catches_up_once(tmp_path: Path) -> None:
     traffic = _traffic()
     engine = _engine(tmp_path, traffic, now=dt.datetime(2026, 3, 20, 8, tzinfo=UTC))
@@ -117,6 +119,7 @@ def test_reset_advances_to_the_boundary_and_catches_up_once(tmp_path: Path) -> N
     assert len(engine.quotas.resets(1)) == 2
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_reset_job_through_the_scheduler(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, dt.datetime(2026, 3, 31, 23, 0, tzinfo=UTC))
     engine.quotas.put(7, 100, "daily")
@@ -143,6 +146,7 @@ def test_put_rules(tmp_path: Path) -> None:
     assert engine.quotas.get(1).quota_limit == 20  # seeding never overrides an admin's quota
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_quota_api(tmp_path: Path) -> None:
     traffic = _traffic()
     engine = _engine(tmp_path, traffic)

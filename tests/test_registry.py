@@ -14,7 +14,11 @@ from api.app import create_app
 from cli import app as cli
 from engine.errors import InvalidParameter
 from engine.settings import get_settings
+from tests.conftest import BACKENDS, control_backend
 from tests.factories import make_engine, records
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 DOC = {

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine
+from tests.conftest import ON_BOTH
 from tests.factories import day_records, make_engine, mark_summarized
 
 NOW = dt.datetime(2026, 3, 31, 9, 0, tzinfo=dt.UTC)
@@ -32,6 +33,7 @@ def _days_left(engine: Engine) -> dict[dt.date, int]:
     return {r["date"]: r["n"] for r in rows}
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_retention_by_days_keeps_the_last_n_days(tmp_path: Path) -> None:
     sizes = {k: 5 + k for k in (0, 1, 29, 30, 31, 45)}
     engine = _lake(tmp_path, sizes, log_retention_days=30)
@@ -95,6 +97,7 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(tmp_path: Path) -> None
     assert done.details["days"] == dry.details["days"]
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_dropped_partitions_leave_the_table_whole_and_are_purged_after_the_grace(tmp_path: Path) -> None:
     engine = _lake(tmp_path, {0: 2, 40: 3}, lake_grace_seconds=600)
     engine.cleaner.run(NOW)

@@ -15,7 +15,11 @@ from engine.errors import InvalidParameter
 from engine.jobs import JobBusy, Jobs, standard_specs
 from engine.scheduler import Scheduler
 from engine.schedules import JobOutcome, JobSpec, Schedule
+from tests.conftest import BACKENDS, SQLITE_ONLY, control_backend
 from tests.factories import make_engine
+
+# Every test runs on both control stores: the SQLite file and PostgreSQL.
+control = pytest.fixture(params=BACKENDS, autouse=True)(control_backend)
 
 T0 = dt.datetime(2026, 3, 2, 0, 0, 30, tzinfo=dt.UTC)  # a Monday
 
@@ -134,6 +138,7 @@ def _scheduler_process(data_dir: str, out: str, start: float) -> None:
 
 
 @pytest.mark.slow
+@SQLITE_ONLY  # on PostgreSQL, tests/test_replicas.py runs two serve processes' schedulers
 def test_two_scheduler_processes_run_a_tick_once(tmp_path: Path) -> None:
     out = tmp_path / "calls.txt"
     make_engine(tmp_path, T0)  # create the store once

@@ -12,6 +12,7 @@ import pytest
 
 from engine.stats import histograms, merging
 from tests import stats_oracle
+from tests.conftest import ON_BOTH
 from tests.factories import make_engine
 from tests.stats_records import records
 
@@ -59,6 +60,7 @@ def engine(tmp_path):
     return engine
 
 
+@ON_BOTH  # also on the PostgreSQL control store
 def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
     tables = _closed()
     for i in range(4):

@@ -222,7 +222,7 @@ class AlertHistory:
     def changes_after(self, event_id: int, limit: int = 1000) -> list[AlertChange]:
         """Lifecycle events after `event_id`, oldest first, at most `limit`, with their alert's facts.
 
-        Event ids grow in commit order (SQLite has one writer at a time), so a reader that has seen
+        Event ids grow in commit order (the control store has one writer at a time), so a reader that has seen
         event N has seen every event before it.
         """
         with self.store.connect(write=False) as con:
@@ -230,10 +230,10 @@ class AlertHistory:
                 """
                 SELECT e.id, e.at, e.kind, e.actor, e.note, e.severity, e.value, e.alert_id, a.type, a.scope,
                        a.master_id, a.key_id, a.provider_key_id,
-                       coalesce((SELECT p.kind FROM alert_events p
-                                 WHERE p.alert_id = e.alert_id AND p.id < e.id
-                                   AND p.kind IN ('acknowledged', 'ack_expired')
-                                 ORDER BY p.id DESC LIMIT 1) = 'acknowledged', 0) AS acknowledged
+                       CASE WHEN (SELECT p.kind FROM alert_events p
+                                  WHERE p.alert_id = e.alert_id AND p.id < e.id
+                                    AND p.kind IN ('acknowledged', 'ack_expired')
+                                  ORDER BY p.id DESC LIMIT 1) = 'acknowledged' THEN 1 ELSE 0 END AS acknowledged
                 FROM alert_events e JOIN alerts a ON a.id = e.alert_id
                 WHERE e.id > ? ORDER BY e.id LIMIT ?
                 """, (event_id, limit)).fetchall()

@@ -8,9 +8,10 @@ holds one day of per-minute counts, a few hundred MB at 5M records a day); sever
 data dir (the server, a CLI) each run at most one. At most `MAX_WAITING` runs wait at once; more are
 refused (Conflict), so a burst of requests cannot pile up work without end.
 
-A run holds an flock (`_locks/preview-<id>.lock`) while it runs, so a run found `running` whose lock
-is free belongs to a process that died: it is marked `abandoned` when read. A finished result is
-written in the same transaction as its `done` status, so it is never lost once reported.
+A run holds an flock (`_locks/preview-<id>.lock`; with a shared control store, the lease `preview:<id>`,
+see `engine.leases`) while it runs, so a run found `running` whose lock is free belongs to a process that
+died: it is marked `abandoned` when read. A finished result is written in the same transaction as its
+`done` status, so it is never lost once reported.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from engine.alerts.history import Alert
 from engine.alerts.thresholds import Thresholds
 from engine.errors import Conflict, NotFound
 from engine.infra import Infra
-from engine.locks import try_lock
 from engine.times import iso
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ class Previews:
                 raise Conflict(f"{waiting} previews are waiting to run; retry when one has started")
             run_id = con.execute(
                 "INSERT INTO preview_runs (status, span_start, span_end, thresholds, minutes_total, requested_at) "
-                "VALUES ('queued', ?, ?, ?, ?, ?)",
+                "VALUES ('queued', ?, ?, ?, ?, ?) RETURNING id",
                 (iso(start), iso(end), thresholds.model_dump_json(), total, iso(now)),
-            ).lastrowid
+            ).fetchone()["id"]
             con.execute("DELETE FROM preview_runs WHERE status IN ('done', 'failed', 'abandoned') AND id NOT IN "
                         "(SELECT id FROM preview_runs WHERE status IN ('done', 'failed', 'abandoned') "
                         "ORDER BY id DESC LIMIT ?)", (KEEP_FINISHED,))
@@ -201,7 +201,7 @@ class Previews:
         claimed = self._claim()
         if claimed is None:
             return False
-        row, fd = claimed
+        row, release = claimed
         run_id = row["id"]
         try:
             preview = self.replay(Thresholds.model_validate_json(row["thresholds"]),
@@ -215,11 +215,11 @@ class Previews:
             self._finish(run_id, "done", preview.model_dump_json(), None)
         finally:
             self._lock_path(run_id).unlink(missing_ok=True)
-            os.close(fd)
+            release()
         return True
 
-    def _claim(self) -> tuple[sqlite3.Row, int] | None:
-        """The oldest queued run, now `running` and ours, with its lock's descriptor; None when none is queued.
+    def _claim(self) -> tuple[sqlite3.Row, Callable[[], None]] | None:
+        """The oldest queued run, now `running` and ours, with its lock's release; None when none is queued.
 
         The lock is taken before the status changes, so whoever reads `running` finds the lock held.
         """
@@ -228,8 +228,8 @@ class Previews:
                 found = con.execute("SELECT min(id) FROM preview_runs WHERE status = 'queued'").fetchone()[0]
             if found is None:
                 return None
-            fd = try_lock(self._lock_path(found))
-            if fd is None:
+            release = self._take(found)
+            if release is None:
                 self._stop.wait(0.05)  # another worker is claiming it
                 continue
             with self.infra.store.connect() as con:
@@ -238,8 +238,8 @@ class Previews:
                     "WHERE id = ? AND status = 'queued' RETURNING *", (iso(self.infra.now()), _owner(), found),
                 ).fetchone()
             if row is not None:
-                return row, fd
-            os.close(fd)
+                return row, release
+            release()
         return None
 
     def _progress(self, run_id: int, done: int) -> None:
@@ -283,12 +283,15 @@ class Previews:
     def _lock_path(self, run_id: int) -> Path:
         return self.locks / f"preview-{run_id}.lock"
 
+    def _take(self, run_id: int) -> Callable[[], None] | None:
+        return self.infra.claim(f"preview:{run_id}", self._lock_path(run_id))
+
     def _orphaned(self, run_id: int) -> bool:
         """Whether no process holds the run's lock (its runner died, or has just finished)."""
-        fd = try_lock(self._lock_path(run_id))
-        if fd is None:
+        release = self._take(run_id)
+        if release is None:
             return False
-        os.close(fd)
+        release()
         return True
 
     def _abandon(self, run_id: int) -> None:

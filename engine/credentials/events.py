@@ -5,9 +5,9 @@ consumer moves one event at a time to `<queue>:processing` (`LMOVE`, atomic), ha
 refresh queue in the control store, and only then removes it from the processing list (the ack). A
 consumer that dies in between leaves the event in the processing list, and the next consumer handles it
 first: an event is never lost, at worst handled twice (the refresh queue coalesces such a repeat). One
-consumer per data dir drains at a time (an flock), so what sits in the processing list when a drain
-starts belongs to a consumer that died. Events that are not readable go to `<queue>:dead`, kept for a
-person to look at.
+consumer per data dir drains at a time (an flock; a lease across replicas on a shared control store), so
+what sits in the processing list when a drain starts belongs to a consumer that died. Events that are
+not readable go to `<queue>:dead`, kept for a person to look at.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
-
-from engine.locks import flock
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ def parse_event(raw: bytes | str) -> int | None:
 class RedisEvents:
     """The consumer of one Redis list of refresh events."""
 
-    def __init__(self, url: str, queue: str, lock: Path) -> None:
+    def __init__(self, url: str, queue: str, lock: Callable[[], AbstractContextManager[bool]]) -> None:
         self.url = url
         self.queue = queue
         self.processing = f"{queue}:processing"
@@ -56,7 +54,7 @@ class RedisEvents:
     def drain(self, handle: Callable[[int], object], limit: int = 1000) -> int:
         """Hand every waiting event (first those a dead consumer left) to `handle(provider_key_id)`, acking each
         after `handle` returns; returns how many were taken. 0 at once when another consumer is draining."""
-        with flock(self.lock, wait=False) as locked:
+        with self.lock() as locked:
             if not locked:
                 return 0
             client = redis_client(self.url)

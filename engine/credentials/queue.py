@@ -30,11 +30,10 @@ class RefreshQueue:
                 " ORDER BY id LIMIT 1", (provider_key_id,)).fetchone()
             if row is not None:
                 return int(row["id"])
-            cur = con.execute(
+            row = con.execute(
                 "INSERT INTO credential_refresh_requests (provider_key_id, source, requested_by, requested_at, state)"
-                " VALUES (?, ?, ?, ?, 'queued')", (provider_key_id, source, by, iso(now)))
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+                " VALUES (?, ?, ?, ?, 'queued') RETURNING id", (provider_key_id, source, by, iso(now))).fetchone()
+            return int(row["id"])
 
     def claim(self, request_id: int, owner: str, now: dt.datetime, lease: dt.timedelta) -> int | None:
         """Take one request if it is queued or its worker's claim ran out; its provider key id, or None."""

@@ -76,7 +76,8 @@ class Credentials:
                                      sleep=lambda seconds: self.sleep(seconds), jitter=lambda: self.rng.random(),
                                      on_disabled=self._disabled)
         self.events = (RedisEvents(settings.redis_url, settings.redis_refresh_queue,
-                                   infra.data_dir / "_locks" / "credentials-redis.lock")
+                                   lambda: infra.exclusive("credentials-redis",
+                                                           infra.data_dir / "_locks" / "credentials-redis.lock"))
                        if settings.redis_url else None)
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()

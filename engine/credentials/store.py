@@ -326,4 +326,5 @@ def _attempt(con: sqlite3.Connection, provider_key_id: int, provider_type: str, 
 
 def _count(con: sqlite3.Connection, provider_type: str, outcome: str) -> None:
     con.execute("INSERT INTO credential_refresh_counts (provider_type, outcome, count) VALUES (?, ?, 1)"
-                " ON CONFLICT (provider_type, outcome) DO UPDATE SET count = count + 1", (provider_type, outcome))
+                " ON CONFLICT (provider_type, outcome) DO UPDATE SET count = credential_refresh_counts.count + 1",
+                (provider_type, outcome))

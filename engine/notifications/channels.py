@@ -143,13 +143,15 @@ class ChannelStore:
             rows = con.execute("SELECT name, url, secret FROM notification_channels").fetchall()
             for row in rows:
                 con.execute("UPDATE notification_channels SET url = ?, secret = ? WHERE name = ?",
-                            (box.rotate(row["url"]), box.rotate(row["secret"]) if row["secret"] else None,
+                            (_text(box.rotate(_token(row["url"]))),
+                             _text(box.rotate(_token(row["secret"]))) if row["secret"] else None,
                              row["name"]))
         return len(rows)
 
     def _stored(self, row: sqlite3.Row) -> StoredChannel:
         box = self.box()
-        return _channel(row, box.decrypt(row["url"]), box.decrypt(row["secret"]) if row["secret"] else None)
+        return _channel(row, box.decrypt(_token(row["url"])),
+                        box.decrypt(_token(row["secret"])) if row["secret"] else None)
 
     def put(self, name: str, fields: Mapping[str, Any]) -> tuple[StoredChannel, bool]:
         """Create or replace a channel; returns it and whether it is new.
@@ -188,8 +190,8 @@ class ChannelStore:
                     min_interval_seconds = excluded.min_interval_seconds,
                     notify_acknowledged = excluded.notify_acknowledged, updated_at = excluded.updated_at
                 """,
-                (name, values["type"], box.encrypt(values["url"]),
-                 box.encrypt(values["secret"]) if values["secret"] else None, values["min_severity"],
+                (name, values["type"], _text(box.encrypt(values["url"])),
+                 _text(box.encrypt(values["secret"])) if values["secret"] else None, values["min_severity"],
                  _json(values["types"]), _json(values["scopes"]), values["min_interval_seconds"],
                  int(values["notify_acknowledged"]), since, stamp, stamp),
             )
@@ -292,3 +294,13 @@ def _channel(row: sqlite3.Row, url: str, secret: str | None) -> StoredChannel:
         min_interval_seconds=row["min_interval_seconds"], notify_acknowledged=bool(row["notify_acknowledged"]),
         since_event_id=row["since_event_id"], created_at=row["created_at"], updated_at=row["updated_at"],
     )
+
+
+def _text(token: bytes) -> str:
+    """A Fernet token (ASCII) as the text its TEXT column holds on every database."""
+    return token.decode("ascii")
+
+
+def _token(value: str | bytes) -> bytes:
+    """A stored token back as bytes (channels stored before tokens were kept as text hold bytes)."""
+    return value.encode("ascii") if isinstance(value, str) else value

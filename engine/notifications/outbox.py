@@ -110,11 +110,12 @@ class Outbox:
         """Per channel with pending deliveries: (its oldest one's next attempt, last message sent, oldest event)."""
         with self.store.connect(write=False) as con:
             rows = con.execute(
-                "SELECT d.channel, min(d.event_id), d.next_attempt_at, s.last_sent_at,"
+                "SELECT d.channel, d.next_attempt_at, s.last_sent_at,"
                 " (SELECT min(event_at) FROM notification_deliveries o WHERE o.channel = d.channel"
                 "  AND o.status = 'pending') AS oldest"
                 " FROM notification_deliveries d LEFT JOIN notification_channel_state s ON s.channel = d.channel"
-                " WHERE d.status = 'pending' GROUP BY d.channel").fetchall()
+                " WHERE d.status = 'pending' AND d.event_id = (SELECT min(event_id) FROM notification_deliveries m"
+                "  WHERE m.channel = d.channel AND m.status = 'pending')").fetchall()
         return {r["channel"]: (_time(r["next_attempt_at"]), _time(r["last_sent_at"]) if r["last_sent_at"] else None,
                                _time(r["oldest"])) for r in rows}
 
@@ -186,9 +187,9 @@ class Outbox:
                 if count:
                     _count(con, channel, name, count)
             state = con.execute(
-                "UPDATE notification_channel_state SET lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
-                " lease_until = CASE WHEN ? THEN NULL ELSE ? END,"
-                " last_sent_at = CASE WHEN ? THEN ? ELSE last_sent_at END WHERE channel = ? AND lease_owner = ?"
+                "UPDATE notification_channel_state SET lease_owner = CASE WHEN ? <> 0 THEN NULL ELSE lease_owner END,"
+                " lease_until = CASE WHEN ? <> 0 THEN NULL ELSE ? END,"
+                " last_sent_at = CASE WHEN ? <> 0 THEN ? ELSE last_sent_at END WHERE channel = ? AND lease_owner = ?"
                 " RETURNING last_sent_at",
                 (release, release, iso(now + dt.timedelta(seconds=lease_seconds)), response.ok, stamp, channel,
                  owner),
@@ -211,8 +212,10 @@ class Outbox:
         """The alerts the channel's receiver shows firing, by what was delivered: {alert id: severity}."""
         with self.store.connect(write=False) as con:
             rows = con.execute(
-                "SELECT alert_id, shown_after, max(event_id) FROM notification_deliveries"
-                " WHERE channel = ? AND status = 'delivered' GROUP BY alert_id", (channel,)).fetchall()
+                "SELECT alert_id, shown_after FROM notification_deliveries d"
+                " WHERE channel = ? AND status = 'delivered' AND event_id = (SELECT max(event_id)"
+                "  FROM notification_deliveries m WHERE m.channel = d.channel AND m.alert_id = d.alert_id"
+                "  AND m.status = 'delivered')", (channel,)).fetchall()
         return {r["alert_id"]: r["shown_after"] for r in rows if r["shown_after"] is not None}
 
     def resent(self, channel: str, response: Response | None, now: dt.datetime, next_at: dt.datetime) -> None:
@@ -353,7 +356,7 @@ def _shown(con: sqlite3.Connection, channel: str, alert_id: int) -> str | None:
 
 def _count(con: sqlite3.Connection, channel: str, outcome: str, count: int) -> None:
     con.execute("INSERT INTO notification_totals (channel, outcome, count) VALUES (?, ?, ?)"
-                " ON CONFLICT (channel, outcome) DO UPDATE SET count = count + excluded.count",
+                " ON CONFLICT (channel, outcome) DO UPDATE SET count = notification_totals.count + excluded.count",
                 (channel, outcome, count))
 
 

@@ -37,7 +37,6 @@ import pyarrow as pa
 
 from engine import catalog, queries
 from engine.infra import Infra
-from engine.locks import flock
 from engine.partitions import PartitionDrops
 from engine.stats import histogram_counts
 from engine.tables import (
@@ -243,4 +242,4 @@ class Rollups:
 
     def lock(self) -> AbstractContextManager[bool]:
         """One rollup writer at a time across processes (the scheduler's refresh, a backfill, the cleaner)."""
-        return flock(self.infra.settings.staging_dir / ".rollups.lock")
+        return self.infra.exclusive("rollups", self.infra.settings.staging_dir / ".rollups.lock", wait=True)
