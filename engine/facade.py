@@ -182,7 +182,7 @@ class Engine:
 
     def lake_has_records(self) -> bool:
         """Whether any log record file has been published."""
-        return LOG_RECORDS.has_files(self.settings.data_dir)
+        return self.infra.lake.has_files(LOG_RECORDS)
 
     # -- query --------------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class Engine:
 
     def _demo_rows(self, day: dt.date) -> int:
         """How many of a demo day's records the lake holds (their request ids name the day)."""
-        if day not in set(LOG_RECORDS.days(self.settings.data_dir)):
+        if day not in set(self.infra.lake.days(LOG_RECORDS)):
             return 0
         con = self.connect()
         try:

@@ -11,8 +11,11 @@ import duckdb
 
 from engine import catalog
 from engine.lake import Lake
+from engine.manifest import Manifest
+from engine.objectlake import ObjectLake
 from engine.secretbox import SecretBox
 from engine.settings import Settings
+from engine.storage import open_storage
 from engine.store import ControlStore
 from engine.times import Clock
 
@@ -37,7 +40,9 @@ class Infra:
         """Create the data dir, open (and migrate) the control store and the lake writer."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = ControlStore(settings.control_db)
-        return cls(settings, clock, store, Lake(settings, store))
+        storage = open_storage(settings.lake_url, settings.data_dir, settings.s3_endpoint_url)
+        objects = ObjectLake(storage, Manifest(store)) if storage.remote else None
+        return cls(settings, clock, store, Lake(settings, store, objects))
 
     @property
     def data_dir(self) -> Path:
@@ -59,4 +64,4 @@ class Infra:
 
     def connect(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every lake view (`log_records`, ...) and the shared macros."""
-        return catalog.connect(self.settings.data_dir, threads)
+        return catalog.connect(self.settings.data_dir, threads, self.lake.objects)

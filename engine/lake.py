@@ -43,18 +43,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused
 from engine.locks import flock, try_lock
+from engine.manifest import LiveFile
+from engine.objectlake import ObjectLake
+from engine.parquetfiles import write_parquet
 from engine.partitions import fsync_dir
 from engine.request_ids import HashSet
 from engine.request_index import RequestIndex
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
 from engine.store import ControlStore
-from engine.tables import LOG_RECORDS
+from engine.tables import LOG_RECORDS, LakeTable
 from engine.times import iso, utc_now
 from engine.validation import ValidBatch
 
@@ -149,9 +151,11 @@ class _Fresh:
 class Lake:
     """Writes batches into `<data>/log_records/` and keeps the ledger that makes replays idempotent."""
 
-    def __init__(self, settings: Settings, store: ControlStore) -> None:
+    def __init__(self, settings: Settings, store: ControlStore, objects: ObjectLake | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: The lake on object storage (EZ_LAKE_URL s3://...): files uploaded, then made live by the manifest.
+        self.objects = objects
         self.root = LOG_RECORDS.root(settings.data_dir)
         self.staging = settings.staging_dir
         self.root.mkdir(parents=True, exist_ok=True)
@@ -200,11 +204,15 @@ class Lake:
                 return earlier
             with self._staging_folder() as folder:
                 staged, fresh = self._encode_fresh(batch, folder, batch_id)
+                # On object storage the files are uploaded now, outside the lock: invisible until committed.
+                uploaded = self.objects.upload(folder, staged, LOG_RECORDS.folder) if self.objects else []
                 with self.publish_lock():
                     earlier = self._receipt(batch_id, fingerprint, recover=False)
-                    if earlier is not None:
-                        return earlier
-                    if self._raced(fresh):
+                    if earlier is not None or self._raced(fresh):
+                        if uploaded:
+                            self.objects.discard(uploaded)  # type: ignore[union-attr]
+                        if earlier is not None:
+                            return earlier
                         continue  # another writer stored some of these request_ids meanwhile: start over
                     self._begin(batch_id, fresh.table.num_rows, staged, folder, hours_of(fresh.table),
                                 fingerprint=fingerprint, duplicates=fresh.duplicates, truncated=batch.truncated)
@@ -309,6 +317,8 @@ class Lake:
         For derived tables (rollups, daily stats) whose partitions are recomputed whole: a reader sees
         the old file or the new one, never neither and never a partial file.
         """
+        if self.objects is not None:
+            return Path(self.objects.publish(table, relative, self.settings.row_group_rows, utc_now()))
         target = self.settings.data_dir / relative
         with self._staging_folder() as folder:
             staged = folder / target.name
@@ -321,6 +331,36 @@ class Lake:
             if created:
                 fsync_dir(target.parent.parent)
         return target
+
+    # -- what a table holds, on either backend: the folders of a local lake, the manifest of one on S3 --------
+
+    def days(self, table: LakeTable) -> list[dt.date]:
+        """The days `table` has files for, oldest first."""
+        if self.objects is not None:
+            return self.objects.manifest.days(table.folder)
+        return table.days(self.settings.data_dir)
+
+    def has_files(self, table: LakeTable) -> bool:
+        """Whether `table` has any file yet."""
+        if self.objects is not None:
+            return bool(self.objects.manifest.days(table.folder))
+        return table.has_files(self.settings.data_dir)
+
+    def has_day(self, table: LakeTable, day: dt.date) -> bool:
+        """Whether a derived table has its file for `day`."""
+        if self.objects is not None:
+            return bool(self.objects.manifest.live(table.folder, day))
+        return (self.settings.data_dir / table.file(day)).is_file()
+
+    def identity(self, table: LakeTable, day: dt.date) -> tuple[object, ...]:
+        """What changes whenever a derived table's day is rewritten (its live key, or inode/mtime/size)."""
+        if self.objects is not None:
+            return tuple(f.path for f in self.objects.manifest.live(table.folder, day))
+        try:
+            st = (self.settings.data_dir / table.file(day)).stat()
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def recover(self) -> int:
         """Finish or remove what crashed writers left; returns how many staging folders were handled."""
@@ -385,6 +425,8 @@ class Lake:
     def _publish(self, folder: Path, staged: list[list[object]]) -> None:
         touched: set[Path] = set()
         for staged_name, final, *_ in staged:
+            if self.objects is not None and str(final).startswith(LOG_RECORDS.folder + "/"):
+                continue  # uploaded already; the commit makes it live
             source = folder / str(staged_name)
             target = self.settings.data_dir / str(final)
             if not source.exists():
@@ -415,6 +457,9 @@ class Lake:
                 "UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE batch_id = ?",
                 (iso(utc_now()), batch_id),
             )
+            if self.objects is not None:  # the batch's objects become live in the transaction that commits it
+                row = con.execute("SELECT files FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+                self.objects.manifest.add(con, _live_files(json.loads(row["files"])), batch_id, utc_now())
 
     def _receipt(self, batch_id: str, fingerprint: str | None, recover: bool) -> BatchReceipt | None:
         with self.store.connect(write=False) as con:
@@ -473,32 +518,12 @@ def _token(batch_id: str) -> str:
     return hashlib.sha256(batch_id.encode()).hexdigest()[:16]
 
 
+def _live_files(staged: list[list[object]]) -> list[LiveFile]:
+    """The manifest rows of a batch's data files (entries [staged name, key, rows])."""
+    return [LiveFile(str(key), LOG_RECORDS.folder, dt.date.fromisoformat(str(key).split("/")[1].split("=", 1)[1]),
+                     int(str(rows))) for _, key, rows, *_ in staged if str(key).startswith(LOG_RECORDS.folder + "/")]
+
+
 def _data_files(staged: list[list[object]]) -> tuple[str, ...]:
     """The Parquet files of a batch's staged entries (its request index files are not part of the receipt)."""
     return tuple(str(entry[1]) for entry in staged if str(entry[1]).startswith(LOG_RECORDS.folder + "/"))
-
-
-_NO_DICTIONARY = frozenset(
-    {"request_id", "created_at", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "quota_cost"}
-)
-
-
-def write_parquet(table: pa.Table, path: Path, row_group_rows: int) -> None:
-    """Write one lake file (zstd, row groups sized for parallel scans, min/max statistics) and fsync it."""
-    pq.write_table(
-        table,
-        path,
-        compression="zstd",
-        row_group_size=row_group_rows,
-        # Dictionaries only where values repeat: on ids and measures they cost time and grow files.
-        use_dictionary=[name for name in table.column_names if name not in _NO_DICTIONARY],
-        write_statistics=True,
-        sorting_columns=[pq.SortingColumn(table.schema.get_field_index("created_at"))]
-        if "created_at" in table.schema.names else None,
-    )
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

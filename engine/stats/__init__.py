@@ -149,7 +149,7 @@ class Stats:
 
     def raw_days(self) -> list[dt.date]:
         """Days with raw log record files."""
-        return LOG_RECORDS.days(self.infra.data_dir)
+        return self.infra.lake.days(LOG_RECORDS)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ class Reader:
         self.rollups = rollups
         self.names = names
         self.lost_hours = lost_hours or (lambda start, end: [])
-        self.live = LiveParts(LOG_RECORDS.root(infra.data_dir))
+        self.live = LiveParts(LOG_RECORDS.root(infra.data_dir), infra.lake.objects)
         self._heavy = threading.BoundedSemaphore(infra.settings.stats_heavy_concurrency)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -156,9 +156,10 @@ class Reader:
         for table in VIEWS:
             # A view made while its table had no file reads an empty stand-in, and a glob that matches
             # nothing fails: re-point a view when its table gains its first file or loses its last.
-            has = table.has_files(data_dir)
-            if pooled.globbed.get(table.name) != has:
-                catalog.register(pooled.con, table, data_dir)
+            has = self.infra.lake.has_files(table)
+            # On object storage a view lists the live files: it is made afresh for every use.
+            if pooled.globbed.get(table.name) != has or self.infra.lake.objects is not None:
+                catalog.register(pooled.con, table, data_dir, self.infra.lake.objects)
                 pooled.globbed[table.name] = has
         try:
             yield pooled.con
@@ -458,17 +459,12 @@ class Reader:
         out = []
         for day in plan.daily_days:
             for table in (ROLLUPS_DAILY, LATENCY_DAILY):
-                try:
-                    st = (self.infra.data_dir / table.file(day)).stat()
-                except FileNotFoundError:
-                    out.append((0, 0, 0))
-                    continue
-                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+                out.append(self.infra.lake.identity(table, day))
         return tuple(out), self.rollups.versions(plan.start, plan.split)
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
-        raw = LOG_RECORDS.days(self.infra.data_dir)
+        raw = self.infra.lake.days(LOG_RECORDS)
         first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
         return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
 
