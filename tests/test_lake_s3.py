@@ -4,13 +4,20 @@ rollups, daily stats, alerts, compaction and retention; the manifest alone decid
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import random
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
+from cli import app
 from engine import Engine, Settings
+from engine.settings import get_settings
 from engine.tables import DAILY_STATS, LOG_RECORDS
 from tests.seaweedfs import S3Server
 from tests.stats_oracle import expected, frame
@@ -128,3 +135,37 @@ def test_s3_lake_is_only_objects_in_the_bucket_and_its_manifest(both: dict[str, 
     assert set(objects.storage.list(LOG_RECORDS.folder)) == live
     assert engine.infra.lake.days(DAILY_STATS) == [FIRST + dt.timedelta(days=d) for d in range(4)]
 
+
+
+def test_a_snapshot_reads_the_table_where_a_raw_glob_of_the_bucket_double_counts(
+        s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polars as pl  # the statement printed for Polars is evaluated as an analyst would paste it
+
+    engine = Engine(Settings(data_dir=tmp_path, lake_url=s3.lake_url(), s3_endpoint_url=s3.endpoint,
+                             scheduler_enabled=False, compaction_target_rows=1000), clock=lambda: NOW)
+    for i, batch in enumerate(BATCHES[:6]):
+        engine.ingest_table(batch, batch_id=f"b{i}")
+    engine.compactor.run(NOW)  # two days, three files each, merged: the six small objects wait out the grace
+    snap = engine.snapshot()
+    assert snap.rows == 720 and len(snap.files) == 2
+    objects = engine.infra.lake.objects
+    assert objects is not None
+    con = duckdb.connect()
+    objects.storage.attach(con)  # in Python, DuckDB reads S3 through s3fs (or httpfs with the printed secret)
+    select = snap.duckdb.rsplit(";\n", 1)[-1]
+    assert con.execute(f"SELECT count(*) FROM ({select})").fetchone() == (720,)
+    assert eval(snap.polars, {"pl": pl, "os": os}).select(pl.len()).collect().item() == 720
+    glob = objects.storage.path("log_records/*/*.parquet")
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone() == (1440,)  # during the grace
+    out = tmp_path / "snap.json"
+    for name, value in (("EZ_DATA_DIR", str(tmp_path)), ("EZ_LAKE_URL", engine.settings.lake_url or ""),
+                        ("EZ_S3_ENDPOINT_URL", s3.endpoint)):
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["snapshot", "--format", "files", "--manifest", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == snap.files
+    assert json.loads(out.read_text())["files"] == snap.files
