@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         None, description="Endpoint of an S3-compatible server for an s3:// EZ_LAKE_URL (e.g. http://127.0.0.1:8333); "
         "unset: AWS.",
     )
+    executor: str = Field(
+        "local", description="Where `ezstats backfill` runs its per-day tasks: local (this process) or "
+        "dask://HOST:PORT (a Dask scheduler; the workers need this same configuration and lake).",
+    )
     ingest_token: SecretStr | None = Field(
         None, description="Bearer token required by POST /v1/logs; unset means no auth (loopback only). "
         "Set but empty is a configuration error."

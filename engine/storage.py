@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from engine.errors import ConfigurationError
 
@@ -155,15 +155,13 @@ class S3Storage:
     @cached_property
     def fs(self) -> Any:
         """The s3fs file system (credentials from the AWS_* environment); one per process and lake."""
-        import s3fs
-
         kwargs: dict[str, Any] = {"config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}}}
         if self.endpoint:
             kwargs["endpoint_url"] = self.endpoint
         if os.environ.get("AWS_REGION"):
             kwargs.setdefault("client_kwargs", {})["region_name"] = os.environ["AWS_REGION"]
         # Listings must be fresh: another replica may have written a file a moment ago.
-        return s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True, **kwargs)
+        return _lake_s3fs()(use_listings_cache=False, skip_instance_cache=True, **kwargs)
 
     def _object(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -223,6 +221,38 @@ class S3Storage:
     def arrow_path(self, key: str) -> str:
         """`bucket/prefix/key`."""
         return f"{self.bucket}/{self._object(key)}"
+
+
+@lru_cache(maxsize=1)
+def _lake_s3fs() -> type:
+    """s3fs, told what the manifest guarantees: a lake object's name is never reused and its bytes never change.
+
+    DuckDB treats every path of a `read_parquet([...])` list as a glob and asks for each file's size: on plain
+    s3fs that is a LIST or HEAD request per file per query. A path without glob characters names a live file
+    the manifest listed, so it is its own glob, and its size, once known, is cached.
+    """
+    import s3fs
+
+    class LakeS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]
+        _sizes: ClassVar[dict[str, dict[str, Any]]] = {}  # shared: an object never changes, whoever reads it
+
+        def glob(self, path: str, **kwargs: Any) -> Any:
+            if not any(c in path for c in "*?[") and not kwargs.get("detail"):
+                return [path]
+            return super().glob(path, **kwargs)
+
+        def info(self, path: str, **kwargs: Any) -> Any:
+            key = self._strip_protocol(path)
+            found = self._sizes.get(key)
+            if found is None:
+                found = super().info(path, **kwargs)
+                if found.get("type") == "file":
+                    if len(self._sizes) > 100_000:
+                        self._sizes.clear()
+                    self._sizes[key] = found
+            return found
+
+    return LakeS3FileSystem
 
 
 def _precondition_failed(exc: Exception) -> bool:
