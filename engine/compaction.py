@@ -77,7 +77,7 @@ class Compactor:
         results = [self.compact(p, now) for p in self._partitions() if self.small_files(p)]
         purge(self.retired, now, grace)
         if self.infra.lake.objects is not None:
-            self.infra.lake.objects.purge(now, grace)
+            self.infra.lake.objects.purge(now, grace, LOG_RECORDS.folder)
         return _outcome(results, done=True)
 
     def _partitions(self) -> list[Partition]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,13 +109,25 @@ class ObjectLake:
         committed after the plan was made goes too, as it would with the folder of a local lake)."""
         return self.manifest.drop_day(table, day, now)
 
-    def purge(self, now: dt.datetime, grace_seconds: int) -> int:
-        """Delete files removed from the manifest at least `grace_seconds` ago; returns how many."""
+    def purge(self, now: dt.datetime, grace_seconds: int, table: str | None = None) -> int:
+        """Delete files removed from the manifest at least `grace_seconds` ago, and, under `table`, objects the
+        manifest never named (uploads of writers that died before committing) as old; returns how many."""
         expired = self.manifest.expired(now, grace_seconds)
         if expired:
             self.storage.delete(expired)
             self.manifest.forget(expired)
-        return len(expired)
+        orphans: list[str] = []
+        if table is not None:
+            # An upload is committed within seconds of being written: one older than the grace period that no
+            # manifest row names never will be.
+            # Object times are the server's wall clock, so they are compared with this host's, not the engine's.
+            old = [key for key, at in self.storage.modified(table).items() if at <= time.time() - grace_seconds]
+            known = self.manifest.known(old)
+            orphans = [key for key in old if key not in known]
+            if orphans:
+                log.warning("deleting %d uploads no committed batch names (writers that died)", len(orphans))
+                self.storage.delete(orphans)
+        return len(expired) + len(orphans)
 
 
 def _day_of(key: str) -> dt.date:

@@ -65,6 +65,10 @@ class Storage(Protocol):
         """Every key under `prefix` (a folder-like prefix, without trailing slash), sorted."""
         ...
 
+    def modified(self, prefix: str) -> dict[str, float]:
+        """Every key under `prefix` with its last-modified time (POSIX seconds)."""
+        ...
+
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Let a DuckDB connection read `path(key)` URLs."""
         ...
@@ -127,6 +131,10 @@ class LocalStorage:
         if not base.is_dir():
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        """Files under `prefix` with their mtimes."""
+        return {key: (self.root / key).stat().st_mtime for key in self.list(prefix)}
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Nothing to do: DuckDB reads local files itself."""
@@ -201,6 +209,17 @@ class S3Storage:
             return []
         # A server may keep an empty "folder" entry for the prefix itself: only keys below it count.
         return sorted(p[start:] for p in found if p.startswith(base + "/"))
+
+    def modified(self, prefix: str) -> dict[str, float]:
+        """Keys under `prefix` with their LastModified times (one listing)."""
+        base = f"{self.bucket}/{self._object(prefix)}"
+        start = len(f"{self.bucket}/{self.prefix}/") if self.prefix else len(f"{self.bucket}/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {path[start:]: info["LastModified"].timestamp() for path, info in found.items()
+                if path.startswith(base + "/") and "LastModified" in info}
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Register s3fs with DuckDB, so `read_parquet('s3://...')` reads through it."""

