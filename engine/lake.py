@@ -56,7 +56,7 @@ from engine.request_index import RequestIndex
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
 from engine.store import ControlStore
-from engine.tables import LOG_RECORDS, LakeTable
+from engine.tables import LOG_RECORDS, VIEWS, LakeTable
 from engine.times import iso, utc_now
 from engine.validation import ValidBatch
 
@@ -345,6 +345,14 @@ class Lake:
         if self.objects is not None:
             return bool(self.objects.manifest.days(table.folder))
         return table.has_files(self.settings.data_dir)
+
+    def views(self) -> dict[str, object]:
+        """Per table, what a DuckDB view over it was made from: whether it has files (a local view is a glob,
+        which sees new files by itself), or the manifest's signature of its live set (an S3 view lists them)."""
+        if self.objects is not None:
+            signatures = self.objects.manifest.signatures()
+            return {t.name: signatures.get(t.folder) for t in VIEWS}
+        return {t.name: t.has_files(self.settings.data_dir) for t in VIEWS}
 
     def has_day(self, table: LakeTable, day: dt.date) -> bool:
         """Whether a derived table has its file for `day`."""

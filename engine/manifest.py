@@ -67,6 +67,13 @@ class Manifest:
                                " ORDER BY date", (table,)).fetchall()
         return [dt.date.fromisoformat(r["date"]) for r in rows]
 
+    def signatures(self) -> dict[str, tuple[int, int, int]]:
+        """Per table, what changes whenever its live set does: live files, the latest row, removed files."""
+        with self.store.connect(write=False) as con:
+            rows = con.execute("SELECT table_name, sum(removed_at IS NULL), max(rowid), sum(removed_at IS NOT NULL)"
+                               " FROM lake_files GROUP BY table_name").fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
     def swap(self, removed: Iterable[str], added: Iterable[LiveFile], origin: str, reason: str,
              now: dt.datetime) -> bool:
         """In one transaction: take `removed` out of the live set and put `added` in, if every removed file is

@@ -153,14 +153,14 @@ class Reader:
             con.execute("SET parquet_metadata_cache = true")
             pooled = _Pooled(con, {})
         data_dir = self.infra.data_dir
+        views = self.infra.lake.views()
         for table in VIEWS:
             # A view made while its table had no file reads an empty stand-in, and a glob that matches
-            # nothing fails: re-point a view when its table gains its first file or loses its last.
-            has = self.infra.lake.has_files(table)
-            # On object storage a view lists the live files: it is made afresh for every use.
-            if pooled.globbed.get(table.name) != has or self.infra.lake.objects is not None:
+            # nothing fails: re-point a view when its table gains its first file or loses its last. On object
+            # storage a view lists the live files: re-made whenever the manifest's live set changed.
+            if table.name not in pooled.globbed or pooled.globbed[table.name] != views[table.name]:
                 catalog.register(pooled.con, table, data_dir, self.infra.lake.objects)
-                pooled.globbed[table.name] = has
+                pooled.globbed[table.name] = views[table.name]
         try:
             yield pooled.con
         finally:
@@ -472,7 +472,7 @@ class Reader:
 @dataclass
 class _Pooled:
     con: duckdb.DuckDBPyConnection
-    globbed: dict[str, bool]
+    globbed: dict[str, object]
 
 
 _FILTER_OF = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",
