@@ -18,6 +18,11 @@ request index, `engine.request_index`) are dropped before encoding, and the batc
 as an index file beside its Parquet files, published with them. Two writers storing the same ids at
 once find out under the publish lock, where the index is checked again; the later one starts over.
 
+On object storage (EZ_LAKE_URL s3://..., `engine.objectlake`) step 1 also uploads each encoded file whole,
+under its final, never reused name; step 2 publishes only the request index files; step 3 records the
+batch's objects live in the manifest in the same transaction that marks it committed. Until then no reader
+sees them (readers read the manifest's live files, not a listing of the bucket).
+
 A full disk stops a write at any step without leaving anything visible: before step 2 the staging
 folder is simply removed; if the ledger cannot record the commit, the files are renamed back out of the
 table and the batch is marked aborted (its staging folder renamed `<name>.aborted`), which recovery
@@ -47,8 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused
 from engine.locks import flock, try_lock
-from engine.manifest import LiveFile
-from engine.objectlake import ObjectLake
+from engine.objectlake import ObjectLake, staged_files
 from engine.parquetfiles import write_parquet
 from engine.partitions import fsync_dir
 from engine.request_ids import HashSet
@@ -209,8 +213,8 @@ class Lake:
                 with self.publish_lock():
                     earlier = self._receipt(batch_id, fingerprint, recover=False)
                     if earlier is not None or self._raced(fresh):
-                        if uploaded:
-                            self.objects.discard(uploaded)  # type: ignore[union-attr]
+                        if self.objects is not None:
+                            self.objects.discard(uploaded)
                         if earlier is not None:
                             return earlier
                         continue  # another writer stored some of these request_ids meanwhile: start over
@@ -467,7 +471,8 @@ class Lake:
             )
             if self.objects is not None:  # the batch's objects become live in the transaction that commits it
                 row = con.execute("SELECT files FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
-                self.objects.manifest.add(con, _live_files(json.loads(row["files"])), batch_id, utc_now())
+                self.objects.manifest.add(con, staged_files(json.loads(row["files"]), LOG_RECORDS.folder), batch_id,
+                                          utc_now())
 
     def _receipt(self, batch_id: str, fingerprint: str | None, recover: bool) -> BatchReceipt | None:
         with self.store.connect(write=False) as con:
@@ -524,12 +529,6 @@ def shown_id(batch_id: str) -> str:
 
 def _token(batch_id: str) -> str:
     return hashlib.sha256(batch_id.encode()).hexdigest()[:16]
-
-
-def _live_files(staged: list[list[object]]) -> list[LiveFile]:
-    """The manifest rows of a batch's data files (entries [staged name, key, rows])."""
-    return [LiveFile(str(key), LOG_RECORDS.folder, dt.date.fromisoformat(str(key).split("/")[1].split("=", 1)[1]),
-                     int(str(rows))) for _, key, rows, *_ in staged if str(key).startswith(LOG_RECORDS.folder + "/")]
 
 
 def _data_files(staged: list[list[object]]) -> tuple[str, ...]:

@@ -43,18 +43,17 @@ class ObjectLake:
         Raises:
             FileExistsError: an object already has one of the (unique) names: nothing is overwritten.
         """
-        files = []
-        for staged_name, key, rows, *_ in staged:
-            key = str(key)
-            if not key.startswith(table + "/"):
-                continue
-            if not self.storage.put(key, (folder / str(staged_name)).read_bytes(), if_absent=True):
-                raise FileExistsError(f"{self.storage.path(key)} already exists; lake file names are never reused")
-            files.append(LiveFile(key, table, _day_of(key), int(str(rows))))
+        files = staged_files(staged, table)
+        names = {str(key): str(name) for name, key, *_ in staged}
+        for file in files:
+            if not self.storage.put(file.path, (folder / names[file.path]).read_bytes(), if_absent=True):
+                raise FileExistsError(f"{self.storage.path(file.path)} exists; lake file names are never reused")
         return files
 
     def discard(self, files: list[LiveFile]) -> None:
         """Delete uploaded objects the manifest never made live (a batch found stored meanwhile)."""
+        if not files:
+            return
         try:
             self.storage.delete([f.path for f in files])
         except OSError:
@@ -128,6 +127,12 @@ class ObjectLake:
                 log.warning("deleting %d uploads no committed batch names (writers that died)", len(orphans))
                 self.storage.delete(orphans)
         return len(expired) + len(orphans)
+
+
+def staged_files(staged: list[list[object]], table: str) -> list[LiveFile]:
+    """The manifest rows of a batch's files of `table`, from its ledger entries [staged name, key, rows]."""
+    return [LiveFile(str(key), table, _day_of(str(key)), int(str(rows)))
+            for _, key, rows, *_ in staged if str(key).startswith(table + "/")]
 
 
 def _day_of(key: str) -> dt.date:
