@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("reads", "backfill"), help="Measure one part (both by default).")
     args = parser.parse_args()
     first = END_DAY - dt.timedelta(days=args.days - 1)
     with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp)) as s3:
@@ -65,45 +66,56 @@ def main() -> int:
                   f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
         rows = args.days * args.rows_per_day
 
-        print(f"\nS3 read cost ({args.days} days x {args.rows_per_day:,} records; medians of {args.runs})\n")
-        print("| query | local s | S3 s | S3 / local |\n| --- | ---: | ---: | ---: |")
-        reads: dict[str, Callable[[Engine], object]] = {
-            "stats: 30 days by model (rollups + raw)": lambda e: e.stats.read("custom", first, END_DAY,
-                                                                               group_by="model"),
-            "stats: 30 days by model, raw records only": lambda e: e.stats.read("custom", first, END_DAY,
-                                                                                 group_by="model", source="raw"),
-            "stats: today by key": lambda e: e.stats.read("custom", END_DAY, END_DAY, group_by="key"),
-            "alert detection (every rule, once)": lambda e: e.alerts.run_once(NOW),
-        }
-        for label, read in reads.items():
-            local = median_seconds(lambda r=read: r(lakes["local"]), args.runs)  # type: ignore[misc]
-            remote = median_seconds(lambda r=read: r(lakes["s3"]), args.runs)  # type: ignore[misc]
-            print(f"| {label} | {local:.3f} | {remote:.3f} | {remote / local:.2f}x |")
-
-        print(f"\nBackfill of {args.days} days ({rows:,} records), one task per day\n")
-        print("| executor | lake | s | days/s | records/s | vs local executor on local disk |")
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
-        baseline: list[float] = []
-
-        def measure(label: str, lake: str, executor: Executor) -> None:
-            engine = lakes["local" if lake == "local disk" else "s3"]
-            s = median_seconds(lambda: engine.stats.backfill(first, END_DAY, force=True, executor=executor), 1)
-            baseline.append(baseline[0] if baseline else s)
-            print(f"| {label} | {lake} | {s:.1f} | {args.days / s:.2f} | {rows / s:,.0f} | {baseline[0] / s:.2f}x |",
-                  flush=True)
-
-        measure("local", "local disk", LocalExecutor())
-        measure("local", "S3", LocalExecutor())
-        from distributed import LocalCluster
-
-        for workers in (1, 2):
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=None) as cluster:
-                executor = open_executor("dask://" + cluster.scheduler_address.removeprefix("tcp://"))
-                measure(f"dask, {workers} worker(s)", "local disk", executor)
-                measure(f"dask, {workers} worker(s)", "S3", executor)
+        if args.only != "backfill":
+            print_reads(lakes, first, args)
+        if args.only != "reads":
+            print_backfill(lakes, first, rows, args)
         print("\nIngest through two replicas against one: bench/replicas.py.")
     return 0
+
+
+def print_reads(lakes: dict[str, Engine], first: dt.date, args: argparse.Namespace) -> None:
+    """The stats and alert reads on both lakes: medians, and S3 over local."""
+    print(f"\nS3 read cost ({args.days} days x {args.rows_per_day:,} records; medians of {args.runs})\n")
+    print("| query | local s | S3 s | S3 / local |\n| --- | ---: | ---: | ---: |")
+    reads: dict[str, Callable[[Engine], object]] = {
+        "stats: 30 days by model, repeated (rollups + raw)": lambda e: e.stats.read("custom", first, END_DAY,
+                                                                           group_by="model"),
+        "stats: 30 days by model, raw records only": lambda e: e.stats.read("custom", first, END_DAY,
+                                                                             group_by="model", source="raw"),
+        "stats: today by key": lambda e: e.stats.read("custom", END_DAY, END_DAY, group_by="key"),
+        "alert detection (every rule, once)": lambda e: e.alerts.run_once(NOW),
+    }
+    for label, read in reads.items():
+        local = median_seconds(lambda r=read: r(lakes["local"]), args.runs)
+        remote = median_seconds(lambda r=read: r(lakes["s3"]), args.runs)
+        print(f"| {label} | {local:.3f} | {remote:.3f} | {remote / local:.2f}x |")
+
+
+def print_backfill(lakes: dict[str, Engine], first: dt.date, rows: int, args: argparse.Namespace) -> None:
+    """The whole range's backfill by each executor on each lake, against the local executor on local disk."""
+    print(f"\nBackfill of {args.days} days ({rows:,} records), one task per day\n")
+    print("| executor | lake | s | days/s | records/s | vs local executor on local disk |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    baseline: list[float] = []
+
+    def measure(label: str, lake: str, executor: Executor) -> None:
+        engine = lakes["local" if lake == "local disk" else "s3"]
+        s = median_seconds(lambda: engine.stats.backfill(first, END_DAY, force=True, executor=executor), 1)
+        baseline.append(baseline[0] if baseline else s)
+        print(f"| {label} | {lake} | {s:.1f} | {args.days / s:.2f} | {rows / s:,.0f} | {baseline[0] / s:.2f}x |",
+              flush=True)
+
+    measure("local", "local disk", LocalExecutor())
+    measure("local", "S3", LocalExecutor())
+    from distributed import LocalCluster
+
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None) as cluster:
+            executor = open_executor("dask://" + cluster.scheduler_address.removeprefix("tcp://"))
+            measure(f"dask, {workers} worker(s)", "local disk", executor)
+            measure(f"dask, {workers} worker(s)", "S3", executor)
 
 
 if __name__ == "__main__":
