@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -364,15 +364,23 @@ class Lake:
             return bool(self.objects.manifest.live(table.folder, day))
         return (self.settings.data_dir / table.file(day)).is_file()
 
-    def identity(self, table: LakeTable, day: dt.date) -> tuple[object, ...]:
-        """What changes whenever a derived table's day is rewritten (its live key, or inode/mtime/size)."""
+    def identities(self, table: LakeTable, days: Iterable[dt.date]) -> list[tuple[object, ...]]:
+        """What changes whenever a derived table's day is rewritten, per day: its live keys (one manifest read
+        for all days), or its file's inode, mtime and size (0s when it has none)."""
         if self.objects is not None:
-            return tuple(f.path for f in self.objects.manifest.live(table.folder, day))
-        try:
-            st = (self.settings.data_dir / table.file(day)).stat()
-        except FileNotFoundError:
-            return (0, 0, 0)
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+            keys: dict[dt.date, tuple[str, ...]] = {}
+            for f in self.objects.manifest.live(table.folder):
+                keys[f.day] = (*keys.get(f.day, ()), f.path)
+            return [keys.get(day, ()) for day in days]
+        out: list[tuple[object, ...]] = []
+        for day in days:
+            try:
+                st = (self.settings.data_dir / table.file(day)).stat()
+            except FileNotFoundError:
+                out.append((0, 0, 0))
+                continue
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return out
 
     def recover(self) -> int:
         """Finish or remove what crashed writers left; returns how many staging folders were handled."""

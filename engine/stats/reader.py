@@ -456,11 +456,9 @@ class Reader:
     def _versions(self, plan: Plan) -> tuple[Any, ...]:
         """What the rollup part of a plan was read from: each daily file's identity (inode, mtime, size)
         and the version of each rolled-up hour."""
-        out = []
-        for day in plan.daily_days:
-            for table in (ROLLUPS_DAILY, LATENCY_DAILY):
-                out.append(self.infra.lake.identity(table, day))
-        return tuple(out), self.rollups.versions(plan.start, plan.split)
+        lake = self.infra.lake
+        files = (*lake.identities(ROLLUPS_DAILY, plan.daily_days), *lake.identities(LATENCY_DAILY, plan.daily_days))
+        return files, self.rollups.versions(plan.start, plan.split)
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""

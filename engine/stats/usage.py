@@ -98,8 +98,8 @@ class KeyUsage:
         if not params["daily_days"] and not params["hourly_days"]:
             return {}
         lake = self.rollups.infra.lake
-        files = [lake.identity(ROLLUPS_DAILY, d) for d in params["daily_days"]]
-        files += [lake.identity(ROLLUPS_HOURLY, d) for d in params["hourly_days"]]
+        files = lake.identities(ROLLUPS_DAILY, params["daily_days"]) + lake.identities(ROLLUPS_HOURLY,
+                                                                                         params["hourly_days"])
         key = (*(tuple(v) if isinstance(v, list) else v for v in params.values()), tuple(files))
         with self._lock:
             if key in self._closed:
