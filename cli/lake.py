@@ -173,6 +173,39 @@ def sql(
     print_arrow(open_engine().sql(query), fmt, output)
 
 
+def snapshot(
+    table: Annotated[str, typer.Option(help="The lake table: log_records, daily_stats, rollups_hourly, ...")] =
+    "log_records",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="duckdb, polars, spark, files (one per line) or json.")]
+    = "duckdb",
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", help="Also write the snapshot (files, rows, statements) as JSON to this file.")] = None,
+) -> None:
+    """Print a statement reading exactly the live files of a lake table now (DuckDB, Polars or Spark).
+
+    On S3 (EZ_LAKE_URL s3://...) a raw glob of the bucket is not the table: during a compaction's grace
+    period it sees both the small files and the file merged from them. The snapshot lists the manifest's
+    live files, which stay readable for EZ_LAKE_GRACE_SECONDS even if replaced meanwhile.
+
+    Example: ezstats snapshot --format polars --manifest /tmp/log_records.json
+    """
+    from engine.snapshot import write_manifest
+
+    if fmt not in ("duckdb", "polars", "spark", "files", "json"):
+        raise fail(f"unknown --format {fmt!r}; use duckdb, polars, spark, files or json")
+    snap = open_engine().snapshot(table)
+    if manifest is not None:
+        write_manifest(snap, str(manifest))
+    if fmt == "json":
+        print_json(snap)
+    elif fmt == "files":
+        typer.echo("\n".join(snap.files))
+    else:
+        typer.echo(getattr(snap, fmt))
+    err.print(f"{snap.table}: {len(snap.files):,} files, {snap.rows:,} rows; readable at least until "
+              f"{snap.readable_until.isoformat()}", soft_wrap=True)
+
+
 @app.command("check")
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Move unreadable files to <data>/_quarantine/ and "

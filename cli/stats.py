@@ -57,16 +57,22 @@ def backfill(
     last: ToOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rewrite daily stats that are already written.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be done.")] = False,
+    executor: Annotated[str | None, typer.Option(
+        help="Where the per-day tasks run: local, or dask://HOST:PORT (a Dask scheduler whose workers have the "
+        "same EZ_ settings and reach the same lake). Default: $EZ_EXECUTOR, local.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Recompute rollups and daily stats of a day range from the raw records (idempotent).
 
     Daily stats already written are kept unless the day received late records or --force is given.
-    A day that fails does not stop the others; the exit code is 1 if any day failed.
+    A day that fails (or whose Dask worker died) does not stop the others; the exit code is 1 if any day
+    failed, and running the same range again repairs it.
 
-    Example: ezstats backfill --from 2026-01-01 --to 2026-01-31
+    Example: ezstats backfill --from 2026-01-01 --to 2026-01-31 --executor dask://10.0.0.5:8786
     """
     from rich.progress import Progress
+
+    from engine.executors import open_executor
 
     if first is None or last is None:
         raise fail("backfill needs --from and --to (YYYY-MM-DD)")
@@ -78,7 +84,8 @@ def backfill(
         def advance(result: DayResult) -> None:
             progress.update(task, advance=1, description=f"{result.day} {result.daily}")
 
-        results = engine.stats.backfill(start, end, force, dry_run, progress=advance)
+        results = engine.stats.backfill(start, end, force, dry_run, progress=advance,
+                                        executor=open_executor(executor) if executor else None)
     failed = [r for r in results if not r.ok]
     if json_out:
         print_json({"dry_run": dry_run, "days": [r.to_dict() for r in results],

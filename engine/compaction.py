@@ -9,6 +9,7 @@ concurrent glob reader sees). The old folder is kept, whole, until `EZ_LAKE_GRAC
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import os
 import shutil
@@ -66,21 +67,29 @@ class Compactor:
         """Which partitions `run` would compact, changing nothing."""
         plans = [PartitionCompaction(p.day, len(s), -(-sum(p.files[n] for n in s) // self.target),
                                      sum(p.files[n] for n in s))
-                 for p in list_partitions(self.table_dir) if (s := self.small_files(p))]
+                 for p in self._partitions() if (s := self.small_files(p))]
         return _outcome(plans, done=False)
 
     def run(self, now: dt.datetime) -> JobOutcome:
         """Compact every partition that has small files; purge folders retired past the grace period."""
         grace = self.infra.settings.lake_grace_seconds
         purge(self.work, now, max(grace, 3600))  # build folders left by a crashed run
-        results = [self.compact(p, now) for p in list_partitions(self.table_dir) if self.small_files(p)]
+        results = [self.compact(p, now) for p in self._partitions() if self.small_files(p)]
         purge(self.retired, now, grace)
+        if self.infra.lake.objects is not None:
+            self.infra.lake.objects.purge(now, grace, LOG_RECORDS.folder)
         return _outcome(results, done=True)
+
+    def _partitions(self) -> list[Partition]:
+        objects = self.infra.lake.objects
+        return objects.partitions(LOG_RECORDS.folder) if objects is not None else list_partitions(self.table_dir)
 
     def compact(self, part: Partition, now: dt.datetime) -> PartitionCompaction:
         """Merge `part`'s small files (sorted by created_at, `target` rows per file) and swap the folder."""
         small = self.small_files(part)
         rows = sum(part.files[n] for n in small)
+        if self.infra.lake.objects is not None:
+            return self._compact_objects(part, small, rows, now)
         self.work.mkdir(exist_ok=True)
         build = self.work / f"{part.path.name}.{int(now.timestamp() * 1000)}.{uuid.uuid4().hex[:8]}"
         build.mkdir()
@@ -112,6 +121,30 @@ class Compactor:
                  rows, written, merged)
         return PartitionCompaction(part.day, len(small), written, rows)
 
+    def _compact_objects(self, part: Partition, small: list[str], rows: int, now: dt.datetime
+                         ) -> PartitionCompaction:
+        """On object storage: merge into new objects, then one manifest swap (`ObjectLake.replace`)."""
+        objects = self.infra.lake.objects
+        assert objects is not None
+        try:
+            tables = [_read_whole(io.BytesIO(objects.storage.get(f"{part.path}/{name}")), f"{part.path}/{name}")
+                      for name in small]
+        except FileNotFoundError:
+            return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
+        except LakeDamaged as exc:
+            log.error("not compacting %s: %s", part.day, exc)
+            return PartitionCompaction(part.day, len(small), 0, 0, str(exc))
+        merged = pa.concat_tables(tables)
+        merged = merged.take(pc.sort_indices(merged.column("created_at")))
+        pieces = [merged.slice(start, self.target) for start in range(0, merged.num_rows, self.target)]
+        with self.infra.lake.publish_lock():  # the request index below is merged under the same lock locally
+            if not objects.replace(part, small, pieces, self.infra.settings.row_group_rows, now):
+                return PartitionCompaction(part.day, len(small), 0, 0, "partition changed meanwhile")
+        merged_ids = self.infra.lake.request_ids.compact(part.day)
+        log.info("compacted %s: %d objects (%d rows) into %d; %d request id index files merged", part.day,
+                 len(small), rows, len(pieces), merged_ids)
+        return PartitionCompaction(part.day, len(small), len(pieces), rows)
+
     def _merge(self, folder: Path, names: list[str], build: Path) -> int:
         """Write the rows of `names` into `build`, grouped into files of about `target` rows; returns files."""
         token = uuid.uuid4().hex[:16]
@@ -140,8 +173,9 @@ class Compactor:
         return written
 
 
-def _read_whole(path: Path) -> pa.Table:
-    """A log record file, checked as a reader would need it (readable, valid UTF-8).
+def _read_whole(path: Path | io.BytesIO, name: str | None = None) -> pa.Table:
+    """A log record file (or an object's bytes, `name` its key), checked as a reader would need it (readable,
+    valid UTF-8).
 
     Raises:
         LakeDamaged: it is not; `ezstats lake check --repair` quarantines it.
@@ -152,7 +186,7 @@ def _read_whole(path: Path) -> pa.Table:
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise LakeDamaged(str(path), str(exc).strip().splitlines()[0][:300]) from exc
+        raise LakeDamaged(name or str(path), str(exc).strip().splitlines()[0][:300]) from exc
     return table
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from engine import decoding, demo, queries
+from engine import decoding, demo, queries, snapshot
 from engine.alerts import Alerts
 from engine.compaction import Compactor
 from engine.credentials import Credentials
-from engine.errors import InvalidBatch, QueryError, RecordError
+from engine.errors import ConfigurationError, InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
 from engine.jobs import Jobs, standard_specs
 from engine.lake import BatchReceipt, Lake, client_batch_id, content_batch_id
@@ -28,6 +28,7 @@ from engine.quotas import Quotas
 from engine.registry import Registry
 from engine.retention import LogCleaner
 from engine.settings import Settings, get_settings
+from engine.snapshot import Snapshot
 from engine.stats import Stats
 from engine.store import ControlStore
 from engine.tables import LOG_RECORDS
@@ -161,11 +162,25 @@ class Engine:
         batch = validate_batch(table, decode_errors=list(decode_errors), max_errors=self.settings.max_errors_reported)
         return self.lake.write(batch, batch_id or content_batch_id(batch.table), fingerprint)
 
+    def snapshot(self, table: str = "log_records") -> Snapshot:
+        """The live files of a lake table now, with DuckDB, Polars and Spark statements reading exactly them
+        (on object storage the manifest's files: a raw glob of the bucket is not the table).
+
+        Raises:
+            InvalidParameter: no lake table has that name.
+        """
+        return snapshot.take(self.infra, table)
+
     def check_lake(self, repair: bool = False) -> LakeReport:
         """Check every lake file (readable, exact schema, valid UTF-8) and each day's record count against the
         ingest ledger; with `repair`, move unreadable files to quarantine and recompute what they fed.
 
-        See `engine.lakecheck`."""
+        Raises:
+            ConfigurationError: the lake is on object storage (not checked there yet).
+        """
+        if self.infra.lake.objects is not None:
+            raise ConfigurationError("`lake check` reads a local lake only; on object storage the manifest "
+                                     "decides the live files (see `ezstats snapshot`)")
         return self.lakecheck.check(repair)
 
     def rotate_secret_key(self, new_key: bool = False) -> dict[str, int]:
@@ -182,7 +197,7 @@ class Engine:
 
     def lake_has_records(self) -> bool:
         """Whether any log record file has been published."""
-        return LOG_RECORDS.has_files(self.settings.data_dir)
+        return self.infra.lake.has_files(LOG_RECORDS)
 
     # -- query --------------------------------------------------------------------------------
 
@@ -261,7 +276,7 @@ class Engine:
 
     def _demo_rows(self, day: dt.date) -> int:
         """How many of a demo day's records the lake holds (their request ids name the day)."""
-        if day not in set(LOG_RECORDS.days(self.settings.data_dir)):
+        if day not in set(self.infra.lake.days(LOG_RECORDS)):
             return 0
         con = self.connect()
         try:

@@ -18,9 +18,12 @@ from engine import catalog
 from engine.lake import Lake
 from engine.leases import Leases
 from engine.locks import flock, try_lock
+from engine.manifest import Manifest
+from engine.objectlake import ObjectLake
 from engine.postgres import PostgresStore
 from engine.secretbox import SecretBox
 from engine.settings import Settings
+from engine.storage import open_storage
 from engine.store import ControlStore
 from engine.times import Clock
 
@@ -49,7 +52,9 @@ class Infra:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.control_url
         store = PostgresStore(url.get_secret_value()) if url else ControlStore(settings.control_db)
-        return cls(settings, clock, store, Lake(settings, store))
+        storage = open_storage(settings.lake_url, settings.data_dir, settings.s3_endpoint_url)
+        objects = ObjectLake(storage, Manifest(store)) if storage.remote else None
+        return cls(settings, clock, store, Lake(settings, store, objects))
 
     @property
     def data_dir(self) -> Path:
@@ -91,4 +96,4 @@ class Infra:
 
     def connect(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every lake view (`log_records`, ...) and the shared macros."""
-        return catalog.connect(self.settings.data_dir, threads)
+        return catalog.connect(self.settings.data_dir, threads, self.lake.objects)

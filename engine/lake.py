@@ -18,6 +18,11 @@ request index, `engine.request_index`) are dropped before encoding, and the batc
 as an index file beside its Parquet files, published with them. Two writers storing the same ids at
 once find out under the publish lock, where the index is checked again; the later one starts over.
 
+On object storage (EZ_LAKE_URL s3://..., `engine.objectlake`) step 1 also uploads each encoded file whole,
+under its final, never reused name; step 2 publishes only the request index files; step 3 records the
+batch's objects live in the manifest in the same transaction that marks it committed. Until then no reader
+sees them (readers read the manifest's live files, not a listing of the bucket).
+
 A full disk stops a write at any step without leaving anything visible: before step 2 the staging
 folder is simply removed; if the ledger cannot record the commit, the files are renamed back out of the
 table and the batch is marked aborted (its staging folder renamed `<name>.aborted`), which recovery
@@ -34,7 +39,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -43,18 +48,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused
 from engine.locks import flock, try_lock
+from engine.objectlake import ObjectLake, staged_files
+from engine.parquetfiles import write_parquet
 from engine.partitions import fsync_dir
 from engine.request_ids import HashSet
 from engine.request_index import RequestIndex
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
 from engine.store import ControlStore
-from engine.tables import LOG_RECORDS
+from engine.tables import LOG_RECORDS, VIEWS, LakeTable
 from engine.times import iso, utc_now
 from engine.validation import ValidBatch
 
@@ -149,9 +155,11 @@ class _Fresh:
 class Lake:
     """Writes batches into `<data>/log_records/` and keeps the ledger that makes replays idempotent."""
 
-    def __init__(self, settings: Settings, store: ControlStore) -> None:
+    def __init__(self, settings: Settings, store: ControlStore, objects: ObjectLake | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: The lake on object storage (EZ_LAKE_URL s3://...): files uploaded, then made live by the manifest.
+        self.objects = objects
         self.root = LOG_RECORDS.root(settings.data_dir)
         self.staging = settings.staging_dir
         self.root.mkdir(parents=True, exist_ok=True)
@@ -200,11 +208,15 @@ class Lake:
                 return earlier
             with self._staging_folder() as folder:
                 staged, fresh = self._encode_fresh(batch, folder, batch_id)
+                # On object storage the files are uploaded now, outside the lock: invisible until committed.
+                uploaded = self.objects.upload(folder, staged, LOG_RECORDS.folder) if self.objects else []
                 with self.publish_lock():
                     earlier = self._receipt(batch_id, fingerprint, recover=False)
-                    if earlier is not None:
-                        return earlier
-                    if self._raced(fresh):
+                    if earlier is not None or self._raced(fresh):
+                        if self.objects is not None:
+                            self.objects.discard(uploaded)
+                        if earlier is not None:
+                            return earlier
                         continue  # another writer stored some of these request_ids meanwhile: start over
                     self._begin(batch_id, fresh.table.num_rows, staged, folder, hours_of(fresh.table),
                                 fingerprint=fingerprint, duplicates=fresh.duplicates, truncated=batch.truncated)
@@ -309,6 +321,8 @@ class Lake:
         For derived tables (rollups, daily stats) whose partitions are recomputed whole: a reader sees
         the old file or the new one, never neither and never a partial file.
         """
+        if self.objects is not None:
+            return Path(self.objects.publish(table, relative, self.settings.row_group_rows, utc_now()))
         target = self.settings.data_dir / relative
         with self._staging_folder() as folder:
             staged = folder / target.name
@@ -321,6 +335,52 @@ class Lake:
             if created:
                 fsync_dir(target.parent.parent)
         return target
+
+    # -- what a table holds, on either backend: the folders of a local lake, the manifest of one on S3 --------
+
+    def days(self, table: LakeTable) -> list[dt.date]:
+        """The days `table` has files for, oldest first."""
+        if self.objects is not None:
+            return self.objects.manifest.days(table.folder)
+        return table.days(self.settings.data_dir)
+
+    def has_files(self, table: LakeTable) -> bool:
+        """Whether `table` has any file yet."""
+        if self.objects is not None:
+            return bool(self.objects.manifest.days(table.folder))
+        return table.has_files(self.settings.data_dir)
+
+    def views(self) -> dict[str, object]:
+        """Per table, what a DuckDB view over it was made from: whether it has files (a local view is a glob,
+        which sees new files by itself), or the manifest's signature of its live set (an S3 view lists them)."""
+        if self.objects is not None:
+            signatures = self.objects.manifest.signatures()
+            return {t.name: signatures.get(t.folder) for t in VIEWS}
+        return {t.name: t.has_files(self.settings.data_dir) for t in VIEWS}
+
+    def has_day(self, table: LakeTable, day: dt.date) -> bool:
+        """Whether a derived table has its file for `day`."""
+        if self.objects is not None:
+            return bool(self.objects.manifest.live(table.folder, day))
+        return (self.settings.data_dir / table.file(day)).is_file()
+
+    def identities(self, table: LakeTable, days: Iterable[dt.date]) -> list[tuple[object, ...]]:
+        """What changes whenever a derived table's day is rewritten, per day: its live keys (one manifest read
+        for all days), or its file's inode, mtime and size (0s when it has none)."""
+        if self.objects is not None:
+            keys: dict[dt.date, tuple[str, ...]] = {}
+            for f in self.objects.manifest.live(table.folder):
+                keys[f.day] = (*keys.get(f.day, ()), f.path)
+            return [keys.get(day, ()) for day in days]
+        out: list[tuple[object, ...]] = []
+        for day in days:
+            try:
+                st = (self.settings.data_dir / table.file(day)).stat()
+            except FileNotFoundError:
+                out.append((0, 0, 0))
+                continue
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return out
 
     def recover(self) -> int:
         """Finish or remove what crashed writers left; returns how many staging folders were handled."""
@@ -385,6 +445,8 @@ class Lake:
     def _publish(self, folder: Path, staged: list[list[object]]) -> None:
         touched: set[Path] = set()
         for staged_name, final, *_ in staged:
+            if self.objects is not None and str(final).startswith(LOG_RECORDS.folder + "/"):
+                continue  # uploaded already; the commit makes it live
             source = folder / str(staged_name)
             target = self.settings.data_dir / str(final)
             if not source.exists():
@@ -415,6 +477,10 @@ class Lake:
                 "UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE batch_id = ?",
                 (iso(utc_now()), batch_id),
             )
+            if self.objects is not None:  # the batch's objects become live in the transaction that commits it
+                row = con.execute("SELECT files FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+                self.objects.manifest.add(con, staged_files(json.loads(row["files"]), LOG_RECORDS.folder), batch_id,
+                                          utc_now())
 
     def _receipt(self, batch_id: str, fingerprint: str | None, recover: bool) -> BatchReceipt | None:
         with self.store.connect(write=False) as con:
@@ -476,29 +542,3 @@ def _token(batch_id: str) -> str:
 def _data_files(staged: list[list[object]]) -> tuple[str, ...]:
     """The Parquet files of a batch's staged entries (its request index files are not part of the receipt)."""
     return tuple(str(entry[1]) for entry in staged if str(entry[1]).startswith(LOG_RECORDS.folder + "/"))
-
-
-_NO_DICTIONARY = frozenset(
-    {"request_id", "created_at", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "quota_cost"}
-)
-
-
-def write_parquet(table: pa.Table, path: Path, row_group_rows: int) -> None:
-    """Write one lake file (zstd, row groups sized for parallel scans, min/max statistics) and fsync it."""
-    pq.write_table(
-        table,
-        path,
-        compression="zstd",
-        row_group_size=row_group_rows,
-        # Dictionaries only where values repeat: on ids and measures they cost time and grow files.
-        use_dictionary=[name for name in table.column_names if name not in _NO_DICTIONARY],
-        write_statistics=True,
-        sorting_columns=[pq.SortingColumn(table.schema.get_field_index("created_at"))]
-        if "created_at" in table.schema.names else None,
-    )
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

@@ -414,6 +414,25 @@ CREATE TABLE IF NOT EXISTS leases (  -- IF NOT EXISTS: re-applied harmlessly aft
 );
 """
 
+LAKE_MANIFEST = """
+-- owner: engine.manifest. Which lake files are live on object storage (EZ_LAKE_URL s3://...), where there is
+-- no rename: a batch's files are recorded here in the transaction that commits it, and compaction, the log
+-- cleaner and derived-table rewrites swap rows here in one transaction. Readers read only live rows; a removed
+-- file is deleted from the bucket once EZ_LAKE_GRACE_SECONDS have passed. Unused by a local lake.
+CREATE TABLE IF NOT EXISTS lake_files (
+    path       TEXT PRIMARY KEY,  -- key relative to the lake root: log_records/date=2026-01-15/part-....parquet
+    table_name TEXT NOT NULL,     -- log_records, rollups_hourly, daily_stats, ...
+    date       TEXT NOT NULL,     -- its date partition
+    rows       INTEGER NOT NULL,
+    origin     TEXT NOT NULL,     -- what added it: the ingest batch id, compaction, publish
+    added_at   TEXT NOT NULL,
+    removed_at TEXT,              -- NULL: live; else when a compaction, drop or rewrite took it out
+    removed_by TEXT               -- compacted, dropped, replaced
+);
+CREATE INDEX IF NOT EXISTS lake_files_live ON lake_files (table_name, date) WHERE removed_at IS NULL;
+CREATE INDEX IF NOT EXISTS lake_files_removed ON lake_files (removed_at) WHERE removed_at IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
@@ -422,6 +441,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "preview_runs: threshold backtests as queued jobs", PREVIEW_RUNS),
     Migration(6, "hardening: idempotency fingerprints and receipt counts, quarantined lake files", HARDENING),
     Migration(7, "leases: job and rollup locks shared by replicas on several hosts", LEASES),
+    Migration(8, "lake_files: the manifest of live files on object storage", LAKE_MANIFEST),
 )
 
 #: The version a database has once every migration is applied.

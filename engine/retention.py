@@ -88,7 +88,9 @@ class LogCleaner:
         settings = self.infra.settings
         today = now.astimezone(dt.UTC).date()
         oldest_kept = today - dt.timedelta(days=settings.log_retention_days - 1)
-        parts = [p for p in list_partitions(self.table_dir) if p.rows or p.files]
+        objects = self.infra.lake.objects
+        listed = objects.partitions(LOG_RECORDS.folder) if objects is not None else list_partitions(self.table_dir)
+        parts = [p for p in listed if p.rows or p.files]
         late = set(self.daily.late_days())
         remaining = sum(p.rows for p in parts)
         total = remaining
@@ -118,6 +120,8 @@ class LogCleaner:
     def run(self, now: dt.datetime) -> JobOutcome:
         """Drop the planned days and record each drop; each leaves the table whole, under the publish lock."""
         plan = self.plan(now)
+        if self.infra.lake.objects is not None:
+            return self._run_objects(plan, now)
         for decision in plan.drops:
             folder = LOG_RECORDS.partition_dir(self.infra.data_dir, decision.day)
             # Under the rollups lock too: a rollup refresh recomputing the day either ran before the drop
@@ -131,4 +135,18 @@ class LogCleaner:
                     self.drops.record(decision.day, now)
             log.info("dropped log partition %s (%d records): %s", decision.day, decision.records, decision.reason)
         purge(self.retired, now, self.infra.settings.lake_grace_seconds)
+        return plan.outcome(done=True)
+
+    def _run_objects(self, plan: CleanPlan, now: dt.datetime) -> JobOutcome:
+        """On object storage: each day's live files leave the manifest in one transaction (`ObjectLake.drop`);
+        the objects are deleted after the grace period."""
+        objects = self.infra.lake.objects
+        assert objects is not None
+        for decision in plan.drops:
+            with self.rollups.lock(), self.infra.lake.publish_lock():
+                if objects.drop(LOG_RECORDS.folder, decision.day, now):
+                    self.infra.lake.request_ids.drop(decision.day)
+                    self.drops.record(decision.day, now)
+            log.info("dropped log partition %s (%d records): %s", decision.day, decision.records, decision.reason)
+        objects.purge(now, self.infra.settings.lake_grace_seconds)
         return plan.outcome(done=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine import zones
@@ -21,6 +21,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("./data"),
         description="Root of the lake and of the control-plane database (log_records/, ezstats.db).",
+    )
+    lake_url: str | None = Field(
+        None,
+        description="Where the lake's Parquet files live: a local path (then it is the data dir) or "
+        "s3://bucket/prefix (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION). Unset: "
+        "EZ_DATA_DIR. On S3 the data dir still holds the control store, staging files and the request index.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible server for an s3:// EZ_LAKE_URL (e.g. http://127.0.0.1:8333); "
+        "unset: AWS.",
+    )
+    executor: str = Field(
+        "local", description="Where `ezstats backfill` runs its per-day tasks: local (this process) or "
+        "dask://HOST:PORT (a Dask scheduler; the workers need this same configuration and lake).",
     )
     ingest_token: SecretStr | None = Field(
         None, description="Bearer token required by POST /v1/logs; unset means no auth (loopback only). "
@@ -266,6 +280,18 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (unset it to keep the SQLite file in EZ_DATA_DIR)")
         return value
+
+    @model_validator(mode="after")
+    def _local_lake_is_data_dir(self) -> Settings:
+        # A local lake URL is the data dir: one folder holds the lake beside its control store, as before.
+        if self.lake_url and not self.lake_url.startswith("s3://") and "://" not in self.lake_url:
+            self.data_dir = Path(self.lake_url)
+        return self
+
+    @property
+    def lake_remote(self) -> bool:
+        """Whether the lake is on object storage (EZ_LAKE_URL s3://...)."""
+        return bool(self.lake_url and self.lake_url.startswith("s3://"))
 
     @property
     def staging_dir(self) -> Path:

@@ -16,7 +16,7 @@ from engine.settings import get_settings
 from tests.postgres_server import PostgresServer
 
 # The fake OAuth server and credential engines (`oauth`, `cred_engine`, `cred_clock`).
-pytest_plugins = ("tests.credential_fixtures",)
+pytest_plugins = ("tests.credential_fixtures", "tests.seaweedfs")
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -92,7 +92,7 @@ class Alerts:
             if self._con is None:
                 self._con = self.infra.connect()
             else:
-                catalog.register(self._con, LOG_RECORDS, self.infra.data_dir)
+                catalog.register(self._con, LOG_RECORDS, self.infra.data_dir, self.infra.lake.objects)
             yield self._con
 
     # -- detection ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,9 +12,11 @@ from zoneinfo import ZoneInfo
 
 from engine import zones
 from engine.errors import InvalidParameter, LimitExceeded
+from engine.executors import Executor, LocalExecutor, open_executor
 from engine.infra import Infra
 from engine.partitions import PartitionDrops
 from engine.quarantine import Quarantine
+from engine.settings import Settings
 from engine.stats import periods
 from engine.stats.answers import DailyStat, DailyStats, PeriodStats, SeriesStats
 from engine.stats.daily import GRAINS, Daily, closed
@@ -22,7 +25,7 @@ from engine.stats.rollups import Rollups
 from engine.stats.topn import TopN
 from engine.stats.usage import KeyUsage
 from engine.tables import LOG_RECORDS
-from engine.times import DAY, check_day, midnight
+from engine.times import DAY, check_day, midnight, utc_now
 
 __all__ = ["GRAINS", "GROUP_BYS", "INTERVALS", "SERIES_METRICS", "DayResult", "Filters", "Stats", "TopN"]
 
@@ -46,6 +49,49 @@ class DayResult:
         """A JSON-ready form."""
         return {"day": self.day.isoformat(), "ok": self.ok, "rollup_rows": self.rollup_rows,
                 "daily": self.daily, "error": self.error, "details": self.details}
+
+
+@dataclass(frozen=True)
+class _BackfillPlan:
+    """What a backfill decided before its days run: the same for every task, wherever it runs."""
+
+    now: dt.datetime
+    late: frozenset[dt.date]
+    raw_days: frozenset[dt.date]
+    rolled: frozenset[dt.date]
+    dropped: frozenset[dt.date]
+    force: bool
+    dry_run: bool
+
+
+def _failed_day(day: dt.date, exc: BaseException) -> DayResult:
+    return DayResult(day, ok=False, daily="failed", error=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class BackfillDay:
+    """A backfill day as a task for a remote worker: it opens the lake and control store of `settings` there
+    (once per worker process) and runs `Stats.backfill_day`."""
+
+    settings: Settings
+    plan: _BackfillPlan
+
+    def __call__(self, day: dt.date) -> DayResult:
+        """Run the day on this worker."""
+        return _worker_stats(self.settings).backfill_day(day, self.plan)
+
+
+#: One Stats per lake in a worker process: a worker runs many days, each reusing its connections.
+_WORKER_STATS: dict[str, Stats] = {}
+
+
+def _worker_stats(settings: Settings) -> Stats:
+    key = settings.model_dump_json()
+    if key not in _WORKER_STATS:
+        infra = Infra.open(settings, utc_now)
+        _WORKER_STATS[key] = Stats(infra, PartitionDrops(infra.store), Quarantine(infra.store, infra.data_dir),
+                                   names=lambda kind, ids: {})
+    return _WORKER_STATS[key]
 
 
 class Stats:
@@ -94,8 +140,14 @@ class Stats:
         dry_run: bool = False,
         now: dt.datetime | None = None,
         progress: Callable[[DayResult], None] | None = None,
+        executor: Executor | None = None,
     ) -> list[DayResult]:
         """Recompute rollups and daily stats of [first, last] from the raw records; idempotent.
+
+        Each day is one task of `executor` (default: EZ_EXECUTOR; `local` runs them here, in order; on a
+        Dask cluster each worker opens the same lake and control store and runs the same SQL): a day's
+        files are each published whole, so a worker dying mid-day leaves the day's old or new files, never a
+        part of one, and a rerun of the range repairs it.
 
         A day's rollups are rebuilt from its raw records. A day without raw records keeps its rollups
         (they outlive log retention), and so does a day whose raw partition the log cleaner dropped: its
@@ -108,26 +160,29 @@ class Stats:
         """
         if first > last:
             raise InvalidParameter(f"from ({first}) is after to ({last})")
-        now = now or self.infra.now()
-        late = set(self.daily.late_days())
-        raw_days = set(self.raw_days())
-        rolled = set(self.rollups.days())
-        dropped = set(self.drops.days())
-        results = []
-        for i in range((last - first).days + 1):
-            day = first + i * DAY
-            result = DayResult(day)
-            try:
-                if day not in raw_days and day not in rolled:
-                    result.daily = "no records"
-                else:
-                    self._backfill_day(result, day in raw_days, day in dropped, force or day in late, dry_run, now)
-            except Exception as exc:  # one bad day must not stop the others; the summary names it
-                result.ok, result.daily, result.error = False, "failed", f"{type(exc).__name__}: {exc}"
-            results.append(result)
-            if progress:
-                progress(result)
-        return results
+        plan = _BackfillPlan(now or self.infra.now(), frozenset(self.daily.late_days()), frozenset(self.raw_days()),
+                             frozenset(self.rollups.days()), frozenset(self.drops.days()), force, dry_run)
+        days = [first + i * DAY for i in range((last - first).days + 1)]
+        executor = executor or open_executor(self.infra.settings.executor)
+        task: Callable[[dt.date], DayResult]
+        if isinstance(executor, LocalExecutor):
+            task = functools.partial(self.backfill_day, plan=plan)
+        else:
+            task = BackfillDay(self.infra.settings, plan)
+        return executor.map(task, days, failed=_failed_day, done=progress)
+
+    def backfill_day(self, day: dt.date, plan: _BackfillPlan) -> DayResult:
+        """One day of a backfill (see `backfill`): the task an executor runs."""
+        result = DayResult(day)
+        try:
+            if day not in plan.raw_days and day not in plan.rolled:
+                result.daily = "no records"
+            else:
+                self._backfill_day(result, day in plan.raw_days, day in plan.dropped, plan.force or day in plan.late,
+                                   plan.dry_run, plan.now)
+        except Exception as exc:  # one bad day must not stop the others; the summary names it
+            return _failed_day(day, exc)
+        return result
 
     def _backfill_day(self, result: DayResult, has_raw: bool, dropped: bool, rewrite: bool, dry_run: bool,
                       now: dt.datetime) -> None:
@@ -149,7 +204,7 @@ class Stats:
 
     def raw_days(self) -> list[dt.date]:
         """Days with raw log record files."""
-        return LOG_RECORDS.days(self.infra.data_dir)
+        return self.infra.lake.days(LOG_RECORDS)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -33,11 +33,11 @@ class Daily:
 
     def exists(self, day: dt.date) -> bool:
         """Whether the day's stats are written (the log cleaner's 'summarized' test)."""
-        return (self.infra.data_dir / DAILY_STATS.file(day)).is_file()
+        return self.infra.lake.has_day(DAILY_STATS, day)
 
     def days(self) -> list[dt.date]:
         """Days whose stats are written."""
-        return DAILY_STATS.days(self.infra.data_dir)
+        return self.infra.lake.days(DAILY_STATS)
 
     def compute(self, day: dt.date) -> pa.Table:
         """The day's stats rows from its daily rollups (built first if missing); nothing else is written."""
@@ -106,7 +106,7 @@ class Daily:
              ) -> list[dict[str, Any]]:
         """Stored rows of [first, last] at one grain, narrowed by equality `filters` on its id columns,
         each with `late_data`."""
-        if not DAILY_STATS.has_files(self.infra.data_dir):
+        if not self.infra.lake.has_files(DAILY_STATS):
             return []
         filters = filters or {}
         con = self.infra.connect()

@@ -22,11 +22,14 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine import queries
 from engine.errors import LakeDamaged, QueryError
+from engine.objectlake import ObjectLake
 from engine.schema import PARTITION_COLUMN
+from engine.tables import LOG_RECORDS
 
 T = TypeVar("T")
 PARTS_KEPT = 64            # query shapes whose raw part is kept
@@ -54,8 +57,10 @@ class LakeFile:
 class LakeFiles:
     """Lists the log_records files that may hold records of a time range."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, objects: ObjectLake | None = None) -> None:
         self.root = root
+        #: On object storage the live files of a day are the manifest's, never a listing of the bucket.
+        self.objects = objects
         self._spans: dict[tuple[str, int, int, int], tuple[dt.datetime | None, dt.datetime | None]] = {}
         self._lock = threading.Lock()
 
@@ -67,25 +72,40 @@ class LakeFiles:
         """
         out = []
         for day in _days(start, end):
-            for path in sorted((self.root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet")):
-                found = self._file(path)
+            if self.objects is not None:
+                listed = [self._object(f.path) for f in self.objects.manifest.live(LOG_RECORDS.folder, day)]
+            else:
+                listed = [self._file(path) for path in
+                          sorted((self.root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet"))]
+            for found in listed:
                 if (found.last is not None and found.last < start) or (found.first is not None and found.first >= end):
                     continue
                 out.append(found)
         return out
 
+    def _object(self, key: str) -> LakeFile:
+        """A live object: its key is its identity (objects are immutable and their names never reused)."""
+        assert self.objects is not None
+        storage = self.objects.storage
+        return self._span_of(storage.path(key), (key, 0, 0, 0),
+                             lambda: _created_at_span(storage.arrow_path(key), storage.arrow()))
+
     def _file(self, path: Path) -> LakeFile:
         st = path.stat()
-        identity = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        return self._span_of(str(path), (str(path), st.st_ino, st.st_size, st.st_mtime_ns),
+                             lambda: _created_at_span(str(path)))
+
+    def _span_of(self, path: str, identity: tuple[str, int, int, int],
+                 read: Callable[[], tuple[dt.datetime | None, dt.datetime | None]]) -> LakeFile:
         with self._lock:
             span = self._spans.get(identity)
         if span is None:
-            span = _created_at_span(path)
+            span = read()
             with self._lock:
                 if len(self._spans) >= SPANS_KEPT:
                     self._spans.clear()
                 self._spans[identity] = span
-        return LakeFile(str(path), identity, *span)
+        return LakeFile(path, identity, *span)
 
 
 class Sized(Protocol):
@@ -107,8 +127,8 @@ class _Part:
 class LiveParts:
     """Raw parts of stats answers, per query shape, extended with each new file; one per reader."""
 
-    def __init__(self, root: Path) -> None:
-        self.files = LakeFiles(root)
+    def __init__(self, root: Path, objects: ObjectLake | None = None) -> None:
+        self.files = LakeFiles(root, objects)
         self._parts: OrderedDict[tuple[Any, ...], _Part] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -172,10 +192,11 @@ def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def _created_at_span(path: Path) -> tuple[dt.datetime | None, dt.datetime | None]:
+def _created_at_span(path: str, filesystem: pafs.FileSystem | None = None
+                     ) -> tuple[dt.datetime | None, dt.datetime | None]:
     """min and max created_at from the row group statistics (None where a row group has none)."""
     try:
-        meta = pq.read_metadata(path)
+        meta = pq.read_metadata(path, filesystem=filesystem)
     except (pa.ArrowInvalid, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise

@@ -134,7 +134,7 @@ class Reader:
         self.rollups = rollups
         self.names = names
         self.lost_hours = lost_hours or (lambda start, end: [])
-        self.live = LiveParts(LOG_RECORDS.root(infra.data_dir))
+        self.live = LiveParts(LOG_RECORDS.root(infra.data_dir), infra.lake.objects)
         self._heavy = threading.BoundedSemaphore(infra.settings.stats_heavy_concurrency)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -153,13 +153,14 @@ class Reader:
             con.execute("SET parquet_metadata_cache = true")
             pooled = _Pooled(con, {})
         data_dir = self.infra.data_dir
+        views = self.infra.lake.views()
         for table in VIEWS:
             # A view made while its table had no file reads an empty stand-in, and a glob that matches
-            # nothing fails: re-point a view when its table gains its first file or loses its last.
-            has = table.has_files(data_dir)
-            if pooled.globbed.get(table.name) != has:
-                catalog.register(pooled.con, table, data_dir)
-                pooled.globbed[table.name] = has
+            # nothing fails: re-point a view when its table gains its first file or loses its last. On object
+            # storage a view lists the live files: re-made whenever the manifest's live set changed.
+            if table.name not in pooled.globbed or pooled.globbed[table.name] != views[table.name]:
+                catalog.register(pooled.con, table, data_dir, self.infra.lake.objects)
+                pooled.globbed[table.name] = views[table.name]
         try:
             yield pooled.con
         finally:
@@ -455,20 +456,13 @@ class Reader:
     def _versions(self, plan: Plan) -> tuple[Any, ...]:
         """What the rollup part of a plan was read from: each daily file's identity (inode, mtime, size)
         and the version of each rolled-up hour."""
-        out = []
-        for day in plan.daily_days:
-            for table in (ROLLUPS_DAILY, LATENCY_DAILY):
-                try:
-                    st = (self.infra.data_dir / table.file(day)).stat()
-                except FileNotFoundError:
-                    out.append((0, 0, 0))
-                    continue
-                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out), self.rollups.versions(plan.start, plan.split)
+        lake = self.infra.lake
+        files = (*lake.identities(ROLLUPS_DAILY, plan.daily_days), *lake.identities(LATENCY_DAILY, plan.daily_days))
+        return files, self.rollups.versions(plan.start, plan.split)
 
     def _raw_retained(self, plan: Plan) -> bool:
         """Whether raw records still cover every day of the plan that has rollups."""
-        raw = LOG_RECORDS.days(self.infra.data_dir)
+        raw = self.infra.lake.days(LOG_RECORDS)
         first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
         return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
 
@@ -476,7 +470,7 @@ class Reader:
 @dataclass
 class _Pooled:
     con: duckdb.DuckDBPyConnection
-    globbed: dict[str, bool]
+    globbed: dict[str, object]
 
 
 _FILTER_OF = {"master": "master_id", "key": "key_id", "model": "model", "provider": "provider_id",

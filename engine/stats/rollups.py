@@ -135,7 +135,7 @@ class Rollups:
             fresh_rows, fresh_hist = self._fresh(con, span)
             rows = self._merge(con, fresh_rows, "rollup_keep", span, hours is not None, ROLLUP_SCHEMA)
             hist = self._merge(con, fresh_hist, "latency_keep", span, hours is not None, HIST_SCHEMA)
-            if rows.num_rows == 0 and not (self.infra.data_dir / ROLLUPS_HOURLY.file(day)).exists():
+            if rows.num_rows == 0 and not self.infra.lake.has_day(ROLLUPS_HOURLY, day):
                 return 0
             # Histograms first: a reader that sees the new counts file also finds matching histograms.
             self.infra.lake.publish_file(hist, LATENCY_HOURLY.file(day))
@@ -218,8 +218,8 @@ class Rollups:
                     (day.isoformat(), drops),
                 )
         # A view made before the table had a file reads an empty stand-in: bind them afresh.
-        catalog.register(con, ROLLUPS_BASE, self.infra.data_dir)
-        catalog.register(con, LATENCY_BASE, self.infra.data_dir)
+        catalog.register(con, ROLLUPS_BASE, self.infra.data_dir, self.infra.lake.objects)
+        catalog.register(con, LATENCY_BASE, self.infra.data_dir, self.infra.lake.objects)
 
     @staticmethod
     def _merge(con: duckdb.DuckDBPyConnection, fresh: pa.Table, keep_query: str, span: dict[str, Any],
@@ -234,11 +234,11 @@ class Rollups:
 
     def days(self) -> list[dt.date]:
         """The days that have hourly rollups."""
-        return ROLLUPS_HOURLY.days(self.infra.data_dir)
+        return self.infra.lake.days(ROLLUPS_HOURLY)
 
     def daily_days(self) -> list[dt.date]:
         """The days that have the daily tier."""
-        return ROLLUPS_DAILY.days(self.infra.data_dir)
+        return self.infra.lake.days(ROLLUPS_DAILY)
 
     def lock(self) -> AbstractContextManager[bool]:
         """One rollup writer at a time across processes (the scheduler's refresh, a backfill, the cleaner)."""

@@ -22,7 +22,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -46,7 +45,7 @@ class KeyUsage:
     def __init__(self, rollups: Rollups, connection: Connection) -> None:
         self.rollups = rollups
         self.connection = connection
-        self.live = LiveParts(LOG_RECORDS.root(rollups.infra.data_dir))
+        self.live = LiveParts(LOG_RECORDS.root(rollups.infra.data_dir), rollups.infra.lake.objects)
         self._closed: OrderedDict[tuple[Any, ...], dict[int, int]] = OrderedDict()
         self._hours: dict[dt.datetime, tuple[int, dict[int, int]]] = {}
         self._lock = threading.Lock()
@@ -98,9 +97,9 @@ class KeyUsage:
         """The rolled-up usage of the days before the end's day, kept by the identities of its files."""
         if not params["daily_days"] and not params["hourly_days"]:
             return {}
-        data_dir = self.rollups.infra.data_dir
-        files = [_identity(data_dir / ROLLUPS_DAILY.file(d)) for d in params["daily_days"]]
-        files += [_identity(data_dir / ROLLUPS_HOURLY.file(d)) for d in params["hourly_days"]]
+        lake = self.rollups.infra.lake
+        files = lake.identities(ROLLUPS_DAILY, params["daily_days"]) + lake.identities(ROLLUPS_HOURLY,
+                                                                                         params["hourly_days"])
         key = (*(tuple(v) if isinstance(v, list) else v for v in params.values()), tuple(files))
         with self._lock:
             if key in self._closed:
@@ -159,15 +158,6 @@ def _merged(a: pa.Table, b: pa.Table) -> pa.Table:
     """Two raw parts (key_id, used) as one."""
     summed = pa.concat_tables([a, b]).group_by("key_id").aggregate([("used", "sum")])
     return summed.rename_columns(["key_id", "used"]).select(["key_id", "used"])
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    """What changes when a derived file is replaced: inode, mtime, size (0s when there is none)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return (0, 0, 0)
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _raw_ranges(starts: list[dt.datetime], dirty: list[dt.datetime], split: dt.datetime, end: dt.datetime
