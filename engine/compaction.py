@@ -77,7 +77,8 @@ class Compactor:
         results = [self.compact(p, now) for p in self._partitions() if self.small_files(p)]
         purge(self.retired, now, grace)
         if self.infra.lake.objects is not None:
-            self.infra.lake.objects.purge(now, grace, LOG_RECORDS.folder)
+            self.infra.lake.objects.purge(now, grace, LOG_RECORDS.folder,
+                                          self.infra.settings.lake_orphan_seconds)
         return _outcome(results, done=True)
 
     def _partitions(self) -> list[Partition]:

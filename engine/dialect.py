@@ -20,7 +20,7 @@ import functools
 import re
 
 #: Tables whose code reads SQLite's implicit `rowid`; on PostgreSQL they get one as an identity column.
-ROWID_TABLES = frozenset({"ingest_batches"})
+ROWID_TABLES = frozenset({"ingest_batches", "lake_files"})
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[^'\"/-]+|.", re.DOTALL)
 

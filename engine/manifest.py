@@ -70,7 +70,8 @@ class Manifest:
     def signatures(self) -> dict[str, tuple[int, int, int]]:
         """Per table, what changes whenever its live set does: live files, the latest row, removed files."""
         with self.store.connect(write=False) as con:
-            rows = con.execute("SELECT table_name, sum(removed_at IS NULL), max(rowid), sum(removed_at IS NOT NULL)"
+            rows = con.execute("SELECT table_name, sum(CASE WHEN removed_at IS NULL THEN 1 ELSE 0 END), max(rowid),"
+                               " sum(CASE WHEN removed_at IS NULL THEN 0 ELSE 1 END)"
                                " FROM lake_files GROUP BY table_name").fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 

@@ -108,19 +108,22 @@ class ObjectLake:
         committed after the plan was made goes too, as it would with the folder of a local lake)."""
         return self.manifest.drop_day(table, day, now)
 
-    def purge(self, now: dt.datetime, grace_seconds: int, table: str | None = None) -> int:
+    def purge(self, now: dt.datetime, grace_seconds: int, table: str | None = None, orphan_seconds: int = 3600
+              ) -> int:
         """Delete files removed from the manifest at least `grace_seconds` ago, and, under `table`, objects the
-        manifest never named (uploads of writers that died before committing) as old; returns how many."""
+        manifest never named (uploads of writers that died before committing) `orphan_seconds` old; returns
+        how many."""
         expired = self.manifest.expired(now, grace_seconds)
         if expired:
             self.storage.delete(expired)
             self.manifest.forget(expired)
         orphans: list[str] = []
         if table is not None:
-            # An upload is committed within seconds of being written: one older than the grace period that no
-            # manifest row names never will be.
+            # An upload is committed within seconds of being written: one that old that no manifest row names
+            # never will be. Not the grace period: with a short one, another replica's upload waiting for its
+            # commit would be deleted under it.
             # Object times are the server's wall clock, so they are compared with this host's, not the engine's.
-            old = [key for key, at in self.storage.modified(table).items() if at <= time.time() - grace_seconds]
+            old = [key for key, at in self.storage.modified(table).items() if at <= time.time() - orphan_seconds]
             known = self.manifest.known(old)
             orphans = [key for key in old if key not in known]
             if orphans:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         "10", description="How often the notifier delivers alert notifications from the outbox (seconds or UTC cron)."
     )
     job_runs_retention_days: int = Field(30, ge=1, description="Days of job run records kept.")
+    lake_orphan_seconds: int = Field(
+        3600, ge=0,
+        description="On object storage: how old an object under a table must be, with no manifest row naming it, "
+        "before compaction deletes it as the upload of a writer that died before committing. Keep it far above "
+        "the longest time from a batch's upload to its commit, or a slow writer's upload is deleted under it.",
+    )
     lake_grace_seconds: int = Field(
         300, ge=0,
         description="How long a partition folder replaced by compaction or dropped by the log cleaner is kept "

@@ -55,7 +55,8 @@ def wait_until_up(replica: Replica, timeout: float = 60) -> None:
 @contextmanager
 def replicas(count: int, env: dict[str, str], logs: Path) -> Iterator[list[Replica]]:
     """Start `count` replicas with `env` (on top of this process's), each on its own loopback port; stop them
-    (SIGTERM, then SIGKILL) at the end."""
+    (SIGTERM, then SIGKILL) at the end. `{replica}` in a value is replaced by the replica's index (a data dir
+    of its own, as on another host)."""
     logs.mkdir(parents=True, exist_ok=True)
     started: list[Replica] = []
     try:
@@ -64,7 +65,7 @@ def replicas(count: int, env: dict[str, str], logs: Path) -> Iterator[list[Repli
             log = logs / f"replica-{i}.log"
             process = subprocess.Popen(
                 [sys.executable, "-m", "cli", "serve"], cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **env, "EZ_HOST": "127.0.0.1", "EZ_PORT": str(port)})
+                env={**os.environ, "PYTHONPATH": str(ROOT), **{k: v.replace("{replica}", str(i)) for k, v in env.items()}, "EZ_HOST": "127.0.0.1", "EZ_PORT": str(port)})
             started.append(Replica(f"http://127.0.0.1:{port}", process, log))
         for replica in started:
             wait_until_up(replica)

@@ -19,6 +19,7 @@ from cli import app
 from engine import Engine, Settings
 from engine.settings import get_settings
 from engine.tables import DAILY_STATS, LOG_RECORDS
+from tests.postgres_server import PostgresServer
 from tests.seaweedfs import S3Server
 from tests.stats_oracle import expected, frame
 
@@ -93,11 +94,14 @@ def _scenario(engine: Engine, steps: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def both(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The same scenario on a local lake and on S3 (control store: SQLite), step by step."""
+def both(s3: S3Server, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+         ) -> dict[str, Any]:
+    """The same scenario on a local lake and on S3 (control store: SQLite), and on S3 with the control store on
+    PostgreSQL (the scaled-out deployment), step by step."""
     out: dict[str, Any] = {}
-    for name, lake_url in (("local", None), ("s3", s3.lake_url())):
-        settings = Settings(data_dir=tmp_path_factory.mktemp(name), lake_url=lake_url,
+    for name, lake_url, control in (("local", None, None), ("s3", s3.lake_url(), None),
+                                    ("s3-postgres", s3.lake_url(), postgres_server.database())):
+        settings = Settings(data_dir=tmp_path_factory.mktemp(name), lake_url=lake_url, control_url=control,
                             s3_endpoint_url=s3.endpoint if lake_url else None, scheduler_enabled=False,
                             log_retention_days=3, compaction_target_rows=1000, lake_grace_seconds=60)
         engine = Engine(settings, clock=lambda: NOW)
@@ -121,6 +125,7 @@ def test_ingest_then_stats_on_s3_equal_an_independent_recomputation(both: dict[s
                                   "cleaned", "retained", "runs"])
 def test_every_step_gives_on_s3_what_it_gives_locally(both: dict[str, Any], step: str) -> None:
     assert both["s3"][step] == both["local"][step]
+    assert both["s3-postgres"][step] == both["local"][step]
 
 
 def test_s3_lake_is_only_objects_in_the_bucket_and_its_manifest(both: dict[str, Any]) -> None:
@@ -176,7 +181,8 @@ def test_a_snapshot_reads_the_table_where_a_raw_glob_of_the_bucket_double_counts
 def test_an_upload_no_batch_committed_is_deleted_after_the_grace_and_nothing_else(s3: S3Server, tmp_path: Path
                                                                                    ) -> None:
     engine = Engine(Settings(data_dir=tmp_path, lake_url=s3.lake_url(), s3_endpoint_url=s3.endpoint,
-                             scheduler_enabled=False, lake_grace_seconds=0), clock=lambda: NOW)
+                             scheduler_enabled=False, lake_grace_seconds=0, lake_orphan_seconds=0),
+                    clock=lambda: NOW)
     receipt = engine.ingest_table(BATCHES[0], batch_id="kept")
     objects = engine.infra.lake.objects
     assert objects is not None
