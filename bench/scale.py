@@ -9,7 +9,8 @@ SQLite for both), then prints medians and ratios against the local baseline meas
 - backfill throughput (days/s and records/s) of the whole range: local executor on the local lake (baseline),
   local executor on S3, Dask LocalCluster with 1 and 2 worker processes on S3.
 
-Ingest through two replicas against one is `bench/replicas.py` (the replicas half of issue 15).
+- ingest through two replicas against one (PostgreSQL control store), and against one replica on the SQLite
+  default: `bench/replicas.py`, run last (`--batches` sets its size).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.replicas import main as replicas_main  # noqa: E402
 from engine import Engine, Settings  # noqa: E402
 from engine.executors import Executor, LocalExecutor, open_executor  # noqa: E402
 from tests.seaweedfs import seaweedfs  # noqa: E402
@@ -50,9 +52,13 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=("reads", "backfill"), help="Measure one part (both by default).")
+    parser.add_argument("--only", choices=("reads", "backfill", "replicas"),
+                        help="Measure one part (all by default).")
+    parser.add_argument("--batches", type=int, default=100, help="Batches of 2,000 records for the replicas part.")
     args = parser.parse_args()
     first = END_DAY - dt.timedelta(days=args.days - 1)
+    if args.only == "replicas":
+        return replicas_main(["--batches", str(args.batches)])
     with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp)) as s3:
         lakes: dict[str, Engine] = {}
         for name, url in (("local", None), ("s3", f"s3://{s3.bucket}/bench")):
@@ -70,7 +76,9 @@ def main() -> int:
             print_reads(lakes, first, args)
         if args.only != "reads":
             print_backfill(lakes, first, rows, args)
-        print("\nIngest through two replicas against one: bench/replicas.py.")
+    if args.only is None:
+        print()
+        return replicas_main(["--batches", str(args.batches)])
     return 0
 
 
