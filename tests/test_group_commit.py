@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+
 from engine import Engine
 from engine.errors import IdempotencyKeyReused, InvalidBatch
 from engine.group_commit import GroupCommitter
@@ -40,7 +41,7 @@ def write_as_one_group(engine: Engine, batches: list[tuple[pa.Table, str]]) -> l
     def write(k: int, data: pa.Table, batch_id: str) -> None:
         try:
             results[k] = engine.ingest_table(data, batch_id)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects what each writer got
+        except BaseException as exc:
             results[k] = exc
 
     threads = []
@@ -114,7 +115,7 @@ def test_a_reused_key_with_another_body_is_refused_alone_inside_a_group(engine: 
         from engine.validation import validate_batch
         try:
             results[name] = engine.lake.write(validate_batch(data), "key:k", fingerprint)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             results[name] = exc
 
     with engine.lake.publish_lock():
