@@ -192,10 +192,10 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
             for mode, (env_extra, workers) in CURVE_MODES.items():  # alternating: the machine is shared
                 data = workdir / f"curve-{r}-{size}-{workers}-{len(env_extra)}"
                 server, port = start_server(data, env_extra, workers)
+                warm = size * max(2, min(clients * 2, 100_000 // size))  # records of the warm-up
                 try:
-                    asyncio.run(post_batches(port, lines[:size * clients * 2], size, clients, 1.0))  # warm up
-                    stored, lat, errors, elapsed = asyncio.run(
-                        post_batches(port, lines[size * clients * 2:], size, clients, seconds))
+                    asyncio.run(post_batches(port, lines[:warm], size, clients, 1.0))
+                    stored, lat, errors, elapsed = asyncio.run(post_batches(port, lines[warm:], size, clients, seconds))
                 finally:
                     server.terminate()
                     server.wait(timeout=60)

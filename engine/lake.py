@@ -9,7 +9,13 @@ sees a partial file, and a crash at any moment loses nothing that was acknowledg
    rename every file into `log_records/date=YYYY-MM-DD/`, fsync the partition folders;
 3. mark the batch `committed`, the moment after which it is acknowledged.
 
-`recover()` finishes step 2 for a `publishing` batch whose writer died (every staged file was
+Batches written at the same time by one process go through these steps together (group commit,
+`engine.group_commit`): one staging folder, one file per UTC day, one ledger transaction recording each
+batch's own row as `publishing`, and one marking them all `committed`. Each batch keeps its own id,
+fingerprint, receipt and refusals; each ledger row names the group's files it has records in, with its own
+row count in each.
+
+`recover()` finishes step 2 for a `publishing` batch (or group) whose writer died (every staged file was
 already complete, so rolling forward is always possible) and deletes staging folders of writers
 that died before it. A batch id seen `committed` again stores nothing and answers as before.
 
@@ -255,7 +261,7 @@ class Lake:
             with self._staging_folder() as folder:
                 staged, fresh, shares = self._encode_fresh([requests[i] for i in live], folder)
                 with self.publish_lock():
-                    if len(self._pending(requests, results, recover=False)) != len(live):
+                    if self._pending(requests, results, recover=False) != live:
                         continue  # another process stored one of these batch ids meanwhile: encode the rest again
                     if self._raced(fresh):
                         continue  # another writer stored some of these request_ids meanwhile: start over
@@ -270,6 +276,7 @@ class Lake:
                 results[i] = BatchReceipt(batch_id=shown_id(requests[i].batch_id), records=share.records,
                                           files=_data_files(share.files), duplicates=share.duplicates,
                                           truncated=requests[i].batch.truncated)
+            break
         else:
             for i in self._pending(requests, results, recover=False):
                 results[i] = BatchInProgress(f"batch {shown_id(requests[i].batch_id)!r} kept racing other writers "
@@ -277,7 +284,8 @@ class Lake:
         for i, request in enumerate(requests):  # the second of a batch id sent twice at once: the first's answer
             if results[i] is None:
                 try:
-                    results[i] = self._receipt(request.batch_id, request.fingerprint, recover=False)
+                    results[i] = self._receipt(request.batch_id, request.fingerprint, recover=False) or BatchInProgress(
+                        f"batch {shown_id(request.batch_id)!r} is being stored by another request; retry shortly")
                 except (IdempotencyKeyReused, BatchInProgress) as exc:
                     results[i] = exc
 
