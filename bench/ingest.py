@@ -1,19 +1,29 @@
 """Ingest throughput: HTTP NDJSON, file ingest (NDJSON, Parquet) vs the floor of writing Parquet directly.
 
-One command: `python bench/ingest.py` (options: --records, --batch, --clients, --repeat).
+One command: `python bench/ingest.py` (options: --records, --batch, --clients, --repeat; --curve only the
+batch-size curve below, --paths only this table).
 The floor is pyarrow writing the same records, already in memory, straight to one zstd Parquet file.
 For NDJSON files a second floor, pyarrow read_json + write_table, prices the JSON parsing that the
 first floor does not pay. Everything else includes decoding, validation, sorting, partitioning, fsync and the ledger.
 Prints medians over --repeat runs and ratios to the floor measured in the same run; exits 1 if a
 target is missed (HTTP >= 300,000 records/s, file ingest >= 70 % of its floor).
+
+The batch-size curve: 16 clients (keep-alive HTTP/1.1 on loopback, one asyncio loop) POST NDJSON batches of
+1, 10, 100, 1,000 and 50,000 records for --seconds each to a fresh `ezstats serve` (scheduler off). Each size
+runs, alternately, against the baseline (EZ_INGEST_GROUP_RECORDS=1: every batch stored alone, as before group
+commit), group commit, and group commit with `serve --workers 2`. It prints records/s, the ratio to the
+baseline, p50/p99 request latency and Parquet files created per 100k records (medians of --repeat runs), and
+the targets: 10-record batches >= 20k records/s, 100-record >= 100k/s, 1,000-record >= 250k/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import io
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -102,13 +112,141 @@ def bench_http(batches: list[bytes], content_type: str, clients: int, repeat: in
         server.wait(timeout=30)
 
 
+CURVE_SIZES = (1, 10, 100, 1_000, 50_000)
+CURVE_TARGETS = {10: 20_000, 100: 100_000, 1_000: 250_000}
+CURVE_MODES = {"baseline: each batch alone": ({"EZ_INGEST_GROUP_RECORDS": "1"}, 1),
+               "group commit": ({}, 1),
+               "group commit, --workers 2": ({}, 2)}
+
+
+def start_server(data_dir: Path, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    """`ezstats serve` over `data_dir` on a free loopback port, once it answers /healthz."""
+    port = free_port()
+    env = {**os.environ, "EZ_DATA_DIR": str(data_dir), "EZ_LOG_LEVEL": "WARNING", "EZ_SCHEDULER_ENABLED": "false",
+           "PYTHONPATH": str(ROOT), **env_extra}
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(workers)],
+                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return server, port
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("ezstats serve did not start")
+
+
+async def post_batches(port: int, lines: list[bytes], size: int, clients: int, seconds: float
+                       ) -> tuple[int, list[float], int, float]:
+    """Clients POST consecutive `size`-record NDJSON batches of `lines` for `seconds` (or until they run out).
+    Returns (records acknowledged, request latencies, errors, elapsed seconds)."""
+    cursor = 0
+    latencies: list[float] = []
+    stored = errors = 0
+
+    def take() -> bytes | None:
+        nonlocal cursor
+        if cursor + size > len(lines):
+            return None
+        cursor += size
+        return b"".join(lines[cursor - size:cursor])
+
+    async def client(stop_at: float) -> None:
+        nonlocal stored, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at and (body := take()) is not None:
+                started = time.perf_counter()
+                writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-ndjson\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if status == 201:
+                    stored += size
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(start + seconds) for _ in range(clients)))
+    return stored, latencies, errors, time.perf_counter() - start
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir: Path) -> bool:
+    """Run and print the batch-size curve; False if a target is missed."""
+    rows: dict[tuple[int, str], list[tuple[float, float, float, float, int]]] = {}
+    for r in range(repeat):
+        for size in CURVE_SIZES:
+            for mode, (env_extra, workers) in CURVE_MODES.items():  # alternating: the machine is shared
+                data = workdir / f"curve-{r}-{size}-{workers}-{len(env_extra)}"
+                server, port = start_server(data, env_extra, workers)
+                warm = size * max(2, min(clients * 2, 100_000 // size))  # records of the warm-up
+                try:
+                    asyncio.run(post_batches(port, lines[:warm], size, clients, 1.0))
+                    stored, lat, errors, elapsed = asyncio.run(post_batches(port, lines[warm:], size, clients, seconds))
+                finally:
+                    server.terminate()
+                    server.wait(timeout=60)
+                files = sum(1 for _ in (data / "log_records").glob("**/*.parquet"))
+                rows.setdefault((size, mode), []).append(
+                    (stored / elapsed, quantile(lat, 0.5), quantile(lat, 0.99), files * 100_000 / max(stored, 1),
+                     errors))
+                shutil.rmtree(data, ignore_errors=True)
+    print(f"\nbatch-size curve: {clients} clients, HTTP NDJSON, {seconds:g} s per point, median of {repeat} runs, "
+          f"cores: {os.cpu_count()}\n")
+    print(f"| {'batch':>6} | {'mode':<27} | {'records/s':>10} | {'vs base':>7} | {'p50 ms':>7} | {'p99 ms':>7} "
+          f"| files/100k | errors | target |")
+    print(f"|{'-' * 8}|{'-' * 29}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|--------|--------|")
+    ok = True
+    for size in CURVE_SIZES:
+        base = statistics.median(x[0] for x in rows[(size, next(iter(CURVE_MODES)))])
+        for mode in CURVE_MODES:
+            runs = rows[(size, mode)]
+            rate, p50, p99, files = (statistics.median(x[i] for x in runs) for i in range(4))
+            errors = sum(x[4] for x in runs)
+            spread = f"{min(x[0] for x in runs):,.0f}-{max(x[0] for x in runs):,.0f}"
+            target = "-"
+            if size in CURVE_TARGETS and mode == "group commit":
+                met = rate >= CURVE_TARGETS[size] and errors == 0
+                ok &= met
+                target = f">= {CURVE_TARGETS[size] // 1000}k/s {'ok' if met else 'MISS'}"
+            print(f"| {size:>6,} | {mode:<27} | {rate:>10,.0f} | {rate / base:>6.2f}x | {p50 * 1000:>7.1f} "
+                  f"| {p99 * 1000:>7.1f} | {files:>10,.1f} | {errors:>6} | {target} ({spread}) |")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=50_000, help="records per HTTP request")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP requests")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per point of the batch-size curve")
+    parser.add_argument("--curve", action="store_true", help="only the batch-size curve")
+    parser.add_argument("--paths", action="store_true", help="only the table of ingest paths")
     args = parser.parse_args()
+    curve_ok = True
+    if not args.paths:
+        pool = generate_day(dt.date(2026, 1, 15), 2_000_000, seed=2)
+        lines = to_ndjson(pool).splitlines(keepends=True)
+        del pool
+        with tempfile.TemporaryDirectory(dir=os.environ.get("EZ_BENCH_TMP")) as tmp:
+            curve_ok = curve(lines, 16, args.seconds, args.repeat, Path(tmp))
+        del lines
+        if args.curve:
+            return 0 if curve_ok else 1
 
     table = generate_day(dt.date(2026, 1, 15), args.records, seed=1)
     n = table.num_rows
@@ -165,7 +303,7 @@ def main() -> int:
         failed |= not ok
         mark = "" if target == "-" else (" ok" if ok else " MISS")
         print(f"| {name:<52} | {rate:>12,.0f} | {rate / base:>7.0%} | {target}{mark} |")
-    return 1 if failed else 0
+    return 1 if failed or not curve_ok else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ same records:
    (the seed's row-store design; it computes per-grain counts and gateway percentiles only);
    target: job <= 0.5x raw DuckDB, >= 20x faster than SQLite.
 2. GET /admin/stats p50/p95 over --repeat requests (last7d, last30d, without and with group_by)
-   vs one raw DuckDB scan computing the same answer; target: p95 <= 2 % of the raw scan. Twice:
+   vs one raw DuckDB scan computing the same answer; target: p95 <= 2 % of the raw scan, in every row. Twice:
    "warm" (the lake does not change between requests) and "live" (a batch of LIVE_BATCH records
    lands in the open hour before each request, as on a gateway; the request is timed, not the ingest).
 3. backfill records/s (rollups, histograms, daily tier and daily stats of BACKFILL_DAYS closed days,
@@ -286,7 +286,13 @@ def sqlite_baseline(engine: Engine) -> float:
 
 
 def part_api(engine: Engine, lake: Path, repeat: int) -> list[dict[str, object]]:
-    client = TestClient(create_app(engine=engine))
+    # Entered once, the client keeps one event loop for every request, as a served app does (outside a `with`
+    # it starts a thread and a loop per request: ~25 ms each on this machine, measured into every request).
+    with TestClient(create_app(engine=engine, scheduler=False)) as client:
+        return _part_api(engine, client, lake, repeat)
+
+
+def _part_api(engine: Engine, client: TestClient, lake: Path, repeat: int) -> list[dict[str, object]]:
     con = raw_con(engine)
     batches = iter(live_batches(lake / "log_records"))
     results = []
@@ -381,14 +387,17 @@ def report_api(api: list[dict[str, object]], repeat: int) -> bool:
     ok = True
     print(f"\n2. GET /admin/stats (now = {NOW:%Y-%m-%d %H:%M} UTC, {repeat} requests each; live: a "
           f"{LIVE_BATCH:,}-record batch lands before each request)")
-    print("   period   group_by mode   cold ms    p50 ms   p95 ms   raw scan s   p95/raw   cold/raw   percentiles")
+    print("   period   group_by mode   cold ms    p50 ms   p95 ms   raw scan s   p95/raw   cold/raw   target    "
+          "percentiles")
     for r in api:
         ratio = r["p95"] / r["raw"]  # type: ignore[operator]
-        # The target is on repeated requests (warm); live is the stricter gateway case, reported.
-        ok &= ratio <= 0.02 or r["mode"] == "live"
+        # Every row, warm and live (a batch landing before each request, as on a gateway): p95 <= 2 % of the scan.
+        ok &= ratio <= 0.02
+        verdict = "<=2% met " if ratio <= 0.02 else "<=2% MISS"
         print(f"   {r['period']:8} {r['group_by']:8} {r['mode']:4} {r['cold'] * 1000:8.1f} "  # type: ignore[operator]
               f"{r['p50'] * 1000:9.1f} {r['p95'] * 1000:8.1f} "  # type: ignore[operator]
-              f"{r['raw']:12.2f} {ratio:8.2%} {r['cold'] / r['raw']:9.2%}   {r['percentiles']}")  # type: ignore[operator]
+              f"{r['raw']:12.2f} {ratio:8.2%} {r['cold'] / r['raw']:9.2%}   {verdict} "  # type: ignore[operator]
+              f"{r['percentiles']}")
     return ok
 
 

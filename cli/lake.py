@@ -20,13 +20,20 @@ def serve(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Bind a non-loopback address although EZ_INGEST_TOKEN or EZ_ADMIN_TOKEN is unset: "
         "anyone who can reach it can write and read everything.")] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes sharing the port (uvicorn workers), each with its own engine over the same "
+        "data dir: the lake, ledger and job claims are multi-process safe. Up to one per core.")] = 1,
 ) -> None:
     """Serve the HTTP API (ingest, stats, alerts, /metrics, /docs).
 
     Without both EZ_INGEST_TOKEN and EZ_ADMIN_TOKEN set, only a loopback address may be bound; any other
     exits 1 unless --insecure is given. A token set but empty is a configuration error (exit 78).
 
-    Example: EZ_INGEST_TOKEN=gw-secret EZ_ADMIN_TOKEN=secret ezstats serve --host 0.0.0.0 --port 8000
+    With --workers N, N processes serve the port, each reading its settings from the environment. Each runs
+    the scheduler (when EZ_SCHEDULER_ENABLED): every tick is claimed in the control store, so it runs once
+    across all of them, and a job holds its lock, so it never overlaps itself.
+
+    Example: EZ_INGEST_TOKEN=gw-secret EZ_ADMIN_TOKEN=secret ezstats serve --host 0.0.0.0 --port 8000 --workers 2
     """
     import uvicorn
 
@@ -46,7 +53,12 @@ def serve(
                   + (f" on {host} (--insecure)." if not _is_loopback(host) else " (loopback only)."), soft_wrap=True)
     err.print(f"ezstats serving {settings.data_dir.resolve()} at http://{host}:{port}  "
               f"(API docs: http://{host}:{port}/docs, metrics: /metrics)", soft_wrap=True)
-    uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
+    if workers == 1:
+        uvicorn.run(create_app(engine=engine), host=host, port=port, log_level=settings.log_level.lower())
+        return
+    # Each worker process builds its own app and engine from the environment (uvicorn imports the factory).
+    uvicorn.run("api.app:create_app", factory=True, workers=workers, host=host, port=port,
+                log_level=settings.log_level.lower())
 
 
 def ingest(

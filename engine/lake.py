@@ -9,7 +9,13 @@ sees a partial file, and a crash at any moment loses nothing that was acknowledg
    rename every file into `log_records/date=YYYY-MM-DD/`, fsync the partition folders;
 3. mark the batch `committed`, the moment after which it is acknowledged.
 
-`recover()` finishes step 2 for a `publishing` batch whose writer died (every staged file was
+Batches written at the same time by one process go through these steps together (group commit,
+`engine.group_commit`): one staging folder, one file per UTC day, one ledger transaction recording each
+batch's own row as `publishing`, and one marking them all `committed`. Each batch keeps its own id,
+fingerprint, receipt and refusals; each ledger row names the group's files it has records in, with its own
+row count in each.
+
+`recover()` finishes step 2 for a `publishing` batch (or group) whose writer died (every staged file was
 already complete, so rolling forward is always possible) and deletes staging folders of writers
 that died before it. A batch id seen `committed` again stores nothing and answers as before.
 
@@ -31,6 +37,7 @@ finishes by forgetting it. The caller gets `DiskFull` either way.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import hashlib
@@ -38,8 +45,9 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -50,8 +58,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused
+from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused, InvalidBatch
+from engine.group_commit import GroupCommitter
 from engine.locks import flock, try_lock
+from engine.manifest import LiveFile
 from engine.objectlake import ObjectLake, staged_files
 from engine.parquetfiles import write_parquet
 from engine.partitions import fsync_dir
@@ -73,6 +83,7 @@ ABORTED = ".aborted"
 CLIENT_KEY = "key:"
 _RACES = 5  # times a write starts over because another writer stored some of its request_ids meanwhile
 _US_PER_DAY = 86_400_000_000
+_OWNER = "__batch"  # the column that follows each record to its file while a group is encoded
 
 
 def client_batch_id(key: str) -> str:
@@ -141,6 +152,37 @@ def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
 
 
 @dataclass(frozen=True)
+class _Request:
+    """One call of `Lake.write`, waiting for its group."""
+
+    batch: ValidBatch
+    batch_id: str
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class _Share:
+    """A batch's part of what its group stored: its ledger row and its receipt."""
+
+    records: int
+    duplicates: int
+    files: list[list[object]]  # [staged name, final path, this batch's rows in it]
+    hours: list[str]
+
+
+def _group_ids(requests: Sequence[_Request], sizes: np.ndarray) -> HashSet:
+    """The request_id hashes of a group's batches as one set, rows counted across the concatenated batches."""
+    if len(requests) == 1:
+        return requests[0].batch.ids
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sets = [request.batch.ids for request in requests]
+    firsts = np.concatenate([ids.firsts for ids in sets])
+    order = np.argsort(firsts, kind="stable")
+    return HashSet(firsts[order], np.concatenate([ids.seconds for ids in sets])[order],
+                   np.concatenate([ids.rows + offset for ids, offset in zip(sets, offsets, strict=True)])[order])
+
+
+@dataclass(frozen=True)
 class _Fresh:
     """The records of a batch the lake does not hold yet, with their request_id hashes per UTC day."""
 
@@ -150,6 +192,8 @@ class _Fresh:
     #: The index files each day had before the lookup: if a day has the same ones under the publish lock,
     #: no other batch stored ids into it meanwhile.
     looked: dict[dt.date, frozenset[str]]
+    #: Which records of the group were kept (None: all).
+    kept: np.ndarray | None
 
 
 class Lake:
@@ -165,6 +209,9 @@ class Lake:
         self.root.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.request_ids = RequestIndex(settings.data_dir, self.root, self.publish_lock)
+        #: Batches written at the same time by this process are stored as one group (see `engine.group_commit`).
+        self.committer: GroupCommitter[_Request, BatchReceipt] = GroupCommitter(
+            self._write_group, lambda request: request.batch.table.num_rows, settings.ingest_group_records)
 
     def write(self, batch: ValidBatch | pa.Table, batch_id: str, fingerprint: str | None = None) -> BatchReceipt:
         """Store a validated batch durably, or find it already stored.
@@ -192,68 +239,132 @@ class Lake:
             batch = ValidBatch.of(batch)
         if batch.table.schema != LOG_RECORD_SCHEMA:
             raise ValueError("Lake.write takes validated tables only (see engine.validation.validate)")
-        try:
-            return self._write(batch, batch_id, fingerprint)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
-                raise DiskFull(f"the disk holding {self.settings.data_dir} is full: nothing of batch "
-                               f"{shown_id(batch_id)!r} "
-                               "was stored; retry once space is freed") from exc
-            raise
+        return self.committer.submit(_Request(batch, batch_id, fingerprint))
 
-    def _write(self, batch: ValidBatch, batch_id: str, fingerprint: str | None) -> BatchReceipt:
+    def _write_group(self, requests: Sequence[_Request]) -> list[BatchReceipt | BaseException]:
+        """Store the batches the group committer gathered: one per request, each stored or refused on its own."""
+        results: list[BatchReceipt | BaseException | None] = [None] * len(requests)
+        try:
+            self._store_group(requests, results)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left" not in str(exc):
+                raise
+            for i, request in enumerate(requests):
+                if results[i] is None:
+                    full = DiskFull(f"the disk holding {self.settings.data_dir} is full: nothing of batch "
+                                    f"{shown_id(request.batch_id)!r} was stored; retry once space is freed")
+                    full.__cause__ = exc
+                    results[i] = full
+        return [r if r is not None else RuntimeError("batch left unanswered") for r in results]
+
+    def _store_group(self, requests: Sequence[_Request], results: list[BatchReceipt | BaseException | None]) -> None:
+        """Store every request whose result is None; a batch id sent twice in the group is answered by the first.
+
+        Everything the group stores shares one staging folder, one file per UTC day (more above
+        EZ_FILE_ROWS), one ledger transaction for its `publishing` rows and one for their commit: a crash
+        before that commit leaves every batch of the group unacknowledged (recovery rolls them forward).
+        """
         for _ in range(_RACES):
-            earlier = self._receipt(batch_id, fingerprint, recover=True)
-            if earlier is not None:
-                return earlier
+            live = self._pending(requests, results, recover=True)
+            if not live:
+                break
             with self._staging_folder() as folder:
-                staged, fresh = self._encode_fresh(batch, folder, batch_id)
+                staged, fresh, shares = self._encode_fresh([requests[i] for i in live], folder)
                 # On object storage the files are uploaded now, outside the lock: invisible until committed.
                 uploaded = self.objects.upload(folder, staged, LOG_RECORDS.folder) if self.objects else []
                 with self.publish_lock():
-                    earlier = self._receipt(batch_id, fingerprint, recover=False)
-                    if earlier is not None or self._raced(fresh):
+                    if self._pending(requests, results, recover=False) != live or self._raced(fresh):
                         if self.objects is not None:
                             self.objects.discard(uploaded)
-                        if earlier is not None:
-                            return earlier
-                        continue  # another writer stored some of these request_ids meanwhile: start over
-                    self._begin(batch_id, fresh.table.num_rows, staged, folder, hours_of(fresh.table),
-                                fingerprint=fingerprint, duplicates=fresh.duplicates, truncated=batch.truncated)
+                        # Another process stored one of these batch ids, or some of these request_ids, meanwhile:
+                        continue  # encode the rest again
+                    self._begin_group([(requests[i], share) for i, share in zip(live, shares, strict=True)], folder)
                     try:
                         self._publish(folder, staged)
-                        self._commit(batch_id)
+                        self._commit_staging(folder.name)
                     except (OSError, DiskFull):
-                        self._abort(folder, staged, batch_id)
+                        self._abort(folder, staged, requests[live[0]].batch_id)
                         raise
-            return BatchReceipt(batch_id=shown_id(batch_id), records=fresh.table.num_rows,
-                                files=_data_files(staged), duplicates=fresh.duplicates, truncated=batch.truncated)
-        raise BatchInProgress(f"batch {batch_id!r} kept racing other writers storing the same request_ids; retry")
+            for i, share in zip(live, shares, strict=True):
+                results[i] = BatchReceipt(batch_id=shown_id(requests[i].batch_id), records=share.records,
+                                          files=_data_files(share.files), duplicates=share.duplicates,
+                                          truncated=requests[i].batch.truncated)
+            break
+        else:
+            for i in self._pending(requests, results, recover=False):
+                results[i] = BatchInProgress(f"batch {shown_id(requests[i].batch_id)!r} kept racing other writers "
+                                             "storing the same request_ids; retry")
+        for i, request in enumerate(requests):  # the second of a batch id sent twice at once: the first's answer
+            if results[i] is None:
+                try:
+                    results[i] = self._receipt(request.batch_id, request.fingerprint, recover=False) or BatchInProgress(
+                        f"batch {shown_id(request.batch_id)!r} is being stored by another request; retry shortly")
+                except (IdempotencyKeyReused, BatchInProgress) as exc:
+                    results[i] = exc
 
-    def _encode_fresh(self, batch: ValidBatch, folder: Path, batch_id: str) -> tuple[list[list[object]], _Fresh]:
-        """Encode the batch while its request_ids are hashed and looked up; re-encode only the records the lake
-        does not hold yet, when some were held (a re-sent record is the exception, so it pays the extra pass).
+    def _pending(self, requests: Sequence[_Request], results: list[BatchReceipt | BaseException | None],
+                 recover: bool) -> list[int]:
+        """The requests still to store, answering those already stored (replays) or refused; the first of each id."""
+        live: list[int] = []
+        ids: set[str] = set()
+        rows = self._ledger_rows([r.batch_id for i, r in enumerate(requests) if results[i] is None])
+        for i, request in enumerate(requests):
+            if results[i] is not None or request.batch_id in ids:
+                continue
+            try:
+                earlier = self._receipt(request.batch_id, request.fingerprint, recover=recover, rows=rows)
+                request.batch.ids  # noqa: B018 - a request_id twice in the batch refuses it alone
+            except (IdempotencyKeyReused, BatchInProgress, InvalidBatch) as exc:
+                results[i] = exc
+                continue
+            if earlier is not None:
+                results[i] = earlier
+                continue
+            ids.add(request.batch_id)
+            live.append(i)
+        return live
 
-        Raises:
-            InvalidBatch: a request_id appears twice in the batch.
+    def _encode_fresh(self, requests: Sequence[_Request], folder: Path
+                      ) -> tuple[list[list[object]], _Fresh, list[_Share]]:
+        """Encode the batches as one, while their request_ids are hashed and looked up; re-encode only the records
+        the lake does not hold yet, when some were held (a re-sent record is the exception, so it pays the extra
+        pass). A request_id in two batches of the group is stored with the first.
+
+        Returns the staged entries of the group, its fresh records, and each batch's share of them.
         """
-        jobs, staged = self._plan(batch.table, folder, batch_id)
+        table = requests[0].batch.table if len(requests) == 1 else pa.concat_tables(r.batch.table for r in requests)
+        sizes = np.array([r.batch.table.num_rows for r in requests], np.int64)
+        owner = np.repeat(np.arange(len(requests), dtype=np.int32), sizes)
+        token = _token(requests[0].batch_id)
+        jobs, staged, counts = self._plan(table, folder, token, owner, len(requests))
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-            pending = [pool.submit(write_parquet, table, path, self.settings.row_group_rows) for table, path in jobs]
-            fresh = self._fresh(batch)  # meanwhile, on this thread
-            staged_ids = self._stage_ids(fresh, folder, batch_id)
+            pending = [pool.submit(write_parquet, piece, path, self.settings.row_group_rows) for piece, path in jobs]
+            fresh = self._fresh(table, _group_ids(requests, sizes), len(requests) > 1)  # meanwhile, on this thread
+            staged_ids, id_counts = self._stage_ids(fresh, folder, token, owner, len(requests))
             for done in pending:
                 done.result()
         if fresh.duplicates:
             for name, *_ in staged:
                 (folder / str(name)).unlink()
-            staged = self._encode(fresh.table, folder, batch_id)
+            kept_owner = owner[fresh.kept] if fresh.kept is not None else owner
+            staged, counts = self._encode(fresh.table, folder, token, kept_owner, len(requests))
         fsync_dir(folder)
-        return staged + staged_ids, fresh
+        stored = np.bincount(owner[fresh.kept] if fresh.kept is not None else owner, minlength=len(requests))
+        entries = staged + staged_ids
+        per_file = counts + id_counts
+        shares = []
+        start = 0
+        for n, size in enumerate(sizes):
+            records = int(stored[n])
+            mine = [[*entry[:2], int(count[n])] for entry, count in zip(entries, per_file, strict=True) if count[n]]
+            hours = hours_of(fresh.table.slice(start, records)) if records else []
+            shares.append(_Share(records, int(size) - records, mine, hours))
+            start += records
+        return entries, fresh, shares
 
-    def _fresh(self, batch: ValidBatch) -> _Fresh:
-        """Drop the records whose request_id the lake holds for their day; keep the others' hashes by day."""
-        table, ids = batch.table, batch.ids
+    def _fresh(self, table: pa.Table, ids: HashSet, grouped: bool) -> _Fresh:
+        """Drop the records whose request_id the lake holds for their day, or an earlier batch of the group holds;
+        keep the others' hashes by day."""
         micros = table.column("created_at").cast(pa.int64()).to_numpy()
         first, last = int(micros.min()) // _US_PER_DAY, int(micros.max()) // _US_PER_DAY
         day_of_id = (micros // _US_PER_DAY)[ids.rows] if first != last else None
@@ -265,6 +376,11 @@ class Lake:
             of_day = ids if day_of_id is None else ids.select(day_of_id == number)
             if not len(of_day):
                 continue
+            repeated = of_day.duplicates() if grouped else []  # across batches only: each was checked alone
+            if repeated:
+                later = np.isin(of_day.rows, np.array([row for _, row in repeated], np.int64))
+                dropped.append(of_day.rows[later])
+                of_day = of_day.select(~later)
             looked[day] = self.request_ids.names(day)
             seen = self.request_ids.seen(day, of_day)
             if seen.any():
@@ -272,20 +388,26 @@ class Lake:
                 of_day = of_day.select(~seen)
             days[day] = of_day
         if not dropped:
-            return _Fresh(table, days, 0, looked)
+            return _Fresh(table, days, 0, looked, None)
         keep = np.ones(table.num_rows, bool)
         keep[np.concatenate(dropped)] = False
-        return _Fresh(table.filter(pa.array(keep)), days, int((~keep).sum()), looked)
+        return _Fresh(table.filter(pa.array(keep)), days, int((~keep).sum()), looked, keep)
 
     def _raced(self, fresh: _Fresh) -> bool:
         """Under the publish lock: whether the index now holds some of the ids (another writer's batch)."""
         return any(self.request_ids.seen(day, ids, locked=True).any() for day, ids in fresh.days.items()
                    if len(ids) and self.request_ids.names(day) != fresh.looked.get(day))
 
-    def _stage_ids(self, fresh: _Fresh, folder: Path, batch_id: str) -> list[list[object]]:
-        name = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}-{_token(batch_id)}"
-        return [[*self.request_ids.stage(day, ids, folder, name), len(ids)]
-                for day, ids in sorted(fresh.days.items()) if len(ids)]
+    def _stage_ids(self, fresh: _Fresh, folder: Path, token: str, owner: np.ndarray, batches: int
+                   ) -> tuple[list[list[object]], list[np.ndarray]]:
+        """Stage the group's request index file of each day; with each, how many of its ids each batch has."""
+        name = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}-{token}"
+        entries, counts = [], []
+        for day, ids in sorted(fresh.days.items()):
+            if len(ids):
+                entries.append([*self.request_ids.stage(day, ids, folder, name), len(ids)])
+                counts.append(np.bincount(owner[ids.rows], minlength=batches))
+        return entries, counts
 
     def _abort(self, folder: Path, staged: list[list[object]], batch_id: str) -> None:
         """Take a batch whose commit failed back out of the table and forget it (see the module docstring)."""
@@ -403,44 +525,56 @@ class Lake:
             shutil.rmtree(folder, ignore_errors=True)
             return
         with self.store.connect() as con:
-            row = con.execute(
+            rows = con.execute(
                 "SELECT batch_id, files FROM ingest_batches WHERE staging = ? AND state = 'publishing'",
                 (folder.name,),
-            ).fetchone()
-        if row is not None:
-            log.warning("rolling forward batch %s left publishing by a crashed writer", row["batch_id"])
-            self._publish(folder, json.loads(row["files"]))
-            self._commit(row["batch_id"])
+            ).fetchall()
+        if rows:  # a group: every batch of it names its own files, together all the folder's
+            log.warning("rolling forward batches %s left publishing by a crashed writer",
+                        ", ".join(row["batch_id"] for row in rows))
+            for row in rows:
+                self._publish(folder, json.loads(row["files"]))
+            self._commit_staging(folder.name)
         else:
             log.info("removing staging folder %s of a writer that died before publishing", folder.name)
         shutil.rmtree(folder, ignore_errors=True)
 
-    def _encode(self, table: pa.Table, folder: Path, batch_id: str) -> list[list[object]]:
-        """Write the batch's Parquet files into its staging folder: [staged name, final path, rows] each."""
-        jobs, staged = self._plan(table, folder, batch_id)
+    def _encode(self, table: pa.Table, folder: Path, token: str, owner: np.ndarray | None = None, batches: int = 1
+                ) -> tuple[list[list[object]], list[np.ndarray]]:
+        """Write records into a staging folder: [staged name, final path, rows] per file, and per file how many
+        rows each batch of the group has in it (`owner`: the batch of each row; None: one batch)."""
+        jobs, staged, counts = self._plan(table, folder, token, owner, batches)
         if jobs:
             # The Parquet encoder is single-threaded: a large batch is cut into files encoded side by side.
             with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
                 list(pool.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
         fsync_dir(folder)
-        return staged
+        return staged, counts
 
-    def _plan(self, table: pa.Table, folder: Path, batch_id: str
-              ) -> tuple[list[tuple[pa.Table, Path]], list[list[object]]]:
-        """The files a batch is encoded into: (table slice, staged path) jobs, and their staged entries."""
-        token = _token(batch_id)
+    def _plan(self, table: pa.Table, folder: Path, token: str, owner: np.ndarray | None = None, batches: int = 1
+              ) -> tuple[list[tuple[pa.Table, Path]], list[list[object]], list[np.ndarray]]:
+        """The files records are encoded into: (table slice, staged path) jobs, their staged entries, and per file
+        the rows of each batch of the group in it."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        if owner is not None:  # sorted along with the records, then counted per file and dropped
+            table = table.append_column(_OWNER, pa.array(owner, pa.int32()))
         jobs: list[tuple[pa.Table, Path]] = []
         staged: list[list[object]] = []
+        counts: list[np.ndarray] = []
         for day, part in split_by_day(table):
             for n, start in enumerate(range(0, part.num_rows, self.settings.file_rows)):
                 name = f"part-{stamp}-{token}-{n}.parquet"
                 path = folder / f"{day.isoformat()}-{name}"
                 piece = part.slice(start, self.settings.file_rows)
+                if owner is None:
+                    counts.append(np.array([piece.num_rows]))
+                else:
+                    counts.append(np.bincount(piece.column(_OWNER).to_numpy(), minlength=batches))
+                    piece = piece.drop_columns([_OWNER])
                 jobs.append((piece, path))
                 final = Path(self.root.name) / f"{PARTITION_COLUMN}={day.isoformat()}" / name
                 staged.append([path.name, str(final), piece.num_rows])
-        return jobs, staged
+        return jobs, staged, counts
 
     def _publish(self, folder: Path, staged: list[list[object]]) -> None:
         touched: set[Path] = set()
@@ -459,35 +593,37 @@ class Lake:
         for path in touched:
             fsync_dir(path)
 
-    def _begin(
-        self, batch_id: str, records: int, staged: list[list[object]], folder: Path, hours: list[str],
-        fingerprint: str | None = None, duplicates: int = 0, truncated: int = 0,
-    ) -> None:
+    def _begin_group(self, shares: list[tuple[_Request, _Share]], folder: Path) -> None:
+        """Record every batch of a group as `publishing` from one staging folder, in one transaction."""
+        now = iso(utc_now())
         with self.store.connect() as con:
-            con.execute(
+            con.executemany(
                 "INSERT INTO ingest_batches (batch_id, state, records, files, staging, hours, created_at,"
                 " fingerprint, duplicates, truncated) VALUES (?, 'publishing', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (batch_id, records, json.dumps(staged), folder.name, json.dumps(hours), iso(utc_now()),
-                 fingerprint, duplicates, truncated),
+                [(request.batch_id, share.records, json.dumps(share.files), folder.name, json.dumps(share.hours), now,
+                  request.fingerprint, share.duplicates, request.batch.truncated) for request, share in shares],
             )
 
-    def _commit(self, batch_id: str) -> None:
+    def _commit_staging(self, staging: str) -> None:
+        """Mark every batch published from a staging folder committed, at once: a group is acknowledged whole."""
         with self.store.connect() as con:
-            con.execute(
-                "UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE batch_id = ?",
-                (iso(utc_now()), batch_id),
-            )
-            if self.objects is not None:  # the batch's objects become live in the transaction that commits it
-                row = con.execute("SELECT files FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
-                self.objects.manifest.add(con, staged_files(json.loads(row["files"]), LOG_RECORDS.folder), batch_id,
-                                          utc_now())
+            if self.objects is not None:  # the group's objects become live in the transaction that commits it
+                rows = con.execute("SELECT batch_id, files FROM ingest_batches WHERE staging = ?"
+                                   " AND state = 'publishing'", (staging,)).fetchall()
+                files: dict[str, LiveFile] = {}  # a file shared by several batches: its rows are theirs summed
+                for row in rows:
+                    for f in staged_files(json.loads(row["files"]), LOG_RECORDS.folder):
+                        held = files.get(f.path)
+                        files[f.path] = f if held is None else dataclasses.replace(held, rows=held.rows + f.rows)
+                if files:
+                    self.objects.manifest.add(con, files.values(), rows[0]["batch_id"], utc_now())
+            con.execute("UPDATE ingest_batches SET state = 'committed', committed_at = ? WHERE staging = ?"
+                        " AND state = 'publishing'", (iso(utc_now()), staging))
 
-    def _receipt(self, batch_id: str, fingerprint: str | None, recover: bool) -> BatchReceipt | None:
-        with self.store.connect(write=False) as con:
-            row = con.execute(
-                "SELECT state, records, files, fingerprint, duplicates, truncated FROM ingest_batches"
-                " WHERE batch_id = ?", (batch_id,)
-            ).fetchone()
+    def _receipt(self, batch_id: str, fingerprint: str | None, recover: bool,
+                 rows: dict[str, sqlite3.Row] | None = None) -> BatchReceipt | None:
+        """The receipt of a batch id already stored, or None; `rows`: its group's ledger rows, read at once."""
+        row = self._ledger_rows([batch_id]).get(batch_id) if rows is None else rows.get(batch_id)
         if row is None:
             return None
         if fingerprint is not None and row["fingerprint"] is not None and row["fingerprint"] != fingerprint:
@@ -503,6 +639,18 @@ class Lake:
         return BatchReceipt(batch_id=shown_id(batch_id), records=row["records"],
                             files=_data_files(json.loads(row["files"])), duplicates=row["duplicates"],
                             truncated=row["truncated"], replayed=True)
+
+    def _ledger_rows(self, batch_ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """The ledger rows of these batch ids (those it has), in one read."""
+        found: dict[str, sqlite3.Row] = {}
+        with self.store.connect(write=False) as con:
+            for start in range(0, len(batch_ids), 500):  # well under SQLite's limit of bound parameters
+                chunk = list(batch_ids[start:start + 500])
+                for row in con.execute(
+                        "SELECT batch_id, state, records, files, fingerprint, duplicates, truncated FROM ingest_batches"
+                        f" WHERE batch_id IN ({','.join('?' * len(chunk))})", chunk):
+                    found[row["batch_id"]] = row
+        return found
 
     @contextmanager
     def _staging_folder(self) -> Iterator[Path]:

@@ -184,13 +184,20 @@ class LakeChecker:
     def _held(self, relative: str, path: Path, day: dt.date) -> tuple[list[dt.datetime], int | None]:
         """The hours a log record file held and its record count, as far as anything says: its batch's hours and
         rows (the ledger), else its footer's span, else the whole day."""
+        found: set[dt.datetime] = set()
+        rows: int | None = 0
+        batches = 0
         with self.infra.store.connect(write=False) as con:
+            # A group commit's file holds several batches: each names it with its own rows.
             for row in con.execute("SELECT files, hours FROM ingest_batches WHERE files LIKE ?",
                                    (f"%{Path(relative).name}%",)):
                 entry = next((e for e in json.loads(row["files"]) if e[1] == relative), None)
                 if entry is not None:
-                    hours = [dt.datetime.fromisoformat(h) for h in json.loads(row["hours"])]
-                    return sorted(h for h in hours if h.date() == day), (int(entry[2]) if len(entry) > 2 else None)
+                    batches += 1
+                    found.update(h for h in map(dt.datetime.fromisoformat, json.loads(row["hours"])) if h.date() == day)
+                    rows = rows + int(entry[2]) if rows is not None and len(entry) > 2 else None
+        if batches:
+            return sorted(found), rows
         span = _footer_span(path)
         if span is not None:
             first, last = span

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         description="Most rows per Parquet file a batch writes; larger batches are encoded as several "
         "files in parallel.",
     )
+    ingest_group_records: int = Field(
+        524_288,
+        gt=0,
+        description="Most records one group commit gathers: batches arriving while a write is being stored are "
+        "stored together (one staging, fsync pass, ledger transaction and file per day). 1 stores each batch alone.",
+    )
     log_retention_days: int = Field(30, ge=1, description="Days of raw log records kept by the log cleaner.")
     log_max_records: int = Field(
         1_000_000, ge=1, description="Most raw log records kept; the oldest whole days go first."

@@ -1,7 +1,9 @@
-"""A writer process for test_crash: stores batches 0..N-1 in order, appending each ack to a log.
+"""A writer process for test_crash: stores batches 0..N-1, appending each ack to a log.
 
-Run as `python -m tests.crash_writer DATA_DIR ACK_LOG N`. On start it resumes after the last acked
-batch; the batch it was writing when killed is simply sent again with the same id (a client retry).
+Run as `python -m tests.crash_writer DATA_DIR ACK_LOG N [THREADS]`. With one thread it stores them in order;
+with several, each thread takes the next batch not yet acknowledged, so batches arrive together and are
+stored as groups (group commit). On start it sends every batch not acked yet; those being written when it
+was killed are simply sent again with the same id (a client retry).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,16 +47,31 @@ def read_acks(path: Path) -> dict[int, int]:
 
 def main() -> None:
     data_dir, ack_log, total = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    threads = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     engine = Engine(Settings(data_dir=data_dir))
     acks = read_acks(ack_log)
-    start = max(acks, default=-1) + 1
+    todo = [k for k in range(total) if k not in acks]
+    lock = threading.Lock()
     print("ready", flush=True)
     with ack_log.open("a") as log:
-        for k in range(start, total):
-            receipt = engine.ingest_table(batch(k), f"batch-{k}")
-            log.write(f"{k} {receipt.records} ok\n")
-            log.flush()
-            os.fsync(log.fileno())
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    k = todo.pop(0)
+                receipt = engine.ingest_table(batch(k), f"batch-{k}")
+                with lock:
+                    log.write(f"{k} {receipt.records} ok\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import Engine
-from engine.lake import OWNER_LOCK, content_batch_id
+from engine.lake import OWNER_LOCK, _Request, _Share, content_batch_id
 from engine.schema import LOG_RECORD_SCHEMA
-from engine.validation import validate
+from engine.validation import ValidBatch, validate
 from tests.conftest import make_record
 
 
@@ -84,8 +84,9 @@ def test_recover_removes_dead_staging_and_rolls_forward_publishing_batches(setti
     table = table_of([make_record(0, created_at="2026-01-01T10:00:00Z"), make_record(1, created_at="2026-01-02T10:00:00Z")])
     crashed = settings.staging_dir / "cafe"
     crashed.mkdir()
-    staged = engine.lake._encode(table, crashed, "batch-x")
-    engine.lake._begin("batch-x", 2, staged, crashed, ["2026-01-01T10:00:00+00:00"])
+    staged, _ = engine.lake._encode(table, crashed, "batch-x")
+    request = _Request(ValidBatch.of(table), "batch-x", None)
+    engine.lake._begin_group([(request, _Share(2, 0, staged, ["2026-01-01T10:00:00+00:00"]))], crashed)
     engine.lake._publish(crashed, staged[:1])
     # A live writer's folder (its owner lock held) must be left alone.
     live = settings.staging_dir / "live"

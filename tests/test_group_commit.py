@@ -1,0 +1,190 @@
+"""Group commit: batches written at the same time share one staging folder, file per day and ledger transaction,
+while each keeps its own idempotency, duplicates, refusal and receipt."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from engine import Engine
+from engine.errors import IdempotencyKeyReused, InvalidBatch
+from engine.group_commit import GroupCommitter
+from engine.lake import BatchReceipt
+from tests.conftest import make_record
+
+
+def table(*records: dict[str, Any]) -> pa.Table:
+    return pa.Table.from_pylist(list(records))
+
+
+def records(first: int, n: int, **overrides: Any) -> list[dict[str, Any]]:
+    return [make_record(i, **overrides) for i in range(first, first + n)]
+
+
+def _wait(condition: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def write_as_one_group(engine: Engine, batches: list[tuple[pa.Table, str]]) -> list[BatchReceipt | BaseException]:
+    """Write `batches` from one thread each so that they form one group: a first write holds the committer
+    (blocked on the publish lock the test holds) while the others queue up, in order, behind it."""
+    results: list[BatchReceipt | BaseException | None] = [None] * (len(batches) + 1)
+    committer = engine.lake.committer
+
+    def write(k: int, data: pa.Table, batch_id: str) -> None:
+        try:
+            results[k] = engine.ingest_table(data, batch_id)
+        except BaseException as exc:
+            results[k] = exc
+
+    threads = []
+    with engine.lake.publish_lock():
+        lead = threading.Thread(target=write, args=(0, table(make_record(900_000)), "leader"))
+        lead.start()
+        threads.append(lead)
+        _wait(lambda: engine.lake.committer.items >= 1 and committer.waiting() == 0)
+        for k, (data, batch_id) in enumerate(batches, start=1):
+            t = threading.Thread(target=write, args=(k, data, batch_id))
+            t.start()
+            threads.append(t)
+            _wait(lambda k=k: committer.waiting() == k)
+        groups = committer.groups
+    for t in threads:
+        t.join(60)
+    assert committer.groups == groups + 1  # the queued batches went as one group
+    assert all(r is not None for r in results)
+    return results[1:]  # type: ignore[return-value]
+
+
+def test_a_group_shares_one_file_per_day_and_one_ledger_transaction_with_per_batch_answers(engine: Engine):
+    day2 = "2026-01-02T08:00:00Z"
+    batches = [
+        (table(*records(0, 100)), "a"),
+        (table(*records(100, 50), make_record(7_000)), "b"),         # req-7000 first here...
+        (table(*records(200, 30), make_record(7_000)), "c"),         # ...so it is a duplicate here, counted once
+        (table(*records(300, 20), make_record(7_000, created_at=day2)), "d"),  # the same id on another day: stored
+        (table(*records(0, 100)), "a"),                              # "a" again at once: the same receipt
+        (table(*records(400, 5)), "a"),                              # "a" with another body: refused alone
+        (table(make_record(500), make_record(500)), "e"),            # an id twice in one batch: refused alone
+        (table(*records(600, 10, created_at=day2)), "f"),
+    ]
+    results = write_as_one_group(engine, batches)
+    a, b, c, d, a_again, a_other, e, f = results
+    assert isinstance(a, BatchReceipt) and (a.records, a.duplicates) == (100, 0)
+    assert isinstance(b, BatchReceipt) and (b.records, b.duplicates) == (51, 0)
+    assert isinstance(c, BatchReceipt) and (c.records, c.duplicates) == (30, 1)
+    assert isinstance(d, BatchReceipt) and (d.records, d.duplicates) == (21, 0)
+    assert isinstance(a_again, BatchReceipt) and a_again.replayed and a_again.records == 100
+    # ingest_table binds no fingerprint, so "a" with another body answers a's receipt (HTTP refuses it: see below)
+    assert isinstance(a_other, BatchReceipt) and a_other.records == 100
+    assert isinstance(e, InvalidBatch)
+    assert isinstance(f, BatchReceipt) and f.records == 10
+    # One file per UTC day for the whole group, named by every batch that has records in it.
+    assert set(a.files) | set(b.files) | set(c.files) | set(d.files) | set(f.files) == set(d.files)
+    assert len(d.files) == 2 and a.files == b.files == c.files
+    got = engine.sql("SELECT count(*) n, count(DISTINCT (request_id, date)) d FROM log_records").to_pylist()
+    assert got == [{"n": 1 + 100 + 51 + 30 + 21 + 10, "d": 1 + 100 + 51 + 30 + 21 + 10}]
+    with engine.infra.store.connect(write=False) as con:
+        rows = con.execute("SELECT batch_id, staging, state, records, files FROM ingest_batches"
+                           " WHERE batch_id <> 'leader'").fetchall()
+    assert {r["batch_id"]: r["records"] for r in rows} == {"a": 100, "b": 51, "c": 30, "d": 21, "f": 10}
+    assert len({r["staging"] for r in rows}) == 1 and {r["state"] for r in rows} == {"committed"}
+    # Each ledger row counts its own rows of the shared files: lake check adds them up to the files' rows.
+    report = engine.check_lake()
+    assert report.ok and not report.mismatches and not report.unchecked_days, report
+    per_file: dict[str, int] = {}
+    for r in rows:
+        for _, final, n in json.loads(r["files"]):
+            per_file[final] = per_file.get(final, 0) + n
+    assert sum(n for name, n in per_file.items() if name.startswith("log_records/")) == 212
+
+
+def test_a_reused_key_with_another_body_is_refused_alone_inside_a_group(engine: Engine):
+    first, other = table(*records(0, 10)), table(*records(50, 10))
+    results: dict[str, Any] = {}
+    committer = engine.lake.committer
+
+    def write(name: str, data: pa.Table, fingerprint: str) -> None:
+        from engine.validation import validate_batch
+        try:
+            results[name] = engine.lake.write(validate_batch(data), "key:k", fingerprint)
+        except BaseException as exc:
+            results[name] = exc
+
+    with engine.lake.publish_lock():
+        lead = threading.Thread(target=write, args=("lead", table(make_record(999)), "f0"))
+        lead.start()
+        _wait(lambda: committer.items >= 1 and committer.waiting() == 0)
+        one = threading.Thread(target=write, args=("one", first, "f1"))
+        one.start()
+        _wait(lambda: committer.waiting() == 1)
+        two = threading.Thread(target=write, args=("two", other, "f2"))
+        two.start()
+        _wait(lambda: committer.waiting() == 2)
+    for t in (lead, one, two):
+        t.join(60)
+    # The leader stored key k with f0; both queued writers bring other bodies under the same key.
+    assert isinstance(results["lead"], BatchReceipt)
+    assert isinstance(results["one"], IdempotencyKeyReused) and isinstance(results["two"], IdempotencyKeyReused)
+    assert engine.sql("SELECT count(*) n FROM log_records").to_pylist() == [{"n": 1}]
+
+
+def test_the_committer_groups_what_queues_while_a_commit_runs():
+    gate = threading.Event()
+    groups: list[list[int]] = []
+
+    def commit(items: Any) -> list[int | BaseException]:
+        groups.append(list(items))
+        gate.wait(10)
+        return [ValueError("odd") if i % 2 else i * 10 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(commit, lambda i: 1, max_size=3)
+    answers: dict[int, Any] = {}
+
+    def submit(i: int) -> None:
+        try:
+            answers[i] = committer.submit(i)
+        except ValueError as exc:
+            answers[i] = exc
+
+    threads = [threading.Thread(target=submit, args=(0,))]
+    threads[0].start()
+    _wait(lambda: groups == [[0]])
+    for i in range(1, 6):
+        threads.append(threading.Thread(target=submit, args=(i,)))
+        threads[-1].start()
+        _wait(lambda i=i: committer.waiting() == i)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert groups == [[0], [1, 2, 3], [4, 5]]  # at most max_size per group, in arrival order
+    assert {i: a for i, a in answers.items() if not isinstance(a, BaseException)} == {0: 0, 2: 20, 4: 40}
+    assert all(isinstance(answers[i], ValueError) for i in (1, 3, 5))
+
+
+def test_concurrent_http_batches_are_all_stored_once(client: Any, engine: Engine):
+    """Many clients at once through the real app: every batch acknowledged is stored exactly once, and fewer
+    ledger transactions (groups) than batches ran."""
+    bodies = ["\n".join(json.dumps(make_record(k * 1000 + i)) for i in range(20)) for k in range(40)]
+    answers: list[Any] = [None] * len(bodies)
+
+    def send(k: int) -> None:
+        answers[k] = client.post("/v1/logs", content=bodies[k], headers={"Content-Type": "application/x-ndjson"})
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [a.status_code for a in answers] == [201] * len(bodies)
+    assert engine.sql("SELECT count(DISTINCT request_id) d, count(*) n FROM log_records").to_pylist() == [
+        {"d": 800, "n": 800}]
+    assert engine.lake.committer.items == len(bodies)
+    assert engine.check_lake().ok
