@@ -77,7 +77,7 @@ def test_two_replicas_share_one_lake_and_one_postgres(tmp_path: Path, lake: dict
                                                       postgres_server: PostgresServer) -> None:
     control = postgres_server.database()
     env = {"EZ_LAKE_GRACE_SECONDS": "0", **lake, "EZ_CONTROL_URL": control, "EZ_SECRET_KEY": new_key(), "EZ_SCHEDULER_ENABLED": "true",
-           "EZ_LEASE_SECONDS": "10",
+           "EZ_LEASE_SECONDS": "30",
            **{f"EZ_SCHEDULE_{job.upper()}": FAST for job in JOBS}}
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with replicas(2, env, tmp_path / "logs") as (one, two):
