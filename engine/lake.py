@@ -278,7 +278,11 @@ class Lake:
                             self.objects.discard(uploaded)
                         # Another process stored one of these batch ids, or some of these request_ids, meanwhile:
                         continue  # encode the rest again
-                    self._begin_group([(requests[i], share) for i, share in zip(live, shares, strict=True)], folder)
+                    if not self._begin_group([(requests[i], share) for i, share in zip(live, shares, strict=True)],
+                                             folder):
+                        if self.objects is not None:
+                            self.objects.discard(uploaded)
+                        continue
                     try:
                         self._publish(folder, staged)
                         self._commit_staging(folder.name)
@@ -593,16 +597,25 @@ class Lake:
         for path in touched:
             fsync_dir(path)
 
-    def _begin_group(self, shares: list[tuple[_Request, _Share]], folder: Path) -> None:
-        """Record every batch of a group as `publishing` from one staging folder, in one transaction."""
+    def _begin_group(self, shares: list[tuple[_Request, _Share]], folder: Path) -> bool:
+        """Record every batch of a group as `publishing` from one staging folder, in one transaction; False
+        (nothing recorded) when another writer recorded one of these batch ids first."""
         now = iso(utc_now())
         with self.store.connect() as con:
             con.executemany(
                 "INSERT INTO ingest_batches (batch_id, state, records, files, staging, hours, created_at,"
-                " fingerprint, duplicates, truncated) VALUES (?, 'publishing', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " fingerprint, duplicates, truncated) VALUES (?, 'publishing', ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (batch_id) DO NOTHING",
                 [(request.batch_id, share.records, json.dumps(share.files), folder.name, json.dumps(share.hours), now,
                   request.fingerprint, share.duplicates, request.batch.truncated) for request, share in shares],
             )
+            recorded = con.execute("SELECT count(*) FROM ingest_batches WHERE staging = ?", (folder.name,)).fetchone()
+            if recorded[0] != len(shares):
+                # A replica on another host, whose publish lock this one does not hold, began one of these batch
+                # ids between the check and here: record none, and let the caller look again.
+                con.execute("DELETE FROM ingest_batches WHERE staging = ?", (folder.name,))
+                return False
+        return True
 
     def _commit_staging(self, staging: str) -> None:
         """Mark every batch published from a staging folder committed, at once: a group is acknowledged whole."""

@@ -50,3 +50,23 @@ def test_idempotency_keys_hold_across_replicas(tmp_path: Path) -> None:
     with pytest.raises(IdempotencyKeyReused):
         two.ingest_body(body.replace(b"req-0", b"req-x"), "application/x-ndjson", idempotency_key="k1")
     assert _total(one) == _total(two) == 5
+
+
+@pytest.mark.parametrize("control", [BACKENDS[1]], indirect=True)  # hosts share a control store on PostgreSQL
+def test_a_batch_id_begun_by_a_replica_on_another_host_meanwhile_is_answered_not_lost(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """Replicas on separate hosts do not share the publish lock: the other host may record the same batch id
+    between this one's check and its own ledger insert. The batch is then answered from the other's row."""
+    one = make_engine(tmp_path, NOW)
+    body = b"".join(json.dumps(make_record(i)).encode() + b"\n" for i in range(5))
+    other = make_engine(tmp_path / "other-host", NOW)  # its own data dir, the same control store
+    raced = one.infra.lake._raced
+
+    def meanwhile(fresh):  # runs under this host's publish lock, after its check for the batch id
+        monkeypatch.setattr(one.infra.lake, "_raced", raced)
+        other.ingest_body(body, "application/x-ndjson", idempotency_key="k1")
+        return raced(fresh)
+
+    monkeypatch.setattr(one.infra.lake, "_raced", meanwhile)
+    again = one.ingest_body(body, "application/x-ndjson", idempotency_key="k1")
+    assert again.replayed and again.records == 5
