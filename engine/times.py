@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 from collections.abc import Callable
 
 from engine.errors import InvalidParameter
@@ -94,3 +95,19 @@ def midnight(day: dt.date) -> dt.datetime:
 def floor_hour(moment: dt.datetime) -> dt.datetime:
     """The start of the hour holding an instant."""
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def retry_after(value: str | None, now: dt.datetime) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - now).total_seconds(), 0.0)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import email.utils
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from engine import times
 from engine.credentials.model import Tokens
 
 #: Error codes after which the refresh token will never work again (RFC 6749 5.2 and what the CLIs treat so).
@@ -121,7 +121,7 @@ def classify(status: int, answer: Any, retry_after: str | None, now: dt.datetime
     message = f"HTTP {status} from the token endpoint: {said}"[:MAX_MESSAGE]
     if status == 401 or (code is not None and code in NON_RETRYABLE):
         return RefreshFailed(message, retryable=False, http_status=status, code=code)
-    wait = parse_retry_after(retry_after, now) if status == 429 else None
+    wait = times.retry_after(retry_after, now) if status == 429 else None
     return RefreshFailed(message, retryable=True, http_status=status, code=code, retry_after=wait)
 
 
@@ -137,20 +137,6 @@ def error_of(answer: Any) -> tuple[str | None, str | None]:
     return (str(error) if error else None), _text(answer.get("error_description") or answer.get("message"))
 
 
-def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def expiry(answer: dict[str, Any], access_token: str, now: dt.datetime) -> dt.datetime:

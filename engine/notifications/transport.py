@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import httpx
+
+from engine import times
 
 # httpx logs every request's full URL at INFO; a Slack URL is a credential, so its log stays quiet.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -66,19 +67,9 @@ def post(client: httpx.Client, url: str, body: bytes, headers: Mapping[str, str]
 
 
 def retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), capped at an hour."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return min(max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0), MAX_RETRY_AFTER)
+    """Seconds a `Retry-After` header asks to wait, capped at an hour; None when absent or unreadable."""
+    wait = times.retry_after(value, now or dt.datetime.now(dt.UTC))
+    return None if wait is None else min(wait, MAX_RETRY_AFTER)
 
 
 def _masked(text: str, secrets: Iterable[str]) -> str:
