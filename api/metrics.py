@@ -1,5 +1,5 @@
-"""Prometheus metrics: HTTP metrics from the instrumentator, ingest counters, the notifier's and credential
-refreshes' figures."""
+"""Prometheus metrics: HTTP metrics from the instrumentator, ingest counters and group sizes, the notifier's and
+credential refreshes' figures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,25 @@ from engine import Engine
 RECORDS_ACCEPTED = Counter("ezstats_ingest_records_accepted_total", "Log records stored by ingest.")
 RECORDS_REJECTED = Counter("ezstats_ingest_records_rejected_total", "Log records in refused batches.")
 BATCHES = Counter("ezstats_ingest_batches_total", "Ingest batches by outcome.", ["outcome"])
+
+
+class IngestGroups:
+    """`ezstats_ingest_groups_total{stage}` and `ezstats_ingest_grouped_batches_total{stage}`: how many groups this
+    process's intake (`validate`: joined decode and validation) and lake (`commit`: one staging, file per day and
+    ledger transaction) formed, and the batches in them; their ratio is the mean group size."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        groups = CounterMetricFamily("ezstats_ingest_groups", "Ingest groups formed by this process, by stage.",
+                                     labels=["stage"])
+        batches = CounterMetricFamily("ezstats_ingest_grouped_batches", "Batches in those groups, by stage.",
+                                      labels=["stage"])
+        for stage, committer in (("validate", self.engine.intake.committer), ("commit", self.engine.lake.committer)):
+            groups.add_metric([stage], committer.groups)
+            batches.add_metric([stage], committer.items)
+        yield from (groups, batches)
 
 
 class CredentialRefreshes:
@@ -74,6 +93,7 @@ def install(app: FastAPI, engine: Engine) -> None:
     own = CollectorRegistry(auto_describe=False)
     own.register(NotificationCollector(engine))  # type: ignore[arg-type]
     own.register(CredentialRefreshes(engine))  # type: ignore[arg-type]
+    own.register(IngestGroups(engine))  # type: ignore[arg-type]
 
     @app.get("/metrics", include_in_schema=False)
     def read_metrics() -> Response:

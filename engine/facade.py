@@ -18,6 +18,7 @@ from engine.compaction import Compactor
 from engine.credentials import Credentials
 from engine.errors import ConfigurationError, InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
+from engine.intake import Intake
 from engine.jobs import Jobs, standard_specs
 from engine.lake import BatchReceipt, Lake, client_batch_id, content_batch_id
 from engine.lakecheck import LakeChecker, LakeReport
@@ -38,9 +39,17 @@ from engine.validation import validate_batch
 log = logging.getLogger(__name__)
 
 
+#: Below this size a body is hashed on the caller's thread: starting a thread costs more than the hash.
+_HASH_ALONE_BYTES = 1 << 20
+
+
 @contextmanager
 def _hashing(data: bytes) -> Iterator[Callable[[], str]]:
     """The content hash of a body (`sha256:<hex>`), computed beside decoding (hashlib releases the GIL)."""
+    if len(data) < _HASH_ALONE_BYTES:
+        digest = content_batch_id(data)
+        yield lambda: digest
+        return
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(content_batch_id, data)
         yield future.result
@@ -59,6 +68,7 @@ class Engine:
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         infra = self.infra
+        self.intake = Intake(infra.settings.ingest_group_records, infra.settings.max_errors_reported)
         drops = PartitionDrops(infra.store)
         self.quarantine = Quarantine(infra.store, infra.data_dir)
         self.registry = Registry(infra)
@@ -128,10 +138,10 @@ class Engine:
         """
         data = decoding.decompress(body, content_encoding, self.settings.max_body_bytes)
         with _hashing(data) as digest:
-            table, problems = decoding.decode(data, content_type)
+            batch = self.intake.validate(data, content_type)
         content_id = digest()
         batch_id = content_id if idempotency_key is None else client_batch_id(idempotency_key)
-        return self._store(table, batch_id, problems, fingerprint=content_id.removeprefix("sha256:"))
+        return self.lake.write(batch, batch_id, content_id.removeprefix("sha256:"))
 
     def ingest_file(self, path: Path) -> BatchReceipt:
         """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet, optionally .gz or .zst) as one batch.

@@ -150,6 +150,10 @@ def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
         yield day, table.slice(start, end - start)
         start = end
 
+#: Encodes Parquet files, one a thread (the encoder is single-threaded): a large batch is cut into files encoded
+#: side by side. One pool for the process, as starting threads per commit cost more than a small commit's encode.
+_ENCODERS = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="ezstats-encode")
+
 
 @dataclass(frozen=True)
 class _Request:
@@ -341,12 +345,11 @@ class Lake:
         owner = np.repeat(np.arange(len(requests), dtype=np.int32), sizes)
         token = _token(requests[0].batch_id)
         jobs, staged, counts = self._plan(table, folder, token, owner, len(requests))
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-            pending = [pool.submit(write_parquet, piece, path, self.settings.row_group_rows) for piece, path in jobs]
-            fresh = self._fresh(table, _group_ids(requests, sizes), len(requests) > 1)  # meanwhile, on this thread
-            staged_ids, id_counts = self._stage_ids(fresh, folder, token, owner, len(requests))
-            for done in pending:
-                done.result()
+        pending = [_ENCODERS.submit(write_parquet, piece, path, self.settings.row_group_rows) for piece, path in jobs]
+        fresh = self._fresh(table, _group_ids(requests, sizes), len(requests) > 1)  # meanwhile, on this thread
+        staged_ids, id_counts = self._stage_ids(fresh, folder, token, owner, len(requests))
+        for done in pending:
+            done.result()
         if fresh.duplicates:
             for name, *_ in staged:
                 (folder / str(name)).unlink()
@@ -550,8 +553,7 @@ class Lake:
         jobs, staged, counts = self._plan(table, folder, token, owner, batches)
         if jobs:
             # The Parquet encoder is single-threaded: a large batch is cut into files encoded side by side.
-            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-                list(pool.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
+            list(_ENCODERS.map(lambda job: write_parquet(job[0], job[1], self.settings.row_group_rows), jobs))
         fsync_dir(folder)
         return staged, counts
 

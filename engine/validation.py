@@ -95,7 +95,7 @@ def validate(
 
 
 def validate_batch(
-    table: pa.Table, *, decode_errors: Sequence[RecordError] = (), max_errors: int = 100
+    table: pa.Table, *, decode_errors: Sequence[RecordError] = (), max_errors: int = 100, hash_ids: bool = True
 ) -> ValidBatch:
     """Coerce and check a decoded batch against SPEC.md and the documented string lengths.
 
@@ -103,6 +103,8 @@ def validate_batch(
         table: decoded records, any Arrow types; missing optional columns are allowed.
         decode_errors: problems the reader already found (their cells arrive as null).
         max_errors: how many row/field errors to list at most (the total is always counted).
+        hash_ids: hash the request_ids (False: the caller cuts the table into batches and hashes each; the
+            result's `ids` must not be read).
 
     Returns:
         The valid batch: exactly LOG_RECORD_SCHEMA, defaults filled in, error_messages over their length
@@ -140,7 +142,7 @@ def validate_batch(
         if field.default is not None:
             column = column.fill_null(pa.scalar(field.default, field.type))
         columns.append(column)
-        if field.name == "request_id" and not errors:  # the usual case: hash while the other columns are checked
+        if field.name == "request_id" and hash_ids and not errors:  # the usual case: hash while checking the rest
             hashing = _HASHING.submit(unique_ids, column, max_errors)
     if errors:
         bad_ids = {e.row - 1 for e in errors if e.field in ("request_id", None)}
@@ -149,6 +151,10 @@ def validate_batch(
         errors.sort(key=lambda e: (e.row, FIELD_NAMES.index(e.field) if e.field in FIELD_NAMES else -1))
         raise InvalidBatch(errors[:max_errors], total=len(errors))
     valid = pa.Table.from_arrays(columns, schema=LOG_RECORD_SCHEMA)
+    if not hash_ids:
+        unhashed: Future[HashSet] = Future()
+        unhashed.set_exception(RuntimeError("validated with hash_ids=False: hash the batches cut from it"))
+        return ValidBatch(valid, truncated, unhashed)
     if hashing is None:
         return ValidBatch.of(valid, truncated, max_errors)
     return ValidBatch(valid, truncated, hashing)
