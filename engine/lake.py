@@ -277,13 +277,10 @@ class Lake:
                 # On object storage the files are uploaded now, outside the lock: invisible until committed.
                 uploaded = self.objects.upload(folder, staged, LOG_RECORDS.folder) if self.objects else []
                 with self.publish_lock():
-                    if self._pending(requests, results, recover=False) != live or self._raced(fresh):
-                        if self.objects is not None:
-                            self.objects.discard(uploaded)
-                        # Another process stored one of these batch ids, or some of these request_ids, meanwhile:
-                        continue  # encode the rest again
-                    if not self._begin_group([(requests[i], share) for i, share in zip(live, shares, strict=True)],
-                                             folder):
+                    # Another process stored some of these request_ids meanwhile, or (the ledger insert finds it)
+                    # one of these batch ids: encode the rest again.
+                    if self._raced(fresh) or not self._begin_group(
+                            [(requests[i], share) for i, share in zip(live, shares, strict=True)], folder):
                         if self.objects is not None:
                             self.objects.discard(uploaded)
                         continue

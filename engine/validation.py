@@ -54,6 +54,18 @@ class ValidBatch:
         """A batch of exactly LOG_RECORD_SCHEMA whose request_ids are hashed in the background."""
         return cls(table, truncated, _HASHING.submit(unique_ids, table.column("request_id"), max_errors))
 
+    @classmethod
+    def hashed(cls, table: pa.Table, halves: tuple[np.ndarray, np.ndarray], truncated: int = 0,
+               max_errors: int = 100) -> ValidBatch:
+        """A batch whose request_ids were hashed already (`request_ids.hash_halves`, in row order), e.g. with the
+        other batches of its group: sorted and checked for repeats now, on the caller's thread."""
+        done: Future[HashSet] = Future()
+        try:
+            done.set_result(_checked(HashSet.of_halves(*halves), max_errors))
+        except InvalidBatch as exc:
+            done.set_exception(exc)
+        return cls(table, truncated, done)
+
     @property
     def ids(self) -> HashSet:
         """The request_ids' hashes, sorted, with their rows (`engine.request_ids`): what the lake looks up.
@@ -70,7 +82,10 @@ def unique_ids(column: pa.Array | pa.ChunkedArray, max_errors: int = 100) -> Has
     Raises:
         InvalidBatch: some appear twice; each error names the later row and the first.
     """
-    ids = HashSet.of_column(column)
+    return _checked(HashSet.of_column(column), max_errors)
+
+
+def _checked(ids: HashSet, max_errors: int) -> HashSet:
     errors = _duplicate_errors(ids)
     if errors:
         raise InvalidBatch(errors[:max_errors], total=len(errors))
