@@ -15,10 +15,10 @@ from starlette.routing import BaseRoute
 _DECLARED: dict[int, frozenset[str]] = {}
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A dependency of every route: 422 for each query parameter an API operation does not take (aliases
     count, e.g. `from` and `to`). Pages outside the OpenAPI document (the console, /docs) read their URL in
-    the browser and are left alone."""
+    the browser and are left alone. A coroutine, so that it runs on the event loop, not a worker thread."""
     route = request.scope.get("route")
     if route is None or not request.query_params or not getattr(route, "include_in_schema", True):
         return
