@@ -12,7 +12,8 @@ The batch-size curve: 16 clients (keep-alive HTTP/1.1 on loopback, one asyncio l
 1, 10, 100, 1,000 and 50,000 records for --seconds each to a fresh `ezstats serve` (scheduler off). Each size
 runs, alternately, against the baseline (EZ_INGEST_GROUP_RECORDS=1: every batch stored alone, as before group
 commit), group commit, and group commit with `serve --workers 2`. It prints records/s, the ratio to the
-baseline, p50/p99 request latency and Parquet files created per 100k records (medians of --repeat runs), and
+baseline, p50/p99 request latency, Parquet files created per 100k records, and the mean batches per group of
+the intake (joined validation) and of the lake commit, read from /metrics (medians of --repeat runs), and
 the targets: 10-record batches >= 20k records/s, 100-record >= 100k/s, 1,000-record >= 250k/s.
 """
 
@@ -22,7 +23,9 @@ import argparse
 import asyncio
 import datetime as dt
 import io
+import math
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -179,6 +182,18 @@ async def post_batches(port: int, lines: list[bytes], size: int, clients: int, s
     return stored, latencies, errors, time.perf_counter() - start
 
 
+def group_figures(port: int) -> dict[str, float]:
+    """The server's `ezstats_ingest_groups_total` and `..._grouped_batches_total` by stage (one process's, under
+    --workers 2: whichever answers)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    return {f"{kind}/{stage}": float(value) for kind, stage, value in re.findall(
+        r'^ezstats_ingest_(groups|grouped_batches)_total\{stage="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def shown(mean: float) -> str:
+    return f"{mean:>5.1f}" if not math.isnan(mean) else "    -"
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -186,7 +201,7 @@ def quantile(values: list[float], q: float) -> float:
 
 def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir: Path) -> bool:
     """Run and print the batch-size curve; False if a target is missed."""
-    rows: dict[tuple[int, str], list[tuple[float, float, float, float, int]]] = {}
+    rows: dict[tuple[int, str], list[tuple[float, ...]]] = {}
     for r in range(repeat):
         for size in CURVE_SIZES:
             for mode, (env_extra, workers) in CURVE_MODES.items():  # alternating: the machine is shared
@@ -195,27 +210,34 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
                 warm = size * max(2, min(clients * 2, 100_000 // size))  # records of the warm-up
                 try:
                     asyncio.run(post_batches(port, lines[:warm], size, clients, 1.0))
+                    before = group_figures(port)
                     stored, lat, errors, elapsed = asyncio.run(post_batches(port, lines[warm:], size, clients, seconds))
+                    after = group_figures(port)
                 finally:
                     server.terminate()
                     server.wait(timeout=60)
                 files = sum(1 for _ in (data / "log_records").glob("**/*.parquet"))
+                sizes = [(after[k] - before[k]) / (after[g] - before[g]) if after[g] > before[g] else math.nan
+                         for k, g in (("grouped_batches/validate", "groups/validate"),
+                                      ("grouped_batches/commit", "groups/commit"))]
                 rows.setdefault((size, mode), []).append(
                     (stored / elapsed, quantile(lat, 0.5), quantile(lat, 0.99), files * 100_000 / max(stored, 1),
-                     errors))
+                     errors, *sizes))
                 shutil.rmtree(data, ignore_errors=True)
     print(f"\nbatch-size curve: {clients} clients, HTTP NDJSON, {seconds:g} s per point, median of {repeat} runs, "
           f"cores: {os.cpu_count()}\n")
     print(f"| {'batch':>6} | {'mode':<27} | {'records/s':>10} | {'vs base':>7} | {'p50 ms':>7} | {'p99 ms':>7} "
-          f"| files/100k | errors | target |")
-    print(f"|{'-' * 8}|{'-' * 29}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|--------|--------|")
+          f"| files/100k | batches/group | errors | target |")
+    print(f"|{'-' * 8}|{'-' * 29}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|---------------|--------|"
+          "--------|")
     ok = True
     for size in CURVE_SIZES:
         base = statistics.median(x[0] for x in rows[(size, next(iter(CURVE_MODES)))])
         for mode in CURVE_MODES:
             runs = rows[(size, mode)]
-            rate, p50, p99, files = (statistics.median(x[i] for x in runs) for i in range(4))
-            errors = sum(x[4] for x in runs)
+            rate, p50, p99, per_100k, _, validated, committed = (statistics.median(x[i] for x in runs)
+                                                                 for i in range(7))
+            errors = int(sum(x[4] for x in runs))
             spread = f"{min(x[0] for x in runs):,.0f}-{max(x[0] for x in runs):,.0f}"
             target = "-"
             if size in CURVE_TARGETS and mode == "group commit":
@@ -223,7 +245,8 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
                 ok &= met
                 target = f">= {CURVE_TARGETS[size] // 1000}k/s {'ok' if met else 'MISS'}"
             print(f"| {size:>6,} | {mode:<27} | {rate:>10,.0f} | {rate / base:>6.2f}x | {p50 * 1000:>7.1f} "
-                  f"| {p99 * 1000:>7.1f} | {files:>10,.1f} | {errors:>6} | {target} ({spread}) |")
+                  f"| {p99 * 1000:>7.1f} | {per_100k:>10,.1f} | {shown(validated)} / {shown(committed)} | {errors:>6} "
+                  f"| {target} ({spread}) |")
     return ok
 
 

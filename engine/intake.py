@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine import decoding
 from engine.errors import InvalidBatch
 from engine.group_commit import GroupCommitter
 from engine.request_ids import hash_halves
 from engine.validation import ValidBatch, validate_batch
 
+_NEWLINE, _OPEN = ord("\n"), ord("{")
 _NDJSON_TYPES = (decoding.NDJSON, "application/jsonl", "application/x-jsonlines")
 
 
@@ -37,8 +40,11 @@ def plain_rows(data: bytes) -> int | None:
     """
     if data[:1] != b"{":
         return None
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    return lines if data.count(b"\n{") == lines - 1 else None
+    text = np.frombuffer(data, np.uint8)  # numpy: bytes.count(b"\n{") took a quarter of the decode's time
+    inner = np.flatnonzero(text[:-1] == _NEWLINE)  # newlines before the last byte
+    if not (text[inner + 1] == _OPEN).all():
+        return None
+    return len(inner) + 1
 
 
 class Intake:
