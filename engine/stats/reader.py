@@ -59,8 +59,7 @@ TOP_MODELS = 10
 POOL_SIZE = 4  # reading connections kept open (the API serves stats from a thread pool)
 CACHE_ENTRIES = 64  # cached closed-day parts of answers
 CACHE_MAX_ROWS = 500_000
-ANSWERS_KEPT = 32  # whole answers of `read` kept (see Reader._answer_key)
-KEYS_SEEN = 256    # keys of answers computed once, remembered (see Reader._keep)
+ANSWERS_KEPT = 32  # questions whose last answer of `read` is kept (see Reader._keep)
 
 COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
                  "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
@@ -140,8 +139,8 @@ class Reader:
         self._heavy = threading.BoundedSemaphore(infra.settings.stats_heavy_concurrency)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._answers: OrderedDict[tuple[Any, ...], _Kept] = OrderedDict()
-        self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # keys computed once (see _keep)
+        self._answers: OrderedDict[tuple[Any, ...], _Kept] = OrderedDict()  # by question (see _keep)
+        self._seen: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()  # inputs computed, not kept
         self._cache_lock = threading.Lock()
 
     @contextmanager
@@ -211,10 +210,10 @@ class Reader:
         Day and hour groups are those of the period's zone. `top` sorts the groups, keeps the first
         `limit` and, if asked, sums the rest into `other`; totals always cover every group.
 
-        An answer computed twice from the same inputs is kept (see `_answer_key`, `_keep`) and served
-        again while nothing it was computed from changed: the rollup part's versions, the raw files it
-        read (all of them ending before the period's end), the plan, the registry names of its groups and
-        the hours that lost records.
+        The last answer to each question (period, zone, filters, grouping, top-N) is kept (see `_keep`)
+        and served again while nothing it was computed from changed (see `_answer_key`): the rollup
+        part's versions, the raw files it read (all of them ending before the period's end), the plan,
+        the registry names of its groups and the hours that lost records.
 
         Raises:
             InvalidParameter: an unknown group_by, source or sort; a limit below 1.
@@ -227,40 +226,46 @@ class Reader:
         if group_by in TIME_GROUPS:
             self._check_groups(_interval_count(plan, group_by), group_by, top)
         versions = self._versions(plan)
+        question = (period.name, period.tz_name, filters, group_by, top)
         key = self._answer_key(plan, period, filters, group_by, top, versions)
         lost = self.lost_hours(plan.start, plan.end)
         if key is not None:
             with self._cache_lock:
-                kept = self._answers.get(key)
+                kept = self._answers.get(question)
                 if kept is not None:
-                    self._answers.move_to_end(key)
-            if kept is not None and kept.lost == lost and kept.names == self._names(
+                    self._answers.move_to_end(question)
+            if kept is not None and kept.key == key and kept.lost == lost and kept.names == self._names(
                     group_by, [g.group for g in kept.answer.groups]):
                 self._check_groups(kept.answer.groups_total, group_by, top)  # EZ_STATS_MAX_GROUPS may have changed
                 # The figures hold for any end past the files read (see _answer_key); only `end` moves.
                 return kept.answer if kept.answer.end == plan.end else kept.answer.model_copy(update={"end": plan.end})
         answer, names = self._answer(plan, period, filters, group_by, top, versions, lost)
         if key is not None:
-            self._keep(key, _Kept(answer, names, lost))
+            self._keep(question, _Kept(key, answer, names, lost))
         return answer
 
-    def _keep(self, key: tuple[Any, ...], kept: _Kept) -> None:
-        """Keep an answer the second time its key is computed, not the first.
+    def _keep(self, question: tuple[Any, ...], kept: _Kept) -> None:
+        """Keep the answer to a question: the first one, one computed from what the kept one was (names or
+        lost hours changed), or one whose inputs were already computed once before (`_seen`).
 
         An answer of ~500 groups is ~5,000 Python objects. Kept, they outlive the request and are promoted
         to the collector's oldest generation, whose full collection (~100 ms here over the ~130k objects
-        of a served process) they bring about every few requests when each answer is new (a batch landing
-        before each one): that stall, not the work, was a live request's p95. A key seen twice (a
-        dashboard polling an unchanged lake) is kept; one that changes every request costs a tuple.
+        of a served process) they bring about every few requests when every answer is new (a batch landing
+        before each one). So an answer whose inputs changed since the kept one is kept only the second
+        time those inputs are seen: a dashboard polling an unchanged lake is served from the second poll
+        after a change; requests that each see a new batch keep nothing new.
         """
         with self._cache_lock:
-            if key not in self._seen:
-                self._seen[key] = None
-                while len(self._seen) > KEYS_SEEN:
+            held = self._answers.get(question)
+            if held is not None and held.key != kept.key and self._seen.get(question) != kept.key:
+                self._seen[question] = kept.key
+                self._seen.move_to_end(question)
+                while len(self._seen) > ANSWERS_KEPT:
                     self._seen.popitem(last=False)
                 return
-            self._answers[key] = kept
-            self._answers.move_to_end(key)
+            self._seen.pop(question, None)
+            self._answers[question] = kept
+            self._answers.move_to_end(question)
             while len(self._answers) > ANSWERS_KEPT:
                 self._answers.popitem(last=False)
 
@@ -554,8 +559,9 @@ class Reader:
 
 @dataclass(frozen=True)
 class _Kept:
-    """An answer of `read` kept, with what it was served with besides its key."""
+    """An answer of `read` kept: what it was computed from (`Reader._answer_key`) and served with."""
 
+    key: tuple[Any, ...]
     answer: PeriodStats
     names: dict[Any, str]
     lost: list[dt.datetime]
