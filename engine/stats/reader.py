@@ -59,6 +59,7 @@ TOP_MODELS = 10
 POOL_SIZE = 4  # reading connections kept open (the API serves stats from a thread pool)
 CACHE_ENTRIES = 64  # cached closed-day parts of answers
 CACHE_MAX_ROWS = 500_000
+ANSWERS_KEPT = 32  # questions whose last answer of `read` is kept (see Reader._keep)
 
 COUNT_METRICS = ("requests", "successes", "errors", "rate_limited", "provider_failures", "prompt_tokens",
                  "completion_tokens", "total_tokens", "quota_cost", "masters", "keys", "streams")
@@ -138,6 +139,8 @@ class Reader:
         self._heavy = threading.BoundedSemaphore(infra.settings.stats_heavy_concurrency)
         self._pool: queue.LifoQueue[_Pooled] = queue.LifoQueue()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._answers: OrderedDict[tuple[Any, ...], _Kept] = OrderedDict()  # by question (see _keep)
+        self._seen: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()  # inputs computed, not kept
         self._cache_lock = threading.Lock()
 
     @contextmanager
@@ -207,6 +210,11 @@ class Reader:
         Day and hour groups are those of the period's zone. `top` sorts the groups, keeps the first
         `limit` and, if asked, sums the rest into `other`; totals always cover every group.
 
+        The last answer to each question (period, zone, filters, grouping, top-N) is kept (see `_keep`)
+        and served again while nothing it was computed from changed (see `_answer_key`): the rollup
+        part's versions, the raw files it read (all of them ending before the period's end), the plan,
+        the registry names of its groups and the hours that lost records.
+
         Raises:
             InvalidParameter: an unknown group_by, source or sort; a limit below 1.
         """
@@ -217,23 +225,101 @@ class Reader:
         plan = self.plan(period, source, _boundaries(period, group_by))
         if group_by in TIME_GROUPS:
             self._check_groups(_interval_count(plan, group_by), group_by, top)
-        rows, latency, mode = self._query(plan, filters, group_by or "none", "none",
+        versions = self._versions(plan)
+        question = (period.name, period.tz_name, filters, group_by, top)
+        key = self._answer_key(plan, period, filters, group_by, top, versions)
+        lost = self.lost_hours(plan.start, plan.end)
+        if key is not None:
+            with self._cache_lock:
+                kept = self._answers.get(question)
+                if kept is not None:
+                    self._answers.move_to_end(question)
+            if kept is not None and kept.key == key and kept.lost == lost and kept.names == self._names(
+                    group_by, [g.group for g in kept.answer.groups]):
+                self._check_groups(kept.answer.groups_total, group_by, top)  # EZ_STATS_MAX_GROUPS may have changed
+                # The figures hold for any end past the files read (see _answer_key); only `end` moves.
+                return kept.answer if kept.answer.end == plan.end else kept.answer.model_copy(update={"end": plan.end})
+        answer, names = self._answer(plan, period, filters, group_by, top, versions, lost)
+        if key is not None:
+            self._keep(question, _Kept(key, answer, names, lost))
+        return answer
+
+    def _keep(self, question: tuple[Any, ...], kept: _Kept) -> None:
+        """Keep the answer to a question: the first one, one computed from what the kept one was (names or
+        lost hours changed), or one whose inputs were already computed once before (`_seen`).
+
+        An answer of ~500 groups is ~5,000 Python objects. Kept, they outlive the request and are promoted
+        to the collector's oldest generation, whose full collection (~100 ms here over the ~130k objects
+        of a served process) they bring about every few requests when every answer is new (a batch landing
+        before each one). So an answer whose inputs changed since the kept one is kept only the second
+        time those inputs are seen: a dashboard polling an unchanged lake is served from the second poll
+        after a change; requests that each see a new batch keep nothing new.
+        """
+        with self._cache_lock:
+            held = self._answers.get(question)
+            if held is not None and held.key != kept.key and self._seen.get(question) != kept.key:
+                self._seen[question] = kept.key
+                self._seen.move_to_end(question)
+                while len(self._seen) > ANSWERS_KEPT:
+                    self._seen.popitem(last=False)
+                return
+            self._seen.pop(question, None)
+            self._answers[question] = kept
+            self._answers.move_to_end(question)
+            while len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+
+    def _answer_key(self, plan: Plan, period: Period, filters: Filters, group_by: str | None, top: TopN,
+                    versions: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """What an answer of `read` is computed from, or None when it is not to be kept.
+
+        The rollup part is named by its versions (as `_cached` does); the raw part by the identities of
+        the files it reads, all of which must hold no record at or after the period's end: then every
+        record they hold is before any later end too, and a later request that lists the same files and
+        plans the same hours (same split, dirty hours and daily days) gets the same figures. A new batch,
+        a late record (a new file, and its hour dirty in the ledger), a compaction (new identities) or a
+        rebuilt rollup (a new version or daily file) changes the key. Exact percentiles (all raw, or two
+        id dimensions) read every raw file of the period and are not kept.
+        """
+        if plan.exact or _histogram_dim(filters, group_by or "none", "none") is None:
+            return None
+
+        def listing() -> tuple[tuple[str, int, int, int], ...] | None:
+            files = self.live.files.between(plan.raw_from, plan.end)
+            if not all(f.ends_before(plan.end) for f in files):
+                return None
+            return tuple(sorted(f.identity for f in files))
+
+        files = relisting(listing)
+        if files is None:
+            return None
+        return (period.name, period.tz_name, plan.start, plan.split, plan.end > plan.split, plan.raw_from,
+                plan.raw_hours, plan.daily_days, plan.rollup_hours, plan.offsets, filters, group_by, top,
+                versions, files)
+
+    def _answer(self, plan: Plan, period: Period, filters: Filters, group_by: str | None, top: TopN,
+                versions: tuple[Any, ...], lost: list[dt.datetime]) -> tuple[PeriodStats, dict[Any, str]]:
+        """Compute an answer of `read`, and the registry names it holds."""
+        rows, latency, mode = self._query(plan, filters, group_by or "none", "none", versions=versions,
                                           check=lambda groups: self._check_groups(groups.num_rows, group_by, top))
-        pcts = {(r["kind"], r["g1"]): r for r in latency or ()}
         total = next((r for r in rows if r["kind"] == "total"), None)
+        total_pct = next((r for r in latency or () if r["kind"] == "total"), None)
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
-        groups = [{"group": _group_value(group_by, r["g1"]), "g1": r["g1"], **_metrics(r, pcts.get(("group", r["g1"])))}
-                  for r in rows if r["kind"] == "group"] if group_by else []
+        groups = _group_metrics(group_by, [r for r in rows if r["kind"] == "group"],
+                                {r["g1"]: r for r in latency or () if r["kind"] == "group"}) if group_by else []
         listed, rest = top.split(top.order(groups, _pick, group_by in TIME_GROUPS))
         other = None
         if rest and top.other:
             fold = topn.Fold.of("g1", [g["g1"] for g in listed])
-            folded, latency, _ = self._query(plan, filters, group_by or "none", "none", fold=fold)
+            folded, latency, _ = self._query(plan, filters, group_by or "none", "none", fold=fold, versions=versions)
             found = next((r for r in folded if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
             pct = next((r for r in latency or () if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
             other = {"groups": len(rest), **_metrics(found, pct)}
         names = self._names(group_by, [g["group"] for g in listed])
-        return PeriodStats.model_validate({
+        for g in listed:
+            del g["g1"]
+            g["name"] = names.get(g["group"])
+        answer = PeriodStats.model_validate({
             "period": period.name,
             "tz": period.tz_name,
             "start": plan.start,
@@ -242,8 +328,8 @@ class Reader:
             "group_by": group_by,
             "sort": top.sort,
             "limit": top.limit,
-            "totals": _metrics(total, pcts.get(("total", None))),
-            "groups": [{**{k: v for k, v in g.items() if k != "g1"}, "name": names.get(g["group"])} for g in listed],
+            "totals": _metrics(total, total_pct),
+            "groups": listed,
             "groups_total": len(groups),
             "other": other,
             "top_models": [{"model": m["model"], "requests": m["requests"], "total_tokens": m["total_tokens"]}
@@ -251,8 +337,9 @@ class Reader:
             "percentiles": mode,
             "sources": {"rollup_hours": plan.rollup_hours, "raw_hours": len(plan.raw_hours)
                         + (plan.end > plan.split), "daily_days": len(plan.daily_days),
-                        "lost_hours": self.lost_hours(plan.start, plan.end)},
+                        "lost_hours": lost},
         })
+        return answer, names
 
     def _check_groups(self, groups: int, group_by: str | None, top: TopN) -> None:
         """Refuse an answer that would list more than EZ_STATS_MAX_GROUPS groups (a `limit` bounds it)."""
@@ -362,23 +449,27 @@ class Reader:
 
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True,
                fold: topn.Fold | None = None, check: Callable[[pa.Table], None] | None = None,
+               versions: tuple[Any, ...] | None = None,
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed.
 
         `check` sees the groups before they are built (see `merging.metrics`), to refuse an answer over a limit.
+        `versions`: the plan's (`_versions`), when the caller already read them.
         """
+        versions = versions if versions is not None else self._versions(plan)
         if not self.heavy(plan, filters, group_by, then_by):
             with self.connection() as con:
-                return self._run(con, plan, filters, group_by, then_by, pcts, fold, check)
+                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check)
         with self._heavy, self.connection() as con:
             con.execute("SET threads = 1")
             try:
-                return self._run(con, plan, filters, group_by, then_by, pcts, fold, check)
+                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check)
             finally:
                 con.execute("RESET threads")
 
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
-             pcts: bool, fold: topn.Fold | None = None, check: Callable[[pa.Table], None] | None = None,
+             pcts: bool, versions: tuple[Any, ...], fold: topn.Fold | None = None,
+             check: Callable[[pa.Table], None] | None = None,
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         groups = {"group_by": group_by, "then_by": then_by, **plan.offsets.params()}
         grouped = group_by != "none" or then_by != "none"
@@ -387,7 +478,6 @@ class Reader:
         if dim is not None and not plan.exact:
             found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
             hist_shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
-        versions = self._versions(plan)
         fine: pa.Table = self._cached(con, versions, "stats_fine", _same, **plan.rollup_params(),
                                       **filters.params(), **groups)
         live_fine, live_hist = relisting(lambda: self._raw_parts(con, plan, {**filters.params(), **groups},
@@ -465,6 +555,16 @@ class Reader:
         raw = self.infra.lake.days(LOG_RECORDS)
         first_rolled = [d for d in self.rollups.days() if plan.start <= midnight(d) < plan.end]
         return not first_rolled or (bool(raw) and raw[0] <= first_rolled[0])
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An answer of `read` kept: what it was computed from (`Reader._answer_key`) and served with."""
+
+    key: tuple[Any, ...]
+    answer: PeriodStats
+    names: dict[Any, str]
+    lost: list[dt.datetime]
 
 
 @dataclass
@@ -566,6 +666,37 @@ def _metrics(row: dict[str, Any] | None, pct: dict[str, Any] | None) -> dict[str
     ttft_n = row.get("ttft_n") or 0
     out["ttft_ms"] = {"count": ttft_n, "avg": row["ttft_sum"] / ttft_n if ttft_n else None,
                       "max": row.get("ttft_max")}
+    return out
+
+
+def _group_metrics(group_by: str, rows: list[dict[str, Any]], pcts: dict[Any, dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """`_metrics` of each group row (with its `group` value and `g1` text), in one loop: an answer by key
+    builds ~500 of them per request."""
+    ids = group_by in _ID_GROUPS
+    out = []
+    none: dict[str, Any] = {}
+    for r in rows:
+        g1 = r["g1"]
+        n = r["requests"] or 0
+        errors = r["errors"] or 0
+        ttft_n = r["ttft_n"] or 0
+        pct = pcts.get(g1, none)
+        p50, p95, p99 = pct.get("p50"), pct.get("p95"), pct.get("p99")
+        out.append({
+            "group": int(g1) if ids and g1 is not None else g1, "g1": g1,
+            "requests": n, "successes": r["successes"] or 0, "errors": errors,
+            "rate_limited": r["rate_limited"] or 0, "provider_failures": r["provider_failures"] or 0,
+            "prompt_tokens": r["prompt_tokens"] or 0, "completion_tokens": r["completion_tokens"] or 0,
+            "total_tokens": r["total_tokens"] or 0, "quota_cost": r["quota_cost"] or 0,
+            "masters": r["masters"] or 0, "keys": r["keys"] or 0, "streams": r["streams"] or 0,
+            "error_rate": errors / n if n else None,
+            "latency_ms": {"avg": r["latency_sum"] / n if n else None,
+                           "p50": None if p50 is None else float(p50), "p95": None if p95 is None else float(p95),
+                           "p99": None if p99 is None else float(p99), "max": r.get("latency_max")},
+            "ttft_ms": {"count": ttft_n, "avg": r["ttft_sum"] / ttft_n if ttft_n else None,
+                        "max": r.get("ttft_max")},
+        })
     return out
 
 
