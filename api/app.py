@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What is built by now (modules, the app, the engine) lives as long as the app is served: frozen out of
+        # the collector's sight, a full collection no longer walks ~140k objects (80 ms here) inside a request.
+        # Thawed when serving ends, so that an app made and dropped (tests) leaves nothing uncollectable.
+        gc.freeze()
         try:
             if not run_scheduler:
                 yield
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         finally:
             # A backtest in progress stops at its next day and is recorded as failed, not left running.
             await run_in_threadpool(engine.alerts.previews.close)
+            gc.unfreeze()
 
     app = FastAPI(
         title="ezstats",
