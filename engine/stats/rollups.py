@@ -26,6 +26,7 @@ held the watermark back) or late files merged by compaction are still counted ex
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -69,16 +70,25 @@ class Rollups:
     def __init__(self, infra: Infra, drops: PartitionDrops) -> None:
         self.infra = infra
         self.drops = drops
+        # The committed prefix of the ledger past the watermark, as last read: every stats request asks
+        # `pending`, and between two refreshes thousands of batches pile up, so each call reads only the
+        # ledger past this prefix instead of parsing every pending batch again.
+        self._settled = Pending(-1, -1, frozenset())
+        self._settled_lock = threading.Lock()
 
     def pending(self) -> Pending:
         """Committed batches the rollups do not hold yet, and the hours they touched."""
         with self.infra.store.connect(write=False) as con:
             row = con.execute("SELECT value FROM stats_watermarks WHERE name = ?", (WATERMARK,)).fetchone()
         mark = row["value"] if row else 0
-        hours: set[dt.datetime] = set()
-        last = mark
+        settled = self._settled
+        if settled.watermark != mark:  # a refresh moved the watermark (here or in another process)
+            settled = Pending(mark, mark, frozenset())
+        hours: set[dt.datetime] = set(settled.hours)
+        prefix_hours = set(settled.hours)
+        last = settled.last
         blocked = False
-        for entry in self.infra.lake.ledger_after(mark):
+        for entry in self.infra.lake.ledger_after(settled.last):
             if not entry.committed:
                 # A batch still publishing (or left by a crashed writer) holds the watermark back, so
                 # the batches after it are redone until it commits; recomputing is idempotent.
@@ -87,6 +97,14 @@ class Rollups:
             hours.update(entry.hours)
             if not blocked:
                 last = entry.position
+                prefix_hours.update(entry.hours)
+        if last != settled.last:
+            # Entries up to `last` are committed, and a committed batch stays so: they need no second
+            # reading. The ones after a batch still publishing are read again next time.
+            prefix = Pending(mark, last, frozenset(prefix_hours))
+            with self._settled_lock:
+                if self._settled.watermark != mark or self._settled.last < last:
+                    self._settled = prefix
         return Pending(mark, last, frozenset(hours))
 
     def refresh(self, now: dt.datetime) -> list[dt.date]:
@@ -101,13 +119,17 @@ class Rollups:
             for hour in todo.hours:
                 by_day.setdefault(hour.date(), set()).add(hour)
             missing = set(self.days()) - set(self.daily_days())
-            con = self.infra.connect()
+            # The scheduled job runs beside ingest and stats requests: few DuckDB threads (EZ_JOB_THREADS).
+            threads = self.infra.settings.job_threads
+            con = self.infra.connect(threads)
             try:
                 for day in sorted(by_day):
-                    self.recompute(day, by_day[day], con, closed=day < today)
+                    self.recompute(day, by_day[day], con)
+                    if day < today and self.infra.lake.has_day(ROLLUPS_HOURLY, day):
+                        self.build_daily(day, threads)  # a closed day: its daily tier follows
                 for day in sorted(missing - set(by_day)):
                     if day < today:
-                        self.build_daily(day)
+                        self.build_daily(day, threads)
             finally:
                 con.close()
             with self.infra.store.connect() as con_:
@@ -166,10 +188,10 @@ class Rollups:
             ).fetchall()
         return tuple((r["hour"], r["version"]) for r in rows)
 
-    def build_daily(self, day: dt.date) -> None:
-        """Merge a closed day's hourly files into its daily tier files."""
+    def build_daily(self, day: dt.date, threads: int | None = None) -> None:
+        """Merge a closed day's hourly files into its daily tier files (DuckDB on `threads`, None: all cores)."""
         # A fresh connection: one opened before the hourly files existed has empty views of them.
-        con = self.infra.connect()
+        con = self.infra.connect(threads)
         try:
             rows = queries.run(con, "rollup_day", day=day).select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
             hist = queries.run(con, "latency_day", day=day).select(HIST_SCHEMA.names).cast(HIST_SCHEMA)
@@ -243,3 +265,4 @@ class Rollups:
     def lock(self) -> AbstractContextManager[bool]:
         """One rollup writer at a time across processes (the scheduler's refresh, a backfill, the cleaner)."""
         return self.infra.exclusive("rollups", self.infra.settings.staging_dir / ".rollups.lock", wait=True)
+
