@@ -4,6 +4,10 @@ The merged files are written into a new folder outside the table (`<data>/_compa
 lake's publish lock the files that arrived meanwhile and the big files are hard-linked into it, and the
 new folder is swapped with the partition in one atomic step (see `engine.partitions` for what a
 concurrent glob reader sees). The old folder is kept, whole, until `EZ_LAKE_GRACE_SECONDS` have passed.
+
+A run merges the small files batches wrote since the last one; files a run wrote are merged again only
+four of a size at a time (`Compactor.small_files`), so a run's work follows what arrived, not the day's
+size. The job runs at a lower priority (`engine.scheduler`) and reads on one thread.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import math
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -31,6 +37,9 @@ from engine.schema import LOG_RECORD_SCHEMA
 from engine.tables import LOG_RECORDS
 
 log = logging.getLogger(__name__)
+
+FAN_IN = 4  # merged files of one size tier (rows within a factor of 4) that are merged together
+_MERGED = re.compile(r"-c\d+\.parquet$")  # the names compaction gives (here and in ObjectLake.replace)
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,23 @@ class Compactor:
         self.target = infra.settings.compaction_target_rows
 
     def small_files(self, part: Partition) -> list[str]:
-        """The files worth merging (under half the target size), when there are at least two of them."""
-        small = sorted(name for name, rows in part.files.items() if rows < self.target // 2)
-        return small if len(small) >= 2 else []
+        """The files worth merging now, when there are at least two of them: every small file (under half
+        the target size) a batch wrote, and the small files earlier runs wrote once `FAN_IN` of them are of
+        one size tier.
+
+        Merged files are merged again only in groups of similar size (size-tiered), not at every run: a run
+        then rewrites the records that arrived since the last one rather than the whole growing partition,
+        and readers that keep what they read of each file (`engine.stats.live`, the rollups' folds) see
+        fewer files change identity.
+        """
+        small = {name: rows for name, rows in part.files.items() if rows < self.target // 2}
+        tiers: dict[int, list[str]] = {}
+        for name, rows in small.items():
+            if _MERGED.search(name):
+                tiers.setdefault(int(math.log(max(rows, 1), FAN_IN)), []).append(name)
+        chosen = [n for n in small if not _MERGED.search(n)]
+        chosen += [n for names in tiers.values() if len(names) >= FAN_IN for n in names]
+        return sorted(chosen) if len(chosen) >= 2 else []
 
     def dry_run(self, now: dt.datetime) -> JobOutcome:
         """Which partitions `run` would compact, changing nothing."""
