@@ -107,7 +107,9 @@ class Rollups:
             row = con.execute("SELECT value FROM stats_watermarks WHERE name = ?", (WATERMARK,)).fetchone()
         mark = row["value"] if row else 0
         settled = self._settled
-        if settled.watermark != mark:  # a refresh moved the watermark (here or in another process)
+        # On a shared (PostgreSQL) store, ledger ids from a sequence may become visible out of order, so
+        # a batch could appear below a prefix already read: read from the watermark every time there.
+        if settled.watermark != mark or self.infra.store.shared:  # or a refresh moved the watermark
             settled = Pending(mark, mark, frozenset())
         hours: set[dt.datetime] = set(settled.hours)
         prefix_hours = set(settled.hours)
@@ -123,7 +125,7 @@ class Rollups:
             if not blocked:
                 last = entry.position
                 prefix_hours.update(entry.hours)
-        if last != settled.last:
+        if last != settled.last and not self.infra.store.shared:
             # Entries up to `last` are committed, and a committed batch stays so: they need no second
             # reading. The ones after a batch still publishing are read again next time.
             prefix = Pending(mark, last, frozenset(prefix_hours))
