@@ -136,6 +136,7 @@ class Soak:
         self.sent = self.acked = 0
         self.ingest_latency: list[float] = []
         self.freshness: list[float] = []
+        self.slow_probes: list[tuple[float, float]] = []  # (wall clock of the ack, freshness) of each probe
         self.errors: list[str] = []
         self.ack_log: list[tuple[float, int]] = []  # (monotonic time, records acked so far)
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
@@ -251,7 +252,9 @@ class Soak:
                 if not isinstance(body, dict):
                     break
                 if body["totals"]["requests"] - self.baseline_requests >= acked:
-                    self.freshness.append(time.monotonic() - acked_at)
+                    waited = time.monotonic() - acked_at
+                    self.freshness.append(waited)
+                    self.slow_probes.append((time.time() - waited, waited))
                     break
                 if time.monotonic() - acked_at > 60:
                     self.errors.append("freshness: a batch not counted after 60 s")
@@ -274,6 +277,33 @@ async def sample_files(data: Path, until: float, samples: list[tuple[float, int]
     while time.monotonic() < until:
         samples.append((time.monotonic(), files_of_today(data)))
         await asyncio.sleep(1.0)
+
+
+def job_windows(db: Path, since: str) -> list[tuple[str, float, float]]:
+    """(job, start, end) of each run, wall-clock seconds, to say which jobs a slow probe overlapped."""
+    con = sqlite3.connect(db)
+    out = []
+    for job, started, ms in con.execute(
+            "SELECT job, started_at, duration_ms FROM job_runs WHERE started_at >= ? AND duration_ms > 100",
+            (since,)):
+        start = dt.datetime.fromisoformat(started).timestamp()
+        out.append((job, start, start + ms / 1000))
+    return out
+
+
+def slow_probe_report(probes: list[tuple[float, float]], windows: list[tuple[str, float, float]]) -> list[str]:
+    """The slowest 3 % of freshness probes (at least 3), each with the jobs that ran while it waited."""
+    worst = sorted(probes, key=lambda p: -p[1])[:max(3, len(probes) * 3 // 100)]
+    lines = []
+    for at, waited in worst:
+        jobs = sorted({job for job, start, end in windows if start < at + waited and end > at})
+        lines.append(f"{waited:5.2f} s at {dt.datetime.fromtimestamp(at, dt.UTC):%H:%M:%S}: "
+                     f"{', '.join(jobs) or 'no job running'}")
+    alone = [waited for at, waited in probes
+             if not any(start < at + waited and end > at for _, start, end in windows)]
+    lines.append(f"p99 of the probes during which no job ran: {quantile(alone, 0.99):.2f} s ({len(alone)} probes)"
+                 if alone else "every probe overlapped a job")
+    return lines
 
 
 def job_report(db: Path, since: str) -> tuple[dict[str, list[float]], list[str]]:
@@ -329,6 +359,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=120)
         durations, failed = job_report(data / "ezstats.db", started_iso)
+        slow = slow_probe_report(soak.slow_probes, job_windows(data / "ezstats.db", started_iso))
         end_files = files_of_today(data)
     soak.errors += failed
     before = after = 0
@@ -371,6 +402,9 @@ def main() -> int:
         print(f"| {what:<72} | {result:<48} | {target}{verdict} |")
     for error in soak.errors[:10]:
         print("error:", error)
+    print("\nslowest freshness probes and the jobs that ran meanwhile:")
+    for line in slow:
+        print("  " + line)
     print("\nREADME row:")
     print(f"| {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} | {args.minutes:g} min, {args.workers} worker(s) "
           f"| {rate:,.0f}/s | {cpu:.0%} | {quantile(soak.ingest_latency, 0.99) * 1000:.0f} ms | {fresh_p99:.2f} s | "

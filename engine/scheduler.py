@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -12,6 +13,22 @@ from engine.jobs import JobRun, Jobs
 from engine.times import Clock
 
 log = logging.getLogger(__name__)
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the OS priority of the calling thread by `nice` (Linux: nice is per thread; elsewhere a no-op).
+
+    A job thread runs next to the request handlers of `ezstats serve`; when both want the cores, a stats
+    request or an ingest batch should not wait behind a rollup or a compaction. Threads the job starts
+    (DuckDB's, pyarrow's) inherit the priority when they are created from it.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:  # a sandbox may refuse it; the jobs still run, at the usual priority
+        log.warning("could not lower the priority of job thread: %s", exc)
 
 
 class Scheduler:
@@ -26,7 +43,8 @@ class Scheduler:
         self.jobs = jobs
         self.clock = clock
         self.poll_seconds = poll_seconds
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ezstats-job")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ezstats-job",
+                                        initializer=lower_priority, initargs=(jobs.infra.settings.job_nice,))
         self._running: dict[str, Future[JobRun | None]] = {}
         self._handled: dict[str, dt.datetime] = {}
         self._stop = threading.Event()

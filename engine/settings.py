@@ -85,6 +85,16 @@ class Settings(BaseSettings):
         "10", description="How often the notifier delivers alert notifications from the outbox (seconds or UTC cron)."
     )
     job_runs_retention_days: int = Field(30, ge=1, description="Days of job run records kept.")
+    job_threads: int = Field(
+        1, ge=1,
+        description="DuckDB threads a scheduled job's queries use (rollups, daily stats), so background work "
+        "leaves the other cores to ingest and stats requests.",
+    )
+    job_nice: int = Field(
+        10, ge=0, le=19,
+        description="How much lower than the server's the OS priority of the scheduler's job threads is "
+        "(Linux nice, per thread): request handling wins the cores when both want them. 0 keeps it equal.",
+    )
     lake_orphan_seconds: int = Field(
         3600, ge=0,
         description="On object storage: how old an object under a table must be, with no manifest row naming it, "

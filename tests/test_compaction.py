@@ -242,3 +242,25 @@ def test_without_an_atomic_swap_compaction_fails_and_changes_nothing(
     assert run.outcome == "failed" and "RENAME_EXCHANGE" in run.error
     assert sorted(os.listdir(folder)) == before
     assert os.listdir(tmp_path / "_compaction") == []
+
+
+def test_merged_files_are_merged_again_only_four_of_a_size_at_a_time(tmp_path: Path) -> None:
+    # A run rewrites what arrived since the last one, not the whole growing partition.
+    engine = make_engine(tmp_path, NOW, compaction_target_rows=1000)
+    folder = LOG_RECORDS.partition_dir(engine.settings.data_dir, DAY)
+    written = []
+    for run in range(4):
+        kept = {f.name: f.stat().st_ino for f in folder.glob("*.parquet")} if folder.exists() else {}
+        written.append(_small_batches(engine, DAY, batches=3, rows=10, seed=run))
+        outcome = engine.compactor.run(NOW)
+        assert outcome.details["partitions"][0]["files_in"] == 3  # the batches' files only
+        assert {n: (folder / n).stat().st_ino for n in kept} == kept  # earlier merged files untouched
+        assert len(list(folder.glob("*.parquet"))) == run + 1
+    written.append(_small_batches(engine, DAY, batches=3, rows=10, seed=9))
+    outcome = engine.compactor.run(NOW)  # four merged files of one size: merged with the new ones
+    assert outcome.details["partitions"][0]["files_in"] == 7 and outcome.rows == 150
+    assert [p.rows for p in list_partitions(engine.settings.data_dir / "log_records")] == [150]
+    assert len(list(folder.glob("*.parquet"))) == 1
+    merged = _read_partition(engine, DAY)
+    assert sorted(merged.column("request_id").to_pylist()) == sorted(
+        r for t in written for r in t.column("request_id").to_pylist())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +65,26 @@ def test_jobs_run_on_their_ticks_once(tmp_path: Path) -> None:
     status = {s.name: s for s in engine.jobs.status(later)}
     assert status["daily"].next_run_at == dt.datetime(2026, 3, 6, 0, 5, tzinfo=dt.UTC)
     assert status["minutely"].last_run.outcome == "ok"
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_jobs_run_at_a_lower_os_priority_than_the_server(tmp_path: Path) -> None:
+    # A job thread gives way to request handling (EZ_JOB_NICE); the threads that serve requests keep theirs.
+    seen: list[int] = []
+    engine = _with_jobs(make_engine(tmp_path, T0, job_nice=5),
+                        JobSpec("work", Schedule.parse("60"), lambda now: seen.append(_priority())))
+    before = _priority()
+    scheduler = Scheduler(engine.jobs, lambda: T0)
+    try:
+        for future in scheduler.tick(T0):
+            assert future.result() is not None
+    finally:
+        scheduler.stop()
+    assert seen == [min(before + 5, 19)]
+    assert _priority() == before
 
 
 def test_failing_job_is_recorded_and_the_next_runs(tmp_path: Path) -> None:

@@ -39,23 +39,26 @@ class Daily:
         """Days whose stats are written."""
         return self.infra.lake.days(DAILY_STATS)
 
-    def compute(self, day: dt.date) -> pa.Table:
-        """The day's stats rows from its daily rollups (built first if missing); nothing else is written."""
+    def compute(self, day: dt.date, threads: int | None = None) -> pa.Table:
+        """The day's stats rows from its daily rollups (built first if missing); nothing else is written.
+
+        DuckDB runs on `threads` (None: every core)."""
         if day not in self.rollups.daily_days():
-            self.rollups.build_daily(day)
-        con = self.infra.connect()
+            self.rollups.build_daily(day, threads)
+        con = self.infra.connect(threads)
         try:
             table = queries.run(con, "daily_stats", day=day, top=TOP_MODELS)
         finally:
             con.close()
         return table.select(DAILY_SCHEMA.names).cast(DAILY_SCHEMA)
 
-    def write(self, day: dt.date) -> int:
+    def write(self, day: dt.date, threads: int | None = None) -> int:
         """Compute and publish a day's stats (replacing any), clear its late mark; returns the row count.
 
-        The caller holds the rollups lock, so no refresh changes the day's rollups meanwhile.
+        The caller holds the rollups lock, so no refresh changes the day's rollups meanwhile. DuckDB runs
+        on `threads` (None: every core).
         """
-        table = self.compute(day)
+        table = self.compute(day, threads)
         self.infra.lake.publish_file(table, DAILY_STATS.file(day))
         with self.infra.store.connect() as con:
             con.execute("DELETE FROM daily_stats_late WHERE date = ?", (day.isoformat(),))
@@ -78,7 +81,7 @@ class Daily:
             for day in self.due(now):
                 if day in pending_days:
                     continue  # a batch landed after the refresh; the next run writes it
-                self.write(day)
+                self.write(day, self.infra.settings.job_threads)  # a job: few cores (EZ_JOB_THREADS)
                 done.append(day)
         return done
 

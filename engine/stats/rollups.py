@@ -10,10 +10,17 @@ Four tables, one file per day each, recomputed whole and published atomically:
   month of reads opens ~30 small files.
 
 Keeping them current uses the ingest ledger: every committed batch lists the UTC hours it touched.
-`refresh` recomputes exactly those hours from raw records (the rest of the day's rows are kept),
+`refresh` brings exactly those hours up to date from raw records (the rest of the day's rows are kept),
 publishes the day's files, and only then moves its watermark past the batches, so an hour is served
 from rollups only once they hold every batch committed into it. Hours of batches past the
 watermark are "dirty": readers take them from raw records instead.
+
+A refresh reads only what is new where it can: each process remembers, per day, the raw files its last
+refresh read and the versions it published the hours with. While those files are all still there and no
+one has rewritten those hours since, the next refresh reads only the files published meanwhile and adds
+their rows to the stored ones (`rollup_fold`, `latency_fold`), so a refresh each minute costs the minute's
+records, not the open hour's. Any other dirty hour (never read, rewritten elsewhere, or whose files a
+compaction swap, a repair or the cleaner replaced) is recomputed from every file of the same listing.
 
 Rollups outlive the raw records: once the log cleaner has dropped a day's partition
 (`engine.partitions.PartitionDrops`), the raw records of that day are only those that arrived after the
@@ -26,16 +33,21 @@ held the watermark back) or late files merged by compaction are still counted ex
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from engine import catalog, queries
+from engine.errors import LakeDamaged, QueryError
 from engine.infra import Infra
 from engine.partitions import PartitionDrops
 from engine.stats import histogram_counts
@@ -44,6 +56,7 @@ from engine.tables import (
     LATENCY_BASE,
     LATENCY_DAILY,
     LATENCY_HOURLY,
+    LOG_RECORDS,
     ROLLUP_SCHEMA,
     ROLLUPS_BASE,
     ROLLUPS_DAILY,
@@ -51,7 +64,10 @@ from engine.tables import (
 )
 from engine.times import HOUR, midnight
 
+log = logging.getLogger(__name__)
+
 WATERMARK = "rollups_hourly"
+DAYS_FOLDED = 4  # days whose folded files a process remembers (today, yesterday's late records, ...)
 
 
 @dataclass(frozen=True)
@@ -63,22 +79,43 @@ class Pending:
     hours: frozenset[dt.datetime]  # hours of committed batches past the watermark
 
 
+@dataclass(frozen=True)
+class Folded:
+    """Hours of one day whose published rollup rows are exactly the records of some raw files: what the
+    refresh of this process last wrote, so the next one need only read the files published since."""
+
+    files: frozenset[str]          # the partition's file names that were read
+    versions: dict[str, int]       # ISO hour -> the version published with its rows (rollup_hour_versions)
+
+
 class Rollups:
     """Maintains the rollup tables from the raw records and the ingest ledger."""
 
     def __init__(self, infra: Infra, drops: PartitionDrops) -> None:
         self.infra = infra
         self.drops = drops
+        # The committed prefix of the ledger past the watermark, as last read: every stats request asks
+        # `pending`, and between two refreshes thousands of batches pile up, so each call reads only the
+        # ledger past this prefix instead of parsing every pending batch again.
+        self._settled = Pending(-1, -1, frozenset())
+        self._settled_lock = threading.Lock()
+        self._folded: dict[dt.date, Folded] = {}  # read and written under `lock()`
 
     def pending(self) -> Pending:
         """Committed batches the rollups do not hold yet, and the hours they touched."""
         with self.infra.store.connect(write=False) as con:
             row = con.execute("SELECT value FROM stats_watermarks WHERE name = ?", (WATERMARK,)).fetchone()
         mark = row["value"] if row else 0
-        hours: set[dt.datetime] = set()
-        last = mark
+        settled = self._settled
+        # On a shared (PostgreSQL) store, ledger ids from a sequence may become visible out of order, so
+        # a batch could appear below a prefix already read: read from the watermark every time there.
+        if settled.watermark != mark or self.infra.store.shared:  # or a refresh moved the watermark
+            settled = Pending(mark, mark, frozenset())
+        hours: set[dt.datetime] = set(settled.hours)
+        prefix_hours = set(settled.hours)
+        last = settled.last
         blocked = False
-        for entry in self.infra.lake.ledger_after(mark):
+        for entry in self.infra.lake.ledger_after(settled.last):
             if not entry.committed:
                 # A batch still publishing (or left by a crashed writer) holds the watermark back, so
                 # the batches after it are redone until it commits; recomputing is idempotent.
@@ -87,6 +124,14 @@ class Rollups:
             hours.update(entry.hours)
             if not blocked:
                 last = entry.position
+                prefix_hours.update(entry.hours)
+        if last != settled.last and not self.infra.store.shared:
+            # Entries up to `last` are committed, and a committed batch stays so: they need no second
+            # reading. The ones after a batch still publishing are read again next time.
+            prefix = Pending(mark, last, frozenset(prefix_hours))
+            with self._settled_lock:
+                if self._settled.watermark != mark or self._settled.last < last:
+                    self._settled = prefix
         return Pending(mark, last, frozenset(hours))
 
     def refresh(self, now: dt.datetime) -> list[dt.date]:
@@ -101,13 +146,17 @@ class Rollups:
             for hour in todo.hours:
                 by_day.setdefault(hour.date(), set()).add(hour)
             missing = set(self.days()) - set(self.daily_days())
-            con = self.infra.connect()
+            # The scheduled job runs beside ingest and stats requests: few DuckDB threads (EZ_JOB_THREADS).
+            threads = self.infra.settings.job_threads
+            con = self.infra.connect(threads)
             try:
                 for day in sorted(by_day):
-                    self.recompute(day, by_day[day], con, closed=day < today)
+                    self._refresh_day(day, by_day[day], con, threads)
+                    if day < today and self.infra.lake.has_day(ROLLUPS_HOURLY, day):
+                        self.build_daily(day, threads)  # a closed day: its daily tier follows
                 for day in sorted(missing - set(by_day)):
                     if day < today:
-                        self.build_daily(day)
+                        self.build_daily(day, threads)
             finally:
                 con.close()
             with self.infra.store.connect() as con_:
@@ -117,6 +166,102 @@ class Rollups:
                     (WATERMARK, todo.last),
                 )
         return sorted(by_day)
+
+    def _refresh_day(self, day: dt.date, hours: set[dt.datetime], con: duckdb.DuckDBPyConnection,
+                     threads: int) -> None:
+        """Bring the dirty `hours` of a day up to date, reading only files published since the last refresh
+        where this process knows what the published rows hold, and every file of the others.
+
+        Exact: an hour is folded only while its rows are those this process published from a known set of
+        files (its version unchanged, none of the files gone: a compaction swap, a repair or the cleaner
+        remove files and end it); any other dirty hour is recomputed from every file of the partition, read
+        from the same listing. Days on object storage or whose raw partition the cleaner dropped take the
+        plain recompute.
+        """
+        listed = None if self.infra.lake.objects is not None or day in self.drops.days() else self._listing(day)
+        if listed is None:
+            self._folded.pop(day, None)
+            self.recompute(day, hours, con)
+            return
+        known = self._still_folded(day, listed)
+        new = sorted(listed - known.files) if known is not None else []
+        tracked = sorted(dt.datetime.fromisoformat(h) for h in known.versions) if known is not None else []
+        full = sorted(h for h in hours if h.isoformat() not in (known.versions if known else {}))
+        if not full and not new:  # the dirty hours' batches are in files already folded
+            return
+        try:
+            versions = self._fold(day, listed, new, tracked, full, threads)
+        except (QueryError, LakeDamaged, duckdb.Error) as exc:  # e.g. a file compacted away after the listing
+            log.info("rollups of %s: folding new files failed (%s); recomputing the hours", day, exc)
+            self._folded.pop(day, None)
+            self.recompute(day, hours, con)
+            return
+        kept = known.versions if known is not None else {}
+        self._folded[day] = Folded(listed, {**kept, **versions})
+        for old in sorted(self._folded)[:-DAYS_FOLDED]:
+            del self._folded[old]
+
+    def _listing(self, day: dt.date) -> frozenset[str] | None:
+        """The names of a day's raw files, or None without a partition folder."""
+        try:
+            names = os.listdir(LOG_RECORDS.partition_dir(self.infra.data_dir, day))
+        except FileNotFoundError:
+            return None
+        return frozenset(n for n in names if n.endswith(".parquet"))
+
+    def _still_folded(self, day: dt.date, listed: frozenset[str]) -> Folded | None:
+        """What this process folded of a day, if it still holds: every file still there, and only the hours
+        nobody has recomputed since (another process, a backfill, a repair)."""
+        known = self._folded.get(day)
+        if known is None or not known.files <= listed:
+            return None
+        start = midnight(day)
+        stored = dict(self.versions(start, start + 24 * HOUR))
+        versions = {h: v for h, v in known.versions.items() if stored.get(h) == v}
+        return Folded(known.files, versions) if versions else None
+
+    def _fold(self, day: dt.date, listed: frozenset[str], new: list[str], tracked: list[dt.datetime],
+              full: list[dt.datetime], threads: int) -> dict[str, int]:
+        """Publish a day's rows with the `new` files folded into the `tracked` hours and the `full` hours
+        recomputed from every `listed` file; returns the versions of the hours it changed."""
+        folder = LOG_RECORDS.partition_dir(self.infra.data_dir, day)
+        con = self.infra.connect(threads)
+        try:
+            parts: list[tuple[pa.Table, pa.Table]] = []
+            changed: list[dt.datetime] = []
+            if new and tracked:
+                _bind_files(con, [folder / n for n in new])
+                span = {"day": day, "start": tracked[0], "end": tracked[-1] + HOUR, "hours": tracked}
+                rows, hist = self._fresh(con, span)
+                folded = sorted({h.as_py() for h in rows.column("hour").unique()})
+                if folded:
+                    con.register("rollup_fresh", rows)
+                    con.register("latency_fresh", hist)
+                    try:
+                        added = {"day": day, "hours": folded}
+                        parts.append((queries.run(con, "rollup_fold", **added),
+                                      queries.run(con, "latency_fold", **added)))
+                    finally:
+                        con.unregister("rollup_fresh")
+                        con.unregister("latency_fresh")
+                    changed += folded
+            if full:
+                _bind_files(con, [folder / n for n in sorted(listed)])
+                span = {"day": day, "start": full[0], "end": full[-1] + HOUR, "hours": full}
+                parts.append(self._fresh(con, span))
+                changed += full
+            if not changed:
+                return {}
+            rows = _combine(con, [p[0] for p in parts], "rollup_keep", day, changed, ROLLUP_SCHEMA)
+            hist = _combine(con, [p[1] for p in parts], "latency_keep", day, changed, HIST_SCHEMA)
+            if rows.num_rows == 0 and not self.infra.lake.has_day(ROLLUPS_HOURLY, day):
+                return {}
+            self.infra.lake.publish_file(hist, LATENCY_HOURLY.file(day))
+            self.infra.lake.publish_file(rows, ROLLUPS_HOURLY.file(day))
+            version = self._bump(sorted(changed))
+            return {h.isoformat(): version for h in changed}
+        finally:
+            con.close()
 
     def recompute(self, day: dt.date, hours: Iterable[dt.datetime] | None = None,
                   con: duckdb.DuckDBPyConnection | None = None, closed: bool = False) -> int:
@@ -148,7 +293,7 @@ class Rollups:
             if own:
                 con.close()
 
-    def _bump(self, hours: list[dt.datetime]) -> None:
+    def _bump(self, hours: list[dt.datetime]) -> int:
         version = time.time_ns()
         with self.infra.store.connect() as con:
             con.executemany(
@@ -156,6 +301,7 @@ class Rollups:
                 " ON CONFLICT (hour) DO UPDATE SET version = excluded.version",
                 [(h.isoformat(), version) for h in hours],
             )
+        return version
 
     def versions(self, start: dt.datetime, end: dt.datetime) -> tuple[tuple[str, int], ...]:
         """The versions of the rolled-up hours in [start, end): equal versions, equal rollup rows."""
@@ -166,10 +312,10 @@ class Rollups:
             ).fetchall()
         return tuple((r["hour"], r["version"]) for r in rows)
 
-    def build_daily(self, day: dt.date) -> None:
-        """Merge a closed day's hourly files into its daily tier files."""
+    def build_daily(self, day: dt.date, threads: int | None = None) -> None:
+        """Merge a closed day's hourly files into its daily tier files (DuckDB on `threads`, None: all cores)."""
         # A fresh connection: one opened before the hourly files existed has empty views of them.
-        con = self.infra.connect()
+        con = self.infra.connect(threads)
         try:
             rows = queries.run(con, "rollup_day", day=day).select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
             hist = queries.run(con, "latency_day", day=day).select(HIST_SCHEMA.names).cast(HIST_SCHEMA)
@@ -243,3 +389,18 @@ class Rollups:
     def lock(self) -> AbstractContextManager[bool]:
         """One rollup writer at a time across processes (the scheduler's refresh, a backfill, the cleaner)."""
         return self.infra.exclusive("rollups", self.infra.settings.staging_dir / ".rollups.lock", wait=True)
+
+
+def _bind_files(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """Point `con`'s `log_records` view at these files only (a fold reads what it listed, nothing more)."""
+    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    con.execute(f"CREATE OR REPLACE VIEW {LOG_RECORDS.name} AS SELECT * FROM read_parquet([{listed}], "
+                f"hive_partitioning = true, hive_types = {{'{LOG_RECORDS.partition}': DATE}})")
+
+
+def _combine(con: duckdb.DuckDBPyConnection, parts: list[pa.Table], keep_query: str, day: dt.date,
+             changed: list[dt.datetime], schema: pa.Schema) -> pa.Table:
+    """A day's rows: the stored ones of the unchanged hours and the new rows of the changed ones, by hour."""
+    kept = queries.run(con, keep_query, day=day, hours=changed).select(schema.names).cast(schema)
+    tables = [kept, *(p.select(schema.names).cast(schema) for p in parts)]
+    return pa.concat_tables(tables).sort_by([("hour", "ascending")])
