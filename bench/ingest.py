@@ -199,11 +199,12 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir: Path) -> bool:
+def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir: Path,
+          sizes: tuple[int, ...] = CURVE_SIZES) -> bool:
     """Run and print the batch-size curve; False if a target is missed."""
     rows: dict[tuple[int, str], list[tuple[float, ...]]] = {}
     for r in range(repeat):
-        for size in CURVE_SIZES:
+        for size in sizes:
             for mode, (env_extra, workers) in CURVE_MODES.items():  # alternating: the machine is shared
                 data = workdir / f"curve-{r}-{size}-{workers}-{len(env_extra)}"
                 server, port = start_server(data, env_extra, workers)
@@ -217,12 +218,12 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
                     server.terminate()
                     server.wait(timeout=60)
                 files = sum(1 for _ in (data / "log_records").glob("**/*.parquet"))
-                sizes = [(after[k] - before[k]) / (after[g] - before[g]) if after[g] > before[g] else math.nan
+                per_group = [(after[k] - before[k]) / (after[g] - before[g]) if after[g] > before[g] else math.nan
                          for k, g in (("grouped_batches/validate", "groups/validate"),
                                       ("grouped_batches/commit", "groups/commit"))]
                 rows.setdefault((size, mode), []).append(
                     (stored / elapsed, quantile(lat, 0.5), quantile(lat, 0.99), files * 100_000 / max(stored, 1),
-                     errors, *sizes))
+                     errors, *per_group))
                 shutil.rmtree(data, ignore_errors=True)
     print(f"\nbatch-size curve: {clients} clients, HTTP NDJSON, {seconds:g} s per point, median of {repeat} runs, "
           f"cores: {os.cpu_count()}\n")
@@ -231,7 +232,7 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
     print(f"|{'-' * 8}|{'-' * 29}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|---------------|--------|"
           "--------|")
     ok = True
-    for size in CURVE_SIZES:
+    for size in sizes:
         base = statistics.median(x[0] for x in rows[(size, next(iter(CURVE_MODES)))])
         for mode in CURVE_MODES:
             runs = rows[(size, mode)]
@@ -258,6 +259,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per point of the batch-size curve")
     parser.add_argument("--curve", action="store_true", help="only the batch-size curve")
+    parser.add_argument("--sizes", type=lambda text: tuple(int(n) for n in text.split(",")), default=CURVE_SIZES,
+                        help="batch sizes of the curve, comma-separated (default: 1,10,100,1000,50000)")
     parser.add_argument("--paths", action="store_true", help="only the table of ingest paths")
     args = parser.parse_args()
     curve_ok = True
@@ -266,7 +269,7 @@ def main() -> int:
         lines = to_ndjson(pool).splitlines(keepends=True)
         del pool
         with tempfile.TemporaryDirectory(dir=os.environ.get("EZ_BENCH_TMP")) as tmp:
-            curve_ok = curve(lines, 16, args.seconds, args.repeat, Path(tmp))
+            curve_ok = curve(lines, 16, args.seconds, args.repeat, Path(tmp), args.sizes)
         del lines
         if args.curve:
             return 0 if curve_ok else 1

@@ -22,6 +22,9 @@ from engine.group_commit import GroupCommitter
 from engine.request_ids import hash_halves
 from engine.validation import ValidBatch, validate_batch
 
+#: Larger bodies are decoded and validated alone, on their own request's thread: their fixed cost is small beside
+#: their records, and joining them would copy megabytes and queue them behind one another.
+JOIN_MAX_BYTES = 1 << 20
 _NEWLINE, _OPEN = ord("\n"), ord("{")
 _NDJSON_TYPES = (decoding.NDJSON, "application/jsonl", "application/x-jsonlines")
 
@@ -69,7 +72,8 @@ class Intake:
             UnsupportedFormat: an unknown content type.
             MalformedBody, InvalidBatch: as `decoding.decode` and `validation.validate_batch`.
         """
-        rows = plain_rows(data) if content_type.split(";")[0].strip().lower() in _NDJSON_TYPES else None
+        joinable = len(data) <= JOIN_MAX_BYTES and content_type.split(";")[0].strip().lower() in _NDJSON_TYPES
+        rows = plain_rows(data) if joinable else None
         if rows is None or rows >= self.max_records:
             return self._one(data, content_type)
         return self.committer.submit(_Body(data, rows))
