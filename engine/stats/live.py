@@ -13,10 +13,12 @@ data) is read on every request, bounded by the end.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -75,8 +77,7 @@ class LakeFiles:
             if self.objects is not None:
                 listed = [self._object(f.path) for f in self.objects.manifest.live(LOG_RECORDS.folder, day)]
             else:
-                listed = [self._file(path) for path in
-                          sorted((self.root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet"))]
+                listed = self._folder(self.root / f"{PARTITION_COLUMN}={day.isoformat()}")
             for found in listed:
                 if (found.last is not None and found.last < start) or (found.first is not None and found.first >= end):
                     continue
@@ -90,10 +91,20 @@ class LakeFiles:
         return self._span_of(storage.path(key), (key, 0, 0, 0),
                              lambda: _created_at_span(storage.arrow_path(key), storage.arrow()))
 
-    def _file(self, path: Path) -> LakeFile:
-        st = path.stat()
-        return self._span_of(str(path), (str(path), st.st_ino, st.st_size, st.st_mtime_ns),
-                             lambda: _created_at_span(str(path)))
+    def _folder(self, folder: Path) -> list[LakeFile]:
+        """A partition's Parquet files by name. Listed with scandir, not glob: a day of a few hundred files between
+        compactions took milliseconds of pathlib per request, and every stats request lists its raw days."""
+        try:
+            entries = sorted((e for e in os.scandir(folder) if e.name.endswith(".parquet")), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            st = entry.stat()
+            path = entry.path
+            found.append(self._span_of(path, (path, st.st_ino, st.st_size, st.st_mtime_ns),
+                                       partial(_created_at_span, path)))
+        return found
 
     def _span_of(self, path: str, identity: tuple[str, int, int, int],
                  read: Callable[[], tuple[dt.datetime | None, dt.datetime | None]]) -> LakeFile:
