@@ -1,13 +1,13 @@
--- rollup_add: hourly rollup rows of a day whose raw partition the log cleaner dropped, for some hours:
---   the rows its rollups held at the drop (rollups_base) plus the rows of the records that arrived since
---   (the relation rollup_fresh the engine registers: rollup_hours over the day's raw records, all of
---   which are later than the drop).
+-- rollup_add: hourly rollup rows of some hours of a day with new rows added: the rows held for those hours
+--   (the relation rollup_stored the engine points at rollups_hourly when it folds newly published files into
+--   hours whose rows it knows, or at rollups_base for a day whose raw partition the log cleaner dropped)
+--   plus rollup_fresh (rollup_hours over the new records only).
 -- Grain: as rollups_hourly (hour x master_id x key_id x model x provider_id x provider_key_id x status_class).
 -- Parameters: $day (DATE, the partition), $hours (TIMESTAMPTZ[], the hours wanted; rollup_fresh holds
 --   rows of these hours only).
 -- Output: the rollups_hourly columns, sorted by the grain: counts and sums added, maxima the larger.
 WITH parts AS (
-    SELECT * EXCLUDE (date) FROM rollups_base WHERE date = $day AND list_contains($hours, hour)
+    SELECT * EXCLUDE (date) FROM rollup_stored WHERE date = $day AND list_contains($hours, hour)
     UNION ALL BY NAME
     SELECT * FROM rollup_fresh
 )

@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from engine import Engine, catalog, queries
+from engine import Engine
 from engine.stats.rollups import Rollups
-from engine.tables import HIST_SCHEMA, LATENCY_HOURLY, LOG_RECORDS, ROLLUP_SCHEMA, ROLLUPS_HOURLY
+from engine.tables import LOG_RECORDS
 from engine.times import midnight
 from tests.factories import make_engine
 from tests.stats_records import records
@@ -26,7 +26,6 @@ from tests.test_stats_retained import (
     DAY2,
     HOUR,
     NOW,
-    _rollup_row,
     assert_holds,
     histograms,
     rollups,
@@ -193,44 +192,3 @@ def test_a_day_dropped_by_retention_takes_the_base_and_late_records(tmp_path: Pa
     with engine.stats.rollups.lock():
         engine.stats.rollups.recompute(DAY1)  # base + raw since the drop, from scratch: the same
     assert_holds(engine, day1, extra, late, late2)
-
-
-# -- the two SQL files, on hand-made rows -----------------------------------------------------------
-
-
-def _run_fold(engine: Engine, query: str, stored: pa.Table, fresh: pa.Table) -> list[dict[str, Any]]:
-    table = ROLLUPS_HOURLY if query == "rollup_fold" else LATENCY_HOURLY
-    engine.lake.publish_file(stored, table.file(DAY1))
-    con = engine.connect()
-    try:
-        catalog.register(con, table, engine.settings.data_dir)
-        con.register("rollup_fresh" if query == "rollup_fold" else "latency_fresh", fresh)
-        return queries.run(con, query, day=DAY1, hours=[H[3], H[4]]).to_pylist()
-    finally:
-        con.close()
-
-
-def test_rollup_fold_adds_the_new_rows_to_the_stored_ones_of_the_hours(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path, NOW)
-    stored = [_rollup_row(H[3], 1, 7, 2, 50, []), _rollup_row(H[3], 2, None, 1, 30, [4]),
-              _rollup_row(H[5], 1, 7, 9, 90, [])]  # H5 is not folded: left out
-    fresh = [_rollup_row(H[3], 1, 7, 1, 80, [7]), _rollup_row(H[4], 3, None, 1, 5, [])]
-    got = _run_fold(engine, "rollup_fold", pa.Table.from_pylist(stored, ROLLUP_SCHEMA),
-                    pa.Table.from_pylist(fresh, ROLLUP_SCHEMA))
-    added = {**_rollup_row(H[3], 1, 7, 3, 80, [7]), "latency_sum": 2 * 50 + 80}
-    assert got == [added, stored[1], fresh[1]]
-
-
-def test_latency_fold_adds_the_new_counts_to_the_stored_ones_of_the_hours(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path, NOW)
-
-    def hist(*rows: tuple[dt.datetime, str, str | None, str, int, int]) -> pa.Table:
-        return pa.Table.from_pylist([dict(zip(HIST_SCHEMA.names, r, strict=True)) for r in rows], HIST_SCHEMA)
-
-    stored = hist((H[3], "gateway", None, "latency", 5, 2), (H[3], "provider", None, "latency", 5, 1),
-                  (H[5], "gateway", None, "latency", 5, 4))
-    fresh = hist((H[3], "gateway", None, "latency", 5, 3), (H[3], "provider", None, "latency", 6, 1),
-                 (H[4], "model", "m", "ttft", 0, 1))
-    got = [tuple(r.values()) for r in _run_fold(engine, "latency_fold", stored, fresh)]
-    assert got == [(H[3], "gateway", None, "latency", 5, 5), (H[3], "provider", None, "latency", 5, 1),
-                   (H[3], "provider", None, "latency", 6, 1), (H[4], "model", "m", "ttft", 0, 1)]

@@ -16,7 +16,15 @@ import pyarrow as pa
 import pytest
 
 from engine import Engine, catalog, queries
-from engine.tables import HIST_SCHEMA, LATENCY_BASE, LATENCY_HOURLY, ROLLUP_SCHEMA, ROLLUPS_BASE, ROLLUPS_HOURLY
+from engine.tables import (
+    HIST_SCHEMA,
+    LATENCY_BASE,
+    LATENCY_HOURLY,
+    ROLLUP_SCHEMA,
+    ROLLUPS_BASE,
+    ROLLUPS_HOURLY,
+    LakeTable,
+)
 from engine.times import midnight
 from tests.factories import make_engine
 from tests.stats_records import records
@@ -254,30 +262,40 @@ def _rollup_row(hour: dt.datetime, key_id: int, provider_id: int | None, request
             "ttft_max": max(ttft, default=None)}
 
 
-def _run_add(engine: Engine, query: str, base: pa.Table, fresh: pa.Table) -> list[dict[str, Any]]:
-    table = ROLLUPS_BASE if query == "rollup_add" else LATENCY_BASE
+#: What rollup_add.sql and latency_add.sql add to: the hours a refresh folds new files into, or a dropped day's base.
+STORED = pytest.mark.parametrize("stored", [(ROLLUPS_HOURLY, LATENCY_HOURLY), (ROLLUPS_BASE, LATENCY_BASE)],
+                                 ids=["hourly", "base"])
+
+
+def _run_add(engine: Engine, query: str, stored: tuple[LakeTable, LakeTable], base: pa.Table, fresh: pa.Table
+             ) -> list[dict[str, Any]]:
+    rollups = query == "rollup_add"
+    table = stored[0] if rollups else stored[1]
     engine.lake.publish_file(base, table.file(DAY1))
     con = engine.connect()
     try:
         catalog.register(con, table, engine.settings.data_dir)
-        con.register("rollup_fresh" if query == "rollup_add" else "latency_fresh", fresh)
+        con.execute(f"CREATE TEMP VIEW {'rollup' if rollups else 'latency'}_stored AS SELECT * FROM {table.name}")
+        con.register("rollup_fresh" if rollups else "latency_fresh", fresh)
         return queries.run(con, query, day=DAY1, hours=[H3, H4]).to_pylist()
     finally:
         con.close()
 
 
-def test_rollup_add_adds_the_rows_of_the_wanted_hours(tmp_path: Path) -> None:
+@STORED
+def test_rollup_add_adds_the_rows_of_the_wanted_hours(tmp_path: Path, stored: tuple[LakeTable, LakeTable]) -> None:
     engine = make_engine(tmp_path, NOW)
     base = [_rollup_row(H3, 1, 7, 2, 50, []), _rollup_row(H3, 2, None, 1, 30, [4]),
             _rollup_row(H5, 1, 7, 9, 90, [])]  # H5 is not wanted: left out
     fresh = [_rollup_row(H3, 1, 7, 1, 80, [7]), _rollup_row(H4, 3, None, 1, 5, [])]
-    got = _run_add(engine, "rollup_add", pa.Table.from_pylist(base, ROLLUP_SCHEMA),
+    got = _run_add(engine, "rollup_add", stored, pa.Table.from_pylist(base, ROLLUP_SCHEMA),
                    pa.Table.from_pylist(fresh, ROLLUP_SCHEMA))
     added = {**_rollup_row(H3, 1, 7, 3, 80, [7]), "latency_sum": 2 * 50 + 80}
     assert got == [added, base[1], fresh[1]]
 
 
-def test_latency_add_adds_the_counts_of_the_wanted_hours(tmp_path: Path) -> None:
+@STORED
+def test_latency_add_adds_the_counts_of_the_wanted_hours(tmp_path: Path, stored: tuple[LakeTable, LakeTable]) -> None:
     engine = make_engine(tmp_path, NOW)
 
     def hist(*rows: tuple[dt.datetime, str, str | None, str, int, int]) -> pa.Table:
@@ -287,6 +305,6 @@ def test_latency_add_adds_the_counts_of_the_wanted_hours(tmp_path: Path) -> None
                 (H5, "gateway", None, "latency", 5, 4))
     fresh = hist((H3, "gateway", None, "latency", 5, 3), (H3, "provider", None, "latency", 6, 1),
                  (H4, "model", "m", "ttft", 0, 1))
-    got = [tuple(r.values()) for r in _run_add(engine, "latency_add", base, fresh)]
+    got = [tuple(r.values()) for r in _run_add(engine, "latency_add", stored, base, fresh)]
     assert got == [(H3, "gateway", None, "latency", 5, 5), (H3, "provider", None, "latency", 5, 1),
                    (H3, "provider", None, "latency", 6, 1), (H4, "model", "m", "ttft", 0, 1)]

@@ -18,14 +18,15 @@ watermark are "dirty": readers take them from raw records instead.
 A refresh reads only what is new where it can: each process remembers, per day, the raw files its last
 refresh read and the versions it published the hours with. While those files are all still there and no
 one has rewritten those hours since, the next refresh reads only the files published meanwhile and adds
-their rows to the stored ones (`rollup_fold`, `latency_fold`), so a refresh each minute costs the minute's
-records, not the open hour's. Any other dirty hour (never read, rewritten elsewhere, or whose files a
+their rows to the stored ones (`rollup_add`, `latency_add` over `rollups_hourly`), so a refresh each minute
+costs the minute's records, not the open hour's. Any other dirty hour (never read, rewritten elsewhere, or whose files a
 compaction swap, a repair or the cleaner replaced) is recomputed from every file of the same listing.
 
 Rollups outlive the raw records: once the log cleaner has dropped a day's partition
 (`engine.partitions.PartitionDrops`), the raw records of that day are only those that arrived after the
 drop. Its hours are then recomputed as the rows the rollups held at the drop (`rollups_base` and
-`latency_base`, taken by the first recompute after it) plus the rows of those later records. That
+`latency_base`, taken by the first recompute after it) plus the rows of those later records (the same
+`rollup_add`, `latency_add`). That
 keeps a recompute idempotent, so a redone batch (a crash before the watermark moved, a batch that
 held the watermark back) or late files merged by compaction are still counted exactly once.
 """
@@ -61,6 +62,7 @@ from engine.tables import (
     ROLLUPS_BASE,
     ROLLUPS_DAILY,
     ROLLUPS_HOURLY,
+    LakeTable,
 )
 from engine.times import HOUR, midnight
 
@@ -235,15 +237,7 @@ class Rollups:
                 rows, hist = self._fresh(con, span)
                 folded = sorted({h.as_py() for h in rows.column("hour").unique()})
                 if folded:
-                    con.register("rollup_fresh", rows)
-                    con.register("latency_fresh", hist)
-                    try:
-                        added = {"day": day, "hours": folded}
-                        parts.append((queries.run(con, "rollup_fold", **added),
-                                      queries.run(con, "latency_fold", **added)))
-                    finally:
-                        con.unregister("rollup_fresh")
-                        con.unregister("latency_fresh")
+                    parts.append(_added(con, (ROLLUPS_HOURLY, LATENCY_HOURLY), rows, hist, day, folded))
                     changed += folded
             if full:
                 _bind_files(con, [folder / n for n in sorted(listed)])
@@ -332,14 +326,7 @@ class Rollups:
         if drops is None:
             return rows, hist
         self._ensure_base(con, span["day"], drops)
-        con.register("rollup_fresh", rows)
-        con.register("latency_fresh", hist)
-        try:
-            added = {"day": span["day"], "hours": span["hours"]}
-            return queries.run(con, "rollup_add", **added), queries.run(con, "latency_add", **added)
-        finally:
-            con.unregister("rollup_fresh")
-            con.unregister("latency_fresh")
+        return _added(con, (ROLLUPS_BASE, LATENCY_BASE), rows, hist, span["day"], span["hours"])
 
     def _ensure_base(self, con: duckdb.DuckDBPyConnection, day: dt.date, drops: int) -> None:
         """Take a dropped day's base files unless taken since its latest drop; point `con` at them.
@@ -390,6 +377,24 @@ class Rollups:
         """One rollup writer at a time across processes (the scheduler's refresh, a backfill, the cleaner)."""
         return self.infra.exclusive("rollups", self.infra.settings.staging_dir / ".rollups.lock", wait=True)
 
+
+
+def _added(con: duckdb.DuckDBPyConnection, stored: tuple[LakeTable, LakeTable], rows: pa.Table, hist: pa.Table,
+           day: dt.date, hours: list[dt.datetime]) -> tuple[pa.Table, pa.Table]:
+    """The rollup and histogram rows `stored` (the rollups and latency tables to add to) holds for `hours` of
+    `day`, with `rows` and `hist` added (rollup_add.sql, latency_add.sql)."""
+    con.register("rollup_fresh", rows)
+    con.register("latency_fresh", hist)
+    for alias, table in zip(("rollup_stored", "latency_stored"), stored, strict=True):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {alias} AS SELECT * FROM {table.name}")
+    try:
+        added = {"day": day, "hours": hours}
+        return queries.run(con, "rollup_add", **added), queries.run(con, "latency_add", **added)
+    finally:
+        con.unregister("rollup_fresh")
+        con.unregister("latency_fresh")
+        con.execute("DROP VIEW IF EXISTS rollup_stored")
+        con.execute("DROP VIEW IF EXISTS latency_stored")
 
 def _bind_files(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
     """Point `con`'s `log_records` view at these files only (a fold reads what it listed, nothing more)."""
