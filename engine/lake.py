@@ -48,7 +48,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +149,7 @@ def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
         end = start + pc.sum(pc.equal(days, pa.scalar(day, pa.date32()))).as_py()
         yield day, table.slice(start, end - start)
         start = end
+
 
 #: Encodes Parquet files, one a thread (the encoder is single-threaded): a large batch is cut into files encoded
 #: side by side. One pool for the process, as starting threads per commit cost more than a small commit's encode.
@@ -343,8 +344,11 @@ class Lake:
         token = _token(requests[0].batch_id)
         jobs, staged, counts = self._plan(table, folder, token, owner, len(requests))
         pending = [_ENCODERS.submit(write_parquet, piece, path, self.settings.row_group_rows) for piece, path in jobs]
-        fresh = self._fresh(table, _group_ids(requests, sizes), len(requests) > 1)  # meanwhile, on this thread
-        staged_ids, id_counts = self._stage_ids(fresh, folder, token, owner, len(requests))
+        try:
+            fresh = self._fresh(table, _group_ids(requests, sizes), len(requests) > 1)  # meanwhile, on this thread
+            staged_ids, id_counts = self._stage_ids(fresh, folder, token, owner, len(requests))
+        finally:
+            wait(pending)  # nothing may still write into the staging folder once this returns or raises
         for done in pending:
             done.result()
         if fresh.duplicates:
