@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -83,7 +84,8 @@ class Scheduler:
                 self.tick(self.clock())
             except Exception:
                 log.exception("scheduler tick failed; retrying")
-            self._stop.wait(self.poll_seconds)
+            # A random phase: replicas polling in lockstep would leave every tick to the one that started first.
+            self._stop.wait(self.poll_seconds * random.uniform(0.5, 1.0))
 
     def stop(self, wait: bool = True) -> None:
         """Stop starting jobs; with `wait`, return once the running ones have finished."""
