@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         524_288,
         gt=0,
         description="Most records one group commit gathers: batches arriving while a write is being stored are "
-        "stored together (one staging, fsync pass, ledger transaction and file per day). 1 stores each batch alone.",
+        "stored together (one staging, fsync pass, ledger transaction and file per day), and NDJSON bodies arriving "
+        "while a decode runs are decoded and validated together. 1 handles each batch alone.",
     )
     log_retention_days: int = Field(30, ge=1, description="Days of raw log records kept by the log cleaner.")
     log_max_records: int = Field(
