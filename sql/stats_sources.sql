@@ -12,15 +12,16 @@
 -- a raw record by its own created_at (`instant`), so an hour that a local day or hour boundary cuts must be
 -- read raw (the reader's plan does so).
 -- Grain: stats_rows, stats_raw_rows: rollup grain (hour or day x master x key x model x provider x
---   provider key; a raw record is one row with requests = 1); stats_latency_rows,
---   stats_raw_latency_rows: hour or day x id of one dimension x latency bucket.
+--   provider key; a raw record is one row with requests = 1); stats_latency_rows: hour or day x id of one
+--   dimension x latency bucket.
 -- Parameters: none (macros; filters f_master, f_key, f_model, f_provider, f_pkey are NULL for any;
 --   dim_name is a histogram dimension and f_id an optional id of it; group_by and then_by are
---   stats_group names or 'none'; tz_starts, tz_offsets the zone's offsets).
--- Output: macros stats_rows / stats_raw_rows (hour, ids, the rollup measures), stats_latency_rows /
---   stats_raw_latency_rows (hour, instant, id, b, n), stats_fine / stats_raw_fine (g1, g2, model, master_id,
---   key_id and the measures: what the distinct counts and the three groupings of engine/stats/merging.py need),
---   stats_hist / stats_raw_hist (g1, g2, b, n), dim_id(dim, ...) (a record's id in a dimension, as
+--   stats_group names or 'none'; tz_starts, tz_offsets the zone's offsets; buckets: whether stats_raw_fine
+--   rows are also by latency bucket).
+-- Output: macros stats_rows / stats_raw_rows (hour, ids, the rollup measures), stats_latency_rows (hour, id, b,
+--   n), stats_fine / stats_raw_fine (g1, g2, model, master_id, key_id (and b for stats_raw_fine) and the
+--   measures: what the distinct counts and the three groupings of engine/stats/merging.py need),
+--   stats_hist (g1, g2, b, n), dim_id(dim, ...) (a record's id in a dimension, as
 --   text), stats_group(dim, ...) (the text value a group_by name gives a row) and hist_group(group_name, hour,
 --   id) (the same for a histogram row).
 CREATE OR REPLACE MACRO dim_id(dim, master_id, key_id, model, provider_id, provider_key_id) AS
@@ -112,14 +113,6 @@ WHERE date >= CAST(start_ts AS DATE) AND date <= CAST(split_ts AS DATE)
   AND NOT list_contains(daily_days, date)
   AND dim = dim_name AND metric = 'latency' AND (f_id IS NULL OR id = f_id);
 
-CREATE OR REPLACE MACRO stats_raw_latency_rows(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id) AS TABLE
-SELECT date_trunc('hour', created_at) AS hour, created_at AS instant,
-       dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) AS id,
-       CAST(latency_bucket(latency_ms) AS SMALLINT) AS b, CAST(1 AS BIGINT) AS n
-FROM read_parquet(files)
-WHERE raw_window(created_at, raw_from, split_ts, end_ts, raw_hours)
-  AND (f_id IS NULL OR dim_id(dim_name, master_id, key_id, model, provider_id, provider_key_id) = f_id);
-
 CREATE OR REPLACE MACRO stats_fine(start_ts, split_ts, raw_hours, daily_days,
                                    f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by,
                                    tz_starts, tz_offsets) AS TABLE
@@ -132,14 +125,17 @@ SELECT stats_group(group_by, hour, tz_starts, tz_offsets, master_id, key_id, mod
 FROM stats_rows(start_ts, split_ts, raw_hours, daily_days, f_master, f_key, f_model, f_provider, f_pkey)
 GROUP BY ALL;
 
+-- With buckets, each row is also of one latency bucket b (NULL without): the raw part's histograms, in one
+-- read of the files with its counts (a raw row's latency_max is its record's latency_ms).
 CREATE OR REPLACE MACRO stats_raw_fine(files, raw_from, split_ts, end_ts, raw_hours,
                                        f_master, f_key, f_model, f_provider, f_pkey, group_by, then_by,
-                                       tz_starts, tz_offsets) AS TABLE
+                                       tz_starts, tz_offsets, buckets) AS TABLE
 SELECT stats_group(group_by, instant, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
            AS g1,
        stats_group(then_by, instant, tz_starts, tz_offsets, master_id, key_id, model, provider_id, provider_key_id)
            AS g2,
        model, master_id, key_id,
+       CASE WHEN buckets THEN CAST(latency_bucket(latency_max) AS SMALLINT) END AS b,
        CAST(sum(COLUMNS(lambda c: summed_measure(c))) AS BIGINT), max(COLUMNS(lambda c: max_measure(c)))
 FROM stats_raw_rows(files, raw_from, split_ts, end_ts, raw_hours, f_master, f_key, f_model, f_provider, f_pkey)
 GROUP BY ALL;
@@ -149,11 +145,4 @@ CREATE OR REPLACE MACRO stats_hist(start_ts, split_ts, raw_hours, daily_days, di
 SELECT hist_group(group_by, hour, tz_starts, tz_offsets, id) AS g1,
        hist_group(then_by, hour, tz_starts, tz_offsets, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
 FROM stats_latency_rows(start_ts, split_ts, raw_hours, daily_days, dim_name, f_id)
-GROUP BY ALL;
-
-CREATE OR REPLACE MACRO stats_raw_hist(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id, group_by,
-                                       then_by, tz_starts, tz_offsets) AS TABLE
-SELECT hist_group(group_by, instant, tz_starts, tz_offsets, id) AS g1,
-       hist_group(then_by, instant, tz_starts, tz_offsets, id) AS g2, b, CAST(sum(n) AS BIGINT) AS n
-FROM stats_raw_latency_rows(files, raw_from, split_ts, end_ts, raw_hours, dim_name, f_id)
 GROUP BY ALL;

@@ -67,11 +67,12 @@ def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
         _land(engine, tables, 200, 10 + i, f"open{i}")
         _assert_matches(engine, tables, "key")
     parts = engine.stats.reader.live._parts
-    # One kept part per query shape (metrics and histograms), each holding the four open-hour files
-    assert len(parts) == 2 and all(len(p.files) == 4 for p in parts.values())
+    # One kept part for the query's shape (its counts and histograms, from one read of each file), holding the
+    # four open-hour files
+    assert len(parts) == 1 and all(len(p.files) == 4 for p in parts.values())
     # A new file is added to the kept part, not recomputed with the others: the part's rows are the merge
-    kept = next(p.table for key, p in parts.items() if key[0] == "stats_live_fine")
-    assert sum(kept.column("requests").to_pylist()) == 800
+    kept = next(iter(parts.values())).table
+    assert sum(kept.fine.column("requests").to_pylist()) == 800 == kept.hist.counts.sum()
 
 
 def test_compaction_of_the_open_hour_changes_no_answer(engine):

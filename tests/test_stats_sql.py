@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import re
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -250,8 +251,8 @@ def test_stats_sources_take_rollup_hours_and_raw_hours(engine):
                              " NULL, NULL, NULL, NULL)", p)[0]
         assert rolled_out == (0,)
         # end NULL reads a file to its end: with the split at midnight every record is raw
-        hist = sql(con, "SELECT b, sum(n) FROM stats_raw_latency_rows($files, $s, $s, NULL, [], 'gateway', NULL)"
-                       " GROUP BY b ORDER BY b", p)
+        hist = sql(con, "SELECT b, sum(requests) FROM stats_raw_fine($files, $s, $s, NULL, [], NULL, NULL, NULL, NULL,"
+                       " NULL, 'none', 'none', $tz_starts, $tz_offsets, true) GROUP BY b ORDER BY b", {**p, **UTC_ZONE})
         assert hist == sorted((bucket(r["latency_ms"]), 1) for r in RECORDS)
         # a closed day from the daily tier: the same rows, nothing from the hourly tier
         day = {"s": HOURS[0], "e": HOURS[0] + dt.timedelta(days=1)}
@@ -284,19 +285,25 @@ def test_stats_fine_and_stats_hist_read_only_rollups(engine):
 def test_stats_live_fine_and_live_hist(engine):
     # the raw part: the dirty hour 11:00 and everything from 23:00 on (nothing), by model
     live = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=None), **FILTERS,
-               group_by="model", then_by="none", **UTC_ZONE)
+               group_by="model", then_by="none", **UTC_ZONE, buckets=False)
+    assert {r["b"] for r in live} == {None}
     by = {(r["g1"], r["key_id"]): r for r in live}
     assert set(by) == {("模型", 20), ("gpt-4o", 11)}
     assert (by[("模型", 20)]["requests"], by[("模型", 20)]["errors"], by[("模型", 20)]["latency_max"]) == (2, 2, 1000)
     assert by[("gpt-4o", 11)]["provider_failures"] == 1
     # a bounded end leaves out 11:59:59.999999
     bounded = run(engine, "stats_live_fine", **_raw(engine, HOURS[-1], raw_hours=[H11], end=H11 + dt.timedelta(
-        minutes=59)), **FILTERS, group_by="none", then_by="none", **UTC_ZONE)
+        minutes=59)), **FILTERS, group_by="none", then_by="none", **UTC_ZONE, buckets=False)
     assert sum(r["requests"] for r in bounded) == 2
-    hist = run(engine, "stats_live_hist", **_raw(engine, HOURS[0]), dim="key", dim_id=None, group_by="key",
-               then_by="none", **UTC_ZONE)
-    assert sorted((r["g1"], r["b"], r["n"]) for r in hist) == sorted(
-        (str(r["key_id"]), bucket(r["latency_ms"]), 1) for r in RECORDS)
+    # with buckets, requests by (g1, b) are the histograms of the answer's dimension (key), filters applied
+    for key_id in (None, 20):
+        rows = run(engine, "stats_live_fine", **_raw(engine, HOURS[0]), **{**FILTERS, "key_id": key_id}, group_by="key",
+                   then_by="none", **UTC_ZONE, buckets=True)
+        hist = Counter()
+        for r in rows:
+            hist[(r["g1"], r["b"])] += r["requests"]
+        assert hist == Counter((str(r["key_id"]), bucket(r["latency_ms"])) for r in RECORDS
+                               if key_id in (None, r["key_id"]))
 
 
 def test_stats_exact(engine):

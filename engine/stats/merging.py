@@ -8,10 +8,12 @@ whatever its size, Arrow's grouping ~2 ms, and a dashboard request holds three o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from engine.stats.histograms import Histograms
 from engine.tables import MAX_MEASURES, SUMMED_MEASURES
 
 FINE_KEYS = ("g1", "g2", "model", "master_id", "key_id")
@@ -26,6 +28,31 @@ def concat(parts: list[pa.Table]) -> pa.Table:
 def add_fine(held: pa.Table, fresh: pa.Table) -> pa.Table:
     """Two parts of stats_fine rows (of the same plan and shape) merged to their grain again."""
     return _group(concat([held, fresh]), FINE_KEYS, _measures(held))
+
+
+@dataclass(frozen=True)
+class CountsAndHistograms:
+    """A raw part read with its latency buckets (stats_live_fine with $buckets): its stats_fine rows and its
+    histograms. One read of a new lake file gives both; reading it once for each cost twice the binding of
+    the stats macros, most of a live request's query time."""
+
+    fine: pa.Table
+    hist: Histograms
+
+    @classmethod
+    def of(cls, table: pa.Table) -> CountsAndHistograms:
+        """Split stats_live_fine rows by bucket into counts (summed over the buckets) and histograms."""
+        counts = _group(table, ("g1", "g2", "b"), [("requests", "sum")]).rename_columns(["g1", "g2", "b", "n"])
+        return cls(_group(table, FINE_KEYS, _measures(table)), Histograms.of(counts))
+
+    @property
+    def num_rows(self) -> int:
+        """What keeping the part costs (see Histograms.num_rows)."""
+        return self.fine.num_rows + self.hist.num_rows
+
+    def add(self, other: CountsAndHistograms) -> CountsAndHistograms:
+        """This part and another of the same shape, merged."""
+        return CountsAndHistograms(add_fine(self.fine, other.fine), self.hist.add(other.hist))
 
 
 def metrics(parts: list[pa.Table], grouped: bool, check: Callable[[pa.Table], None] | None = None

@@ -40,7 +40,7 @@ from engine.errors import InvalidParameter, LimitExceeded
 from engine.infra import Infra
 from engine.stats import histograms, merging, topn
 from engine.stats.answers import PeriodStats, SeriesStats
-from engine.stats.live import LiveParts, relisting
+from engine.stats.live import LakeFile, LiveParts, relisting
 from engine.stats.periods import Period
 from engine.stats.rollups import Rollups
 from engine.stats.topn import TopN
@@ -227,7 +227,7 @@ class Reader:
             self._check_groups(_interval_count(plan, group_by), group_by, top)
         versions = self._versions(plan)
         question = (period.name, period.tz_name, filters, group_by, top)
-        key = self._answer_key(plan, period, filters, group_by, top, versions)
+        key, files = self._answer_key(plan, period, filters, group_by, top, versions)
         lost = self.lost_hours(plan.start, plan.end)
         if key is not None:
             with self._cache_lock:
@@ -239,7 +239,7 @@ class Reader:
                 self._check_groups(kept.answer.groups_total, group_by, top)  # EZ_STATS_MAX_GROUPS may have changed
                 # The figures hold for any end past the files read (see _answer_key); only `end` moves.
                 return kept.answer if kept.answer.end == plan.end else kept.answer.model_copy(update={"end": plan.end})
-        answer, names = self._answer(plan, period, filters, group_by, top, versions, lost)
+        answer, names = self._answer(plan, period, filters, group_by, top, versions, lost, files)
         if key is not None:
             self._keep(question, _Kept(key, answer, names, lost))
         return answer
@@ -270,8 +270,10 @@ class Reader:
                 self._answers.popitem(last=False)
 
     def _answer_key(self, plan: Plan, period: Period, filters: Filters, group_by: str | None, top: TopN,
-                    versions: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """What an answer of `read` is computed from, or None when it is not to be kept.
+                    versions: tuple[Any, ...]) -> tuple[tuple[Any, ...] | None, list[LakeFile] | None]:
+        """What an answer of `read` is computed from (None when it is not to be kept), and the raw files listed
+        for it (None if none were), which the answer then reads: one listing a request, and the key names
+        exactly the files the answer was computed from.
 
         The rollup part is named by its versions (as `_cached` does); the raw part by the identities of
         the files it reads, all of which must hold no record at or after the period's end: then every
@@ -282,26 +284,21 @@ class Reader:
         id dimensions) read every raw file of the period and are not kept.
         """
         if plan.exact or _histogram_dim(filters, group_by or "none", "none") is None:
-            return None
-
-        def listing() -> tuple[tuple[str, int, int, int], ...] | None:
-            files = self.live.files.between(plan.raw_from, plan.end)
-            if not all(f.ends_before(plan.end) for f in files):
-                return None
-            return tuple(sorted(f.identity for f in files))
-
-        files = relisting(listing)
-        if files is None:
-            return None
+            return None, None
+        files = relisting(lambda: self.live.files.between(plan.raw_from, plan.end))
+        if not all(f.ends_before(plan.end) for f in files):
+            return None, files
         return (period.name, period.tz_name, plan.start, plan.split, plan.end > plan.split, plan.raw_from,
                 plan.raw_hours, plan.daily_days, plan.rollup_hours, plan.offsets, filters, group_by, top,
-                versions, files)
+                versions, tuple(sorted(f.identity for f in files))), files
 
     def _answer(self, plan: Plan, period: Period, filters: Filters, group_by: str | None, top: TopN,
-                versions: tuple[Any, ...], lost: list[dt.datetime]) -> tuple[PeriodStats, dict[Any, str]]:
-        """Compute an answer of `read`, and the registry names it holds."""
+                versions: tuple[Any, ...], lost: list[dt.datetime], files: list[LakeFile] | None = None,
+                ) -> tuple[PeriodStats, dict[Any, str]]:
+        """Compute an answer of `read` (from the raw `files`, when listed), and the registry names it holds."""
         rows, latency, mode = self._query(plan, filters, group_by or "none", "none", versions=versions,
-                                          check=lambda groups: self._check_groups(groups.num_rows, group_by, top))
+                                          check=lambda groups: self._check_groups(groups.num_rows, group_by, top),
+                                          files=files)
         total = next((r for r in rows if r["kind"] == "total"), None)
         total_pct = next((r for r in latency or () if r["kind"] == "total"), None)
         models = sorted((r for r in rows if r["kind"] == "model"), key=lambda r: (-r["requests"], r["model"]))
@@ -311,7 +308,8 @@ class Reader:
         other = None
         if rest and top.other:
             fold = topn.Fold.of("g1", [g["g1"] for g in listed])
-            folded, latency, _ = self._query(plan, filters, group_by or "none", "none", fold=fold, versions=versions)
+            folded, latency, _ = self._query(plan, filters, group_by or "none", "none", fold=fold, versions=versions,
+                                             files=files)
             found = next((r for r in folded if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
             pct = next((r for r in latency or () if r["kind"] == "group" and r["g1"] == topn.OTHER), None)
             other = {"groups": len(rest), **_metrics(found, pct)}
@@ -449,27 +447,28 @@ class Reader:
 
     def _query(self, plan: Plan, filters: Filters, group_by: str, then_by: str, pcts: bool = True,
                fold: topn.Fold | None = None, check: Callable[[pa.Table], None] | None = None,
-               versions: tuple[Any, ...] | None = None,
+               versions: tuple[Any, ...] | None = None, files: list[LakeFile] | None = None,
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed.
 
         `check` sees the groups before they are built (see `merging.metrics`), to refuse an answer over a limit.
-        `versions`: the plan's (`_versions`), when the caller already read them.
+        `versions`: the plan's (`_versions`), when the caller already read them; `files`: the raw files of
+        [raw_from, end), when the caller listed them.
         """
         versions = versions if versions is not None else self._versions(plan)
         if not self.heavy(plan, filters, group_by, then_by):
             with self.connection() as con:
-                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check)
+                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check, files)
         with self._heavy, self.connection() as con:
             con.execute("SET threads = 1")
             try:
-                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check)
+                return self._run(con, plan, filters, group_by, then_by, pcts, versions, fold, check, files)
             finally:
                 con.execute("RESET threads")
 
     def _run(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, group_by: str, then_by: str,
              pcts: bool, versions: tuple[Any, ...], fold: topn.Fold | None = None,
-             check: Callable[[pa.Table], None] | None = None,
+             check: Callable[[pa.Table], None] | None = None, files: list[LakeFile] | None = None,
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         groups = {"group_by": group_by, "then_by": then_by, **plan.offsets.params()}
         grouped = group_by != "none" or then_by != "none"
@@ -480,8 +479,13 @@ class Reader:
             hist_shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
         fine: pa.Table = self._cached(con, versions, "stats_fine", _same, **plan.rollup_params(),
                                       **filters.params(), **groups)
-        live_fine, live_hist = relisting(lambda: self._raw_parts(con, plan, {**filters.params(), **groups},
-                                                                 hist_shape))
+        given = [files] if files is not None else []  # a file gone since the caller listed: list again
+
+        def raw_parts() -> tuple[pa.Table | None, histograms.Histograms | None]:
+            listing = given.pop() if given else self.live.files.between(plan.raw_from, plan.end)
+            return self._raw_parts(con, plan, listing, {**filters.params(), **groups}, hist_shape is not None)
+
+        live_fine, live_hist = relisting(raw_parts)
         parts = [fine] if live_fine is None else [fine, live_fine]
         metrics = merging.metrics([fold.table(p) for p in parts] if fold else parts, grouped, check)
         if not pcts:
@@ -497,17 +501,16 @@ class Reader:
             return metrics, None, "unavailable"
         return metrics, self._exact(con, plan, filters, groups, fold), "exact"
 
-    def _raw_parts(self, con: duckdb.DuckDBPyConnection, plan: Plan, fine_shape: dict[str, Any],
-                   hist_shape: dict[str, Any] | None) -> tuple[pa.Table | None, histograms.Histograms | None]:
-        """The raw part of an answer's counts and, for a `hist_shape`, of its histograms, from one listing."""
-        files = self.live.files.between(plan.raw_from, plan.end)
-        fine = self.live.read(con, "stats_live_fine", _same, merging.add_fine, {**plan.raw_params(), **fine_shape},
-                              files, plan.end)
-        if hist_shape is None:
-            return fine, None
-        hist = self.live.read(con, "stats_live_hist", histograms.Histograms.of, histograms.Histograms.add,
-                              {**plan.raw_params(), **hist_shape}, files, plan.end)
-        return fine, hist
+    def _raw_parts(self, con: duckdb.DuckDBPyConnection, plan: Plan, files: list[LakeFile], shape: dict[str, Any],
+                   buckets: bool) -> tuple[pa.Table | None, histograms.Histograms | None]:
+        """The raw part of an answer's counts and, with `buckets`, of its histograms (those of the one dimension
+        of its filters and groups), from one listing of [raw_from, end)."""
+        shape = {**plan.raw_params(), **shape, "buckets": buckets}
+        if not buckets:
+            return self.live.read(con, "stats_live_fine", _same, merging.add_fine, shape, files, plan.end), None
+        both = self.live.read(con, "stats_live_fine", merging.CountsAndHistograms.of, merging.CountsAndHistograms.add,
+                              shape, files, plan.end)
+        return (None, None) if both is None else (both.fine, both.hist)
 
     def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, Any],
                fold: topn.Fold | None = None) -> list[dict[str, Any]]:
