@@ -60,12 +60,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused, InvalidBatch
 from engine.group_commit import GroupCommitter
-from engine.locks import flock, try_lock
+from engine.locks import counted_flock, flock, holds, try_lock
 from engine.manifest import LiveFile
 from engine.objectlake import ObjectLake, staged_files
 from engine.parquetfiles import write_parquet
 from engine.partitions import fsync_dir
 from engine.request_ids import HashSet
+from engine.request_index import FOLDER as INDEX_FOLDER
 from engine.request_index import RequestIndex
 from engine.schema import LOG_RECORD_SCHEMA, PARTITION_COLUMN
 from engine.settings import Settings
@@ -213,7 +214,8 @@ class Lake:
         self.staging = settings.staging_dir
         self.root.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir(parents=True, exist_ok=True)
-        self.request_ids = RequestIndex(settings.data_dir, self.root, self.publish_lock)
+        self.request_ids = RequestIndex(settings.data_dir, self.root, self.publish_lock,
+                                        lambda: holds(self.staging / PUBLISH_LOCK))
         #: Batches written at the same time by this process are stored as one group (see `engine.group_commit`).
         self.committer: GroupCommitter[_Request, BatchReceipt] = GroupCommitter(
             self._write_group, lambda request: request.batch.table.num_rows, settings.ingest_group_records)
@@ -277,10 +279,10 @@ class Lake:
                 staged, fresh, shares = self._encode_fresh([requests[i] for i in live], folder)
                 # On object storage the files are uploaded now, outside the lock: invisible until committed.
                 uploaded = self.objects.upload(folder, staged, LOG_RECORDS.folder) if self.objects else []
-                with self.publish_lock():
+                with self.publish_lock() as held:
                     # Another process stored some of these request_ids meanwhile, or (the ledger insert finds it)
                     # one of these batch ids: encode the rest again.
-                    if self._raced(fresh) or not self._begin_group(
+                    if self._raced(fresh, held) or not self._begin_group(
                             [(requests[i], share) for i, share in zip(live, shares, strict=True)], folder):
                         if self.objects is not None:
                             self.objects.discard(uploaded)
@@ -291,6 +293,8 @@ class Lake:
                     except (OSError, DiskFull):
                         self._abort(folder, staged, requests[live[0]].batch_id)
                         raise
+                self.request_ids.published([str(e[1]) for e in staged if str(e[1]).startswith(INDEX_FOLDER + "/")],
+                                           held)
             for i, share in zip(live, shares, strict=True):
                 results[i] = BatchReceipt(batch_id=shown_id(requests[i].batch_id), records=share.records,
                                           files=_data_files(share.files), duplicates=share.duplicates,
@@ -401,10 +405,11 @@ class Lake:
         keep[np.concatenate(dropped)] = False
         return _Fresh(table.filter(pa.array(keep)), days, int((~keep).sum()), looked, keep)
 
-    def _raced(self, fresh: _Fresh) -> bool:
-        """Under the publish lock: whether the index now holds some of the ids (another writer's batch)."""
-        return any(self.request_ids.seen(day, ids, locked=True).any() for day, ids in fresh.days.items()
-                   if len(ids) and self.request_ids.names(day) != fresh.looked.get(day))
+    def _raced(self, fresh: _Fresh, held: int) -> bool:
+        """Under the publish lock (`held`: its hold count, see `publish_lock`): whether the index now holds some of
+        the ids (another writer's batch)."""
+        return any(self.request_ids.seen(day, ids, held=held).any() for day, ids in fresh.days.items()
+                   if len(ids) and self.request_ids.names(day, held) != fresh.looked.get(day))
 
     def _stage_ids(self, fresh: _Fresh, folder: Path, token: str, owner: np.ndarray, batches: int
                    ) -> tuple[list[list[object]], list[np.ndarray]]:
@@ -689,9 +694,11 @@ class Lake:
             ).fetchone()
         return row is not None
 
-    def publish_lock(self) -> AbstractContextManager[bool]:
-        """The data dir's publish lock: hold it to change partition folders (compaction, retention)."""
-        return flock(self.staging / PUBLISH_LOCK)
+    def publish_lock(self) -> AbstractContextManager[int]:
+        """The data dir's publish lock: hold it to change partition folders or the request index (compaction,
+        retention). It counts its holds (`counted_flock`), which is how the request index knows its listing of a day
+        still holds without listing the folder again."""
+        return counted_flock(self.staging / PUBLISH_LOCK)
 
 
 def shown_id(batch_id: str) -> str:

@@ -13,8 +13,11 @@ is indexed from its files before anything is stored into it. Compaction merges a
 index from its files (after a file went to quarantine).
 
 Each process keeps the days it recently wrote in memory, as a few sorted arrays merged like a log-
-structured tree, and reads only the files it has not seen yet: a batch costs a listing and a binary
-search per record, never a scan of the day.
+structured tree, and reads only the files it has not seen yet: a batch costs a binary search per
+record, never a scan of the day. Every change to a day's folder is made under the publish lock, which
+counts its holds (`engine.locks.counted_flock`): a process's listing of a day stands while the count is
+the one it read before listing, and a writer adds its own files to its listing, so a day of thousands
+of files between compactions is listed again only after another process (or a job) held the lock.
 
 The index is derived data: its files are not fsync-ed (the Parquet files are, and the rename of both is
 made durable). A file a crash left empty or garbled fails its length or checksum when read, and the day
@@ -76,13 +79,15 @@ class _Day:
 class RequestIndex:
     """The per-day index of request_id hashes (see the module docstring); one per `Lake`."""
 
-    def __init__(self, data_dir: Path, log_root: Path, publish_lock: Callable[[], AbstractContextManager[bool]]
-                 ) -> None:
+    def __init__(self, data_dir: Path, log_root: Path, publish_lock: Callable[[], AbstractContextManager[int]],
+                 holds: Callable[[], int]) -> None:
         self.root = data_dir / FOLDER
         self.log_root = log_root
         self.publish_lock = publish_lock
+        self.holds = holds  # the publish lock's hold count now
         self.data_dir = data_dir
         self._days: OrderedDict[dt.date, _Day] = OrderedDict()
+        self._listed: dict[dt.date, tuple[int, frozenset[str]]] = {}  # a day's index files, as of a hold count
         self._lock = threading.Lock()
 
     def folder(self, day: dt.date) -> Path:
@@ -93,29 +98,51 @@ class RequestIndex:
         """Where an index file of `day` lives, relative to the data dir (as the ledger records it)."""
         return str(Path(FOLDER) / f"{PARTITION_COLUMN}={day.isoformat()}" / name)
 
-    def seen(self, day: dt.date, ids: HashSet, locked: bool = False) -> np.ndarray:
+    def seen(self, day: dt.date, ids: HashSet, held: int | None = None) -> np.ndarray:
         """Which of `ids` (a batch's hashes for `day`) the lake already holds: a mask in `ids`' order.
 
         A day with records but no index yet, or an index file that fails its checks, is indexed from its
-        files first, under the publish lock (`locked`: the caller holds it already).
+        files first, under the publish lock (`held`: the caller holds it already, and this is the count its hold
+        began at).
         """
         if not self.folder(day).is_dir() and self._has_records(day):
-            self._under_lock(locked, lambda: self.ensure(day))
+            self._under_lock(held, lambda: self.ensure(day))
         try:
             with self._lock:
-                return self._refresh(day).contains(ids)
+                return self._refresh(day, held).contains(ids)
         except ValueError as exc:
             log.warning("request id index of %s is damaged (%s): indexing the day again from its files", day, exc)
-            self._under_lock(locked, lambda: self.rebuild(day))
+            self._under_lock(held, lambda: self.rebuild(day))
             with self._lock:
-                return self._refresh(day).contains(ids)
+                return self._refresh(day, held).contains(ids)
 
-    def names(self, day: dt.date) -> frozenset[str]:
-        """The index files of a day now: a batch that saw these needs no second look (see `Lake`)."""
-        return frozenset(self._names_on_disk(day))
+    def names(self, day: dt.date, held: int | None = None) -> frozenset[str]:
+        """The index files of a day now: a batch that saw these needs no second look (see `Lake`). `held` as in
+        `seen`."""
+        return self._names_on_disk(day, held)
 
-    def _under_lock(self, locked: bool, work: Callable[[], object]) -> None:
-        if locked:
+    def published(self, paths: list[str], held: int) -> None:
+        """Index files (paths relative to the data dir) a hold of the publish lock that began at count `held`
+        renamed into place, and nothing else changed: a listing of their days as of `held` stands, with them,
+        after that hold (count `held` + 2)."""
+        for path in paths:
+            folder, name = Path(path).parent.name, Path(path).name
+            day = dt.date.fromisoformat(folder.removeprefix(f"{PARTITION_COLUMN}="))
+            listed = self._listed.get(day)
+            if listed is None or listed[0] not in (held, held + 2):
+                self._listed.pop(day, None)
+                continue
+            self._listed[day] = (held + 2, listed[1] | {name})
+
+    def _forget(self, day: dt.date) -> None:
+        """Drop this process's copy and listing of a day it changed (under the publish lock): its files were
+        replaced, and a listing made earlier in the same hold carries the hold's count."""
+        with self._lock:
+            self._days.pop(day, None)
+            self._listed.pop(day, None)
+
+    def _under_lock(self, held: int | None, work: Callable[[], object]) -> None:
+        if held is not None:
             work()
         else:
             with self.publish_lock():
@@ -128,6 +155,7 @@ class RequestIndex:
             return
         log.info("indexing the request_ids of %s from its files", day)
         self._write_folder(day, self._from_files(day))
+        self._forget(day)
 
     def rebuild(self, day: dt.date) -> int:
         """Recompute a day's index from the files its partition holds now (e.g. after one went to quarantine);
@@ -136,8 +164,7 @@ class RequestIndex:
         old = self.folder(day)
         if old.is_dir():
             shutil.rmtree(old)
-        with self._lock:
-            self._days.pop(day, None)
+        self._forget(day)
         if len(ids):
             self._write_folder(day, ids)
         return len(ids)
@@ -148,8 +175,7 @@ class RequestIndex:
         if folder.is_dir():
             shutil.rmtree(folder)
             fsync_dir(self.root)
-        with self._lock:
-            self._days.pop(day, None)
+        self._forget(day)
 
     def stage(self, day: dt.date, ids: HashSet, staging: Path, name: str) -> tuple[str, str]:
         """Write a batch's index file for `day` into its staging folder: (staged name, final relative path)."""
@@ -170,20 +196,21 @@ class RequestIndex:
         tmp = self.root / f".compact-{uuid.uuid4().hex}{SUFFIX}"
         merged.save(tmp)
         try:
-            with self.publish_lock():
-                if not set(names) <= self._names_on_disk(day):
+            with self.publish_lock() as held:
+                if not set(names) <= self._names_on_disk(day, held):
                     return 0  # rebuilt or dropped meanwhile
                 os.rename(tmp, folder / f"merged-{uuid.uuid4().hex[:16]}{SUFFIX}")
                 for name in names:
                     os.unlink(folder / name)
                 fsync_dir(folder)
+                self._listed.pop(day, None)
         finally:
             tmp.unlink(missing_ok=True)
         return len(names)
 
-    def _refresh(self, day: dt.date) -> _Day:
+    def _refresh(self, day: dt.date, held: int | None = None) -> _Day:
         """This process's copy of a day, brought up to the files on disk (caller holds `_lock`)."""
-        on_disk = self._names_on_disk(day)
+        on_disk = self._names_on_disk(day, held)
         cached = self._days.get(day)
         if cached is None or not cached.names <= on_disk:  # files merged or rebuilt: read the day again
             cached = _Day()
@@ -192,18 +219,31 @@ class RequestIndex:
                 cached.add(name, HashSet.load(self.folder(day) / name))
             except FileNotFoundError:  # merged away between listing and reading: start over
                 self._days.pop(day, None)
-                return self._refresh(day)
+                self._listed.pop(day, None)
+                return self._refresh(day, held)
         self._days[day] = cached
         self._days.move_to_end(day)
         while len(self._days) > DAYS_CACHED:
             self._days.popitem(last=False)
         return cached
 
-    def _names_on_disk(self, day: dt.date) -> set[str]:
+    def _names_on_disk(self, day: dt.date, held: int | None = None) -> frozenset[str]:
+        """A day's index files: listed, or as listed before if no hold of the publish lock began since (`held`:
+        the caller holds the lock, from that count on, so nothing else changes the folder). A listing made while
+        a hold is under way (an odd count) is not kept."""
+        count = self.holds() if held is None else held
+        listed = self._listed.get(day)
+        if listed is not None and listed[0] == count:
+            return listed[1]
         try:
-            return {n for n in os.listdir(self.folder(day)) if n.endswith(SUFFIX)}
+            names = frozenset(n for n in os.listdir(self.folder(day)) if n.endswith(SUFFIX))
         except FileNotFoundError:
-            return set()
+            names = frozenset()
+        if count % 2 == 0:
+            if len(self._listed) >= 4 * DAYS_CACHED:
+                self._listed.clear()
+            self._listed[day] = (count, names)
+        return names
 
     def _has_records(self, day: dt.date) -> bool:
         return any((self.log_root / f"{PARTITION_COLUMN}={day.isoformat()}").glob("*.parquet"))

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import Engine, Settings
+from engine.locks import counted_flock, holds
 from engine.request_ids import HashSet, hashes
 from engine.request_index import FOLDER
 from tests.alert_traffic import NOW, Clock, minutes, requests
@@ -204,3 +209,57 @@ def test_a_damaged_index_file_is_rebuilt_from_the_day(engine: Engine):
     receipt = fresh.ingest_table(pa.Table.from_pylist([make_record(i) for i in range(15, 25)]), "b2")
     assert (receipt.records, receipt.duplicates) == (5, 5)
     assert glob_count(fresh) == 25
+
+
+def test_a_writer_lists_a_day_again_only_after_another_held_the_publish_lock(tmp_path: Path, monkeypatch):
+    """The listing of a day's index files is kept while the publish lock's hold count says nobody else changed the
+    folder: a writer does not list thousands of files per batch, and still sees every other writer's ids."""
+    a, b = (Engine(Settings(data_dir=tmp_path, scheduler_enabled=False)) for _ in range(2))
+    base = dt.datetime(2026, 4, 1, 10, tzinfo=dt.UTC)
+    day_folder = str(a.lake.request_ids.folder(base.date()))
+    listings = []
+    real = os.listdir
+
+    def counted(path=".", *args):
+        if str(path) == day_folder:
+            listings.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "listdir", counted)
+
+    def batch(first: int, count: int) -> pa.Table:
+        return pa.Table.from_pylist([make_record(i, created_at=(base + dt.timedelta(seconds=i)).isoformat())
+                                     for i in range(first, first + count)])
+
+    a.ingest_table(batch(0, 10), "a0")
+    listings.clear()
+    for k in range(1, 5):  # only A writes: its own files are added to its listing
+        assert a.ingest_table(batch(10 * k, 10), f"a{k}").duplicates == 0
+    assert listings == []
+    # B (another process's caches) stores ids overlapping A's last batch, then A ids overlapping B's
+    assert (b.ingest_table(batch(45, 10), "b0").duplicates, len(listings) > 0) == (5, True)
+    listings.clear()
+    assert a.ingest_table(batch(50, 10), "a5").duplicates == 5
+    assert listings, "A must list the day again after B's hold"
+    # A job holding the lock in A's own process (compaction merges the index files) changes the folder too
+    a.jobs.run("compaction")
+    assert a.ingest_table(batch(55, 10), "a6").duplicates == 5
+    assert a.sql("SELECT count(*), count(DISTINCT request_id) FROM log_records").to_pylist() == [
+        {"count_star()": 65, "count(DISTINCT request_id)": 65}]
+
+
+def test_a_hold_its_process_died_in_is_counted_ended(tmp_path: Path):
+    """A writer killed while holding the publish lock leaves its hold count odd: no listing made meanwhile is
+    trusted, and the next hold counts the dead one as ended."""
+    lock = tmp_path / "publish.lock"
+    with counted_flock(lock) as first:
+        assert (first, holds(lock)) == (0, 1)
+    assert holds(lock) == 2
+    code = ("import os, sys; from pathlib import Path; from engine.locks import counted_flock\n"
+            "with counted_flock(Path(sys.argv[1])):\n    os.kill(os.getpid(), 9)\n")
+    died = subprocess.run([sys.executable, "-c", code, str(lock)], cwd=Path(__file__).resolve().parents[1])
+    assert died.returncode == -signal.SIGKILL
+    assert holds(lock) == 3  # under way when its process died
+    with counted_flock(lock) as after:
+        assert after == 4 and holds(lock) == 5
+    assert holds(lock) == 6
