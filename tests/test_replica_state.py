@@ -62,10 +62,10 @@ def test_a_batch_id_begun_by_a_replica_on_another_host_meanwhile_is_answered_not
     other = make_engine(tmp_path / "other-host", NOW)  # its own data dir, the same control store
     raced = one.infra.lake._raced
 
-    def meanwhile(fresh):  # runs under this host's publish lock, after its check for the batch id
+    def meanwhile(fresh, held):  # runs under this host's publish lock, after its check for the batch id
         monkeypatch.setattr(one.infra.lake, "_raced", raced)
         other.ingest_body(body, "application/x-ndjson", idempotency_key="k1")
-        return raced(fresh)
+        return raced(fresh, held)
 
     monkeypatch.setattr(one.infra.lake, "_raced", meanwhile)
     again = one.ingest_body(body, "application/x-ndjson", idempotency_key="k1")
