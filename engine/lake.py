@@ -294,7 +294,7 @@ class Lake:
                         self._abort(folder, staged, requests[live[0]].batch_id)
                         raise
                 self.request_ids.published([str(e[1]) for e in staged if str(e[1]).startswith(INDEX_FOLDER + "/")],
-                                           held)
+                                           fresh.days, held)
             for i, share in zip(live, shares, strict=True):
                 results[i] = BatchReceipt(batch_id=shown_id(requests[i].batch_id), records=share.records,
                                           files=_data_files(share.files), duplicates=share.duplicates,

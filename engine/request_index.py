@@ -57,6 +57,7 @@ class _Day:
     def __init__(self) -> None:
         self.names: set[str] = set()
         self.levels: list[HashSet] = []
+        self.listing: frozenset[str] | None = None  # the listing it was last brought up to (the object itself)
 
     def add(self, name: str, ids: HashSet) -> None:
         self.names.add(name)
@@ -121,10 +122,11 @@ class RequestIndex:
         `seen`."""
         return self._names_on_disk(day, held)
 
-    def published(self, paths: list[str], held: int) -> None:
-        """Index files (paths relative to the data dir) a hold of the publish lock that began at count `held`
-        renamed into place, and nothing else changed: a listing of their days as of `held` stands, with them,
-        after that hold (count `held` + 2)."""
+    def published(self, paths: list[str], ids: dict[dt.date, HashSet], held: int) -> None:
+        """Index files (paths relative to the data dir; `ids`: what each day's holds) that a hold of the publish lock
+        which began at count `held` renamed into place, and nothing else changed: a listing of their days as of
+        `held` stands, with them, after that hold (count `held` + 2), and this process's copy of the day takes
+        their ids without reading them back."""
         for path in paths:
             folder, name = Path(path).parent.name, Path(path).name
             day = dt.date.fromisoformat(folder.removeprefix(f"{PARTITION_COLUMN}="))
@@ -132,7 +134,13 @@ class RequestIndex:
             if listed is None or listed[0] not in (held, held + 2):
                 self._listed.pop(day, None)
                 continue
-            self._listed[day] = (held + 2, listed[1] | {name})
+            names = listed[1] | {name}
+            with self._lock:
+                copy = self._days.get(day)
+                if copy is not None and copy.listing is listed[1] and day in ids:
+                    copy.add(name, ids[day])
+                    copy.listing = names
+            self._listed[day] = (held + 2, names)
 
     def _forget(self, day: dt.date) -> None:
         """Drop this process's copy and listing of a day it changed (under the publish lock): its files were
@@ -212,6 +220,9 @@ class RequestIndex:
         """This process's copy of a day, brought up to the files on disk (caller holds `_lock`)."""
         on_disk = self._names_on_disk(day, held)
         cached = self._days.get(day)
+        if cached is not None and cached.listing is on_disk:  # the kept listing it was brought up to: O(1)
+            self._days.move_to_end(day)
+            return cached
         if cached is None or not cached.names <= on_disk:  # files merged or rebuilt: read the day again
             cached = _Day()
         for name in sorted(on_disk - cached.names):
@@ -221,6 +232,7 @@ class RequestIndex:
                 self._days.pop(day, None)
                 self._listed.pop(day, None)
                 return self._refresh(day, held)
+        cached.listing = on_disk
         self._days[day] = cached
         self._days.move_to_end(day)
         while len(self._days) > DAYS_CACHED:

@@ -233,8 +233,9 @@ def test_a_writer_lists_a_day_again_only_after_another_held_the_publish_lock(tmp
 
     a.ingest_table(batch(0, 10), "a0")
     listings.clear()
-    for k in range(1, 5):  # only A writes: its own files are added to its listing
+    for k in range(1, 5):  # only A writes: its own files are added to its listing, their ids to its copy
         assert a.ingest_table(batch(10 * k, 10), f"a{k}").duplicates == 0
+    assert a.ingest_table(batch(35, 10), "a-again").duplicates == 10
     assert listings == []
     # B (another process's caches) stores ids overlapping A's last batch, then A ids overlapping B's
     assert (b.ingest_table(batch(45, 10), "b0").duplicates, len(listings) > 0) == (5, True)
