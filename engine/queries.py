@@ -30,8 +30,7 @@ _DAMAGE = ("Invalid string encoding", "magic bytes", "too small to be a Parquet 
            "Invalid Parquet", "Parquet file is")
 _DAMAGED_FILE = re.compile(r"""["']([^"']+\.parquet)["']""")
 _STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'", re.S)
-# `run` fetches a one-statement query's rows from its DB-API result (see `_fetched`), which DuckDB warns
-# copies them once more; a named query's results are small, and the copy is cheaper than a second bind.
+# `run` takes a one-statement query's rows from its DB-API result on purpose (see `_fetched`).
 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning, module=__name__)
 
 
@@ -170,7 +169,8 @@ def _fetched(con: duckdb.DuckDBPyConnection) -> pa.Table:
 
     Executed, not made a relation: `con.sql` binds a statement once to describe it and again to run it, and
     for the small results of most named queries (a new lake file's stats part, an alert window) that
-    second bind was a quarter of their time (~2.5 of ~10 ms).
+    second bind was a quarter of their time (~2.5 of ~10 ms). DuckDB warns that this copies the rows once
+    more: a copy of the result, small beside the scan that made it.
     """
     return con.to_arrow_table()
 
