@@ -409,7 +409,7 @@ class Lake:
         """Under the publish lock (`held`: its hold count, see `publish_lock`): whether the index now holds some of
         the ids (another writer's batch)."""
         return any(self.request_ids.seen(day, ids, held=held).any() for day, ids in fresh.days.items()
-                   if len(ids) and self.request_ids.names(day, held) != fresh.looked.get(day))
+                   if len(ids) and _changed(self.request_ids.names(day, held), fresh.looked.get(day)))
 
     def _stage_ids(self, fresh: _Fresh, folder: Path, token: str, owner: np.ndarray, batches: int
                    ) -> tuple[list[list[object]], list[np.ndarray]]:
@@ -699,6 +699,12 @@ class Lake:
         retention). It counts its holds (`counted_flock`), which is how the request index knows its listing of a day
         still holds without listing the folder again."""
         return counted_flock(self.staging / PUBLISH_LOCK)
+
+
+def _changed(now: frozenset[str], looked: frozenset[str] | None) -> bool:
+    """Whether a day's index files differ from those a batch looked at. Usually they are the kept listing itself
+    (see `RequestIndex`): then no comparison of thousands of names under the publish lock."""
+    return now is not looked and now != looked
 
 
 def shown_id(batch_id: str) -> str:
