@@ -31,7 +31,7 @@ class IngestGroups:
                                      labels=["stage"])
         batches = CounterMetricFamily("ezstats_ingest_grouped_batches", "Batches in those groups, by stage.",
                                       labels=["stage"])
-        for stage, committer in (("validate", self.engine.intake.committer), ("commit", self.engine.lake.committer)):
+        for stage, committer in (("validate", self.engine.intake), ("commit", self.engine.lake.committer)):
             groups.add_metric([stage], committer.groups)
             batches.add_metric([stage], committer.items)
         yield from (groups, batches)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,6 @@ from engine.compaction import Compactor
 from engine.credentials import Credentials
 from engine.errors import ConfigurationError, InvalidBatch, QueryError, RecordError
 from engine.infra import Infra
-from engine.intake import Intake
 from engine.jobs import Jobs, standard_specs
 from engine.lake import BatchReceipt, Lake, client_batch_id, content_batch_id
 from engine.lakecheck import LakeChecker, LakeReport
@@ -39,6 +39,9 @@ from engine.validation import validate_batch
 log = logging.getLogger(__name__)
 
 
+#: Where `ingest_body_later` decodes and stores the bodies it does not hand to the lake's next group.
+_LATER = ThreadPoolExecutor(64, thread_name_prefix="ezstats-ingest")
+
 #: Below this size a body is hashed on the caller's thread: starting a thread costs more than the hash.
 _HASH_ALONE_BYTES = 1 << 20
 
@@ -55,6 +58,13 @@ def _hashing(data: bytes) -> Iterator[Callable[[], str]]:
         yield future.result
 
 
+def _ids(data: bytes, idempotency_key: str | None, content_id: str | None = None) -> tuple[str, str]:
+    """A body's batch id (the client's key, or the body's hash) and fingerprint (the hash's hex)."""
+    content_id = content_id or content_batch_id(data)
+    return (content_id if idempotency_key is None else client_batch_id(idempotency_key),
+            content_id.removeprefix("sha256:"))
+
+
 class Engine:
     """ezstats as a library: open one per data dir and call its methods.
 
@@ -68,7 +78,7 @@ class Engine:
         if recovered:
             log.warning("recovered %d staging folder(s) left by crashed writers", recovered)
         infra = self.infra
-        self.intake = Intake(infra.settings.ingest_group_records, infra.settings.max_errors_reported)
+        self.intake = infra.lake.intake
         drops = PartitionDrops(infra.store)
         self.quarantine = Quarantine(infra.store, infra.data_dir)
         self.registry = Registry(infra)
@@ -137,11 +147,44 @@ class Engine:
             DiskFull: the disk is full (nothing is stored).
         """
         data = decoding.decompress(body, content_encoding, self.settings.max_body_bytes)
+        rows = self.intake.joinable(data, content_type)
+        if rows is not None:  # small NDJSON: decoded with the rest of its commit's group
+            batch_id, fingerprint = _ids(data, idempotency_key)
+            return self.lake.write_body(data, rows, batch_id, fingerprint)
         with _hashing(data) as digest:
             batch = self.intake.validate(data, content_type)
-        content_id = digest()
-        batch_id = content_id if idempotency_key is None else client_batch_id(idempotency_key)
-        return self.lake.write(batch, batch_id, content_id.removeprefix("sha256:"))
+        batch_id, fingerprint = _ids(data, idempotency_key, digest())
+        return self.lake.write(batch, batch_id, fingerprint)
+
+    def ingest_body_later(self, body: bytes, content_type: str, done: Callable[[BatchReceipt | BaseException], None],
+                          idempotency_key: str | None = None, content_encoding: str | None = None) -> None:
+        """`ingest_body` for a caller that must not block (an event loop): returns at once, and `done` gets the
+        receipt or the exception `ingest_body` raises, on an engine thread (or on this one, for a refusal found
+        before any work). `done` must not block.
+
+        A small uncompressed NDJSON body only joins the lake's next group here; any other is decoded and stored on
+        a thread of the engine's.
+        """
+        try:
+            rows = None if content_encoding else self.intake.joinable(body, content_type)
+            if rows is not None:
+                decoding.decompress(body, None, self.settings.max_body_bytes)  # the size limit
+                batch_id, fingerprint = _ids(body, idempotency_key)
+        except Exception as exc:
+            done(exc)
+            return
+        if rows is None:
+            _LATER.submit(contextvars.copy_context().run, self._ingest_then, done, body, content_type, idempotency_key,
+                          content_encoding)
+            return
+        self.lake.write_body_later(body, rows, batch_id, fingerprint, done)
+
+    def _ingest_then(self, done: Callable[[BatchReceipt | BaseException], None], *args: object) -> None:
+        try:
+            receipt: BatchReceipt | BaseException = self.ingest_body(*args)  # type: ignore[arg-type]
+        except Exception as exc:
+            receipt = exc
+        done(receipt)
 
     def ingest_file(self, path: Path) -> BatchReceipt:
         """Validate and store one file (.ndjson/.jsonl, .json, .csv, .parquet, optionally .gz or .zst) as one batch.

@@ -5,17 +5,26 @@ group instead of once per call. No call waits for company: the first caller comm
 callers arriving meanwhile queue up; when a commit ends, the first of them commits everything queued
 (up to a size), so groups grow exactly as fast as commits fall behind arrivals. Every caller gets its
 own result or exception, only once its group's commit returned.
+
+`submit_later` is the same without a waiting thread (an event loop's request): its result goes to a callback,
+and a thread of the committer's own leads the groups that no waiting caller leads. At hundreds of small
+requests a second, a thread parked per request cost more than the requests' own work (hops, wake-ups, the
+GIL changing hands).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -27,6 +36,7 @@ class _Slot(Generic[Item, Result]):
     done: bool = False
     result: Result | None = None
     error: BaseException | None = None
+    notify: Callable[[Result | BaseException], None] | None = None  # a `submit_later` call's callback
 
 
 class GroupCommitter(Generic[Item, Result]):
@@ -50,6 +60,7 @@ class GroupCommitter(Generic[Item, Result]):
         self._leading = False
         self.groups = 0  # groups committed by this process: what a test or a benchmark reads
         self.items = 0
+        self._leader = ThreadPoolExecutor(1, thread_name_prefix="ezstats-group")  # leads for `submit_later` calls
 
     def submit(self, item: Item) -> Result:
         """Commit `item` with whatever else is waiting; returns its result once its group is committed."""
@@ -60,18 +71,34 @@ class GroupCommitter(Generic[Item, Result]):
                 self._leading = slot.lead = True
         if not slot.lead:
             slot.woken.wait()
-        if not slot.done:  # woken to lead the next group (its own item is in it)
-            self._lead()
+        if not slot.done and self._lead():  # woken to lead the next group (its own item is in it)
+            self._leader.submit(self._lead_all)  # the one after is a `submit_later` call's: not this caller's work
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
+
+    def submit_later(self, item: Item, notify: Callable[[Result | BaseException], None]) -> None:
+        """Queue `item` and return at once: `notify` gets its result or exception, on a committing thread, once its
+        group is committed. It must not block (e.g. hand the result to an event loop)."""
+        slot: _Slot[Item, Result] = _Slot(item, self._size(item), notify=notify)
+        with self._lock:
+            self._queue.append(slot)
+            if self._leading:
+                return
+            self._leading = slot.lead = True
+        self._leader.submit(self._lead_all)
+
+    def _lead_all(self) -> None:
+        while self._lead():
+            pass
 
     def waiting(self) -> int:
         """How many calls are queued for the next group."""
         with self._lock:
             return len(self._queue)
 
-    def _lead(self) -> None:
+    def _lead(self) -> bool:
+        """Commit the queued items (up to the size); True when the next group is this thread's to lead as well."""
         with self._lock:
             group: list[_Slot[Item, Result]] = []
             weight = 0
@@ -92,11 +119,21 @@ class GroupCommitter(Generic[Item, Result]):
                 slot.error = result
             else:
                 slot.result = result
+        again = False
         with self._lock:
-            if self._queue:
+            if not self._queue:
+                self._leading = False
+            elif self._queue[0].notify is None:  # a waiting caller: it leads on its own thread
                 self._queue[0].lead = True
                 self._queue[0].woken.set()
             else:
-                self._leading = False
-        for slot in group:
-            slot.woken.set()
+                again = True
+        for slot, result in zip(group, results, strict=True):
+            if slot.notify is None:
+                slot.woken.set()
+                continue
+            try:
+                slot.notify(result)
+            except Exception:  # one caller's broken callback must not leave the others unanswered
+                log.exception("a group commit callback failed")
+        return again

@@ -1,12 +1,12 @@
-"""Request bodies in, validated batches out: NDJSON bodies that arrive together are decoded and validated as one.
+"""Request bodies in, validated batches out: NDJSON bodies stored together are decoded and validated as one.
 
 Decoding and validating a batch costs a few dozen Arrow calls whatever its size, about 2 ms of CPU: at
-10 records a batch that fixed cost, paid per request, capped ingest near 1,600 records/s. Bodies that
-queue while a decode runs are joined and pass through the reader and the validator once (the same group
-commit as the lake's, see `engine.group_commit`), then the valid table is cut back into one batch per
-body. Each batch is still judged alone: when the joined table has any problem, every body of the group
-is decoded and validated on its own, so errors name the rows of their own batch and a bad batch never
-refuses a good one.
+10 records a batch that fixed cost, paid per request, capped ingest near 1,600 records/s. Small NDJSON
+bodies are therefore handed to the lake undecoded (`Lake.write_body`), and each group it commits passes
+them through the reader and the validator once (`validate_many`); the valid table is cut back into one
+batch per body. Each batch is still judged alone: when the joined table has any problem, every body of
+the group is decoded and validated on its own, so errors name the rows of their own batch and a bad
+batch never refuses a good one.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import numpy as np
 
 from engine import decoding
 from engine.errors import InvalidBatch
-from engine.group_commit import GroupCommitter
 from engine.request_ids import hash_halves
 from engine.validation import ValidBatch, validate_batch
 
 #: Larger bodies are decoded and validated alone, on their own request's thread: their fixed cost is small beside
-#: their records, and joining them would copy megabytes and queue them behind one another.
+#: their records, and joining them would copy megabytes and hold their group's commit.
 JOIN_MAX_BYTES = 1 << 20
 _NEWLINE, _OPEN = ord("\n"), ord("{")
 _NDJSON_TYPES = (decoding.NDJSON, "application/jsonl", "application/x-jsonlines")
@@ -51,10 +50,10 @@ def plain_rows(data: bytes) -> int | None:
 
 
 class Intake:
-    """Decodes and validates request bodies, NDJSON ones in groups (see the module docstring).
+    """Decodes and validates request bodies, small NDJSON ones in groups (see the module docstring).
 
     Args:
-        max_records: the most records one joined decode holds (EZ_INGEST_GROUP_RECORDS).
+        max_records: the most records a body may hold to join a group (EZ_INGEST_GROUP_RECORDS).
         max_errors: how many row/field errors a refused batch lists at most.
     """
 
@@ -62,24 +61,30 @@ class Intake:
         self.max_records = max_records
         self.max_errors = max_errors
         self.joined = 0  # groups decoded and validated as one: what a test or a benchmark reads
-        self.committer: GroupCommitter[_Body, ValidBatch] = GroupCommitter(
-            self._validate_group, lambda body: body.rows or 1, max_records)
+        self.groups = 0  # groups of bodies validated (`validate_many` calls), and the bodies in them
+        self.items = 0
+
+    def joinable(self, data: bytes, content_type: str) -> int | None:
+        """The records of a (decompressed) body that may join a group's decode (`validate_many`), or None when it
+        is decoded alone (`validate`): not NDJSON, over JOIN_MAX_BYTES, or not one record a line."""
+        if len(data) > JOIN_MAX_BYTES or content_type.split(";")[0].strip().lower() not in _NDJSON_TYPES:
+            return None
+        rows = plain_rows(data)
+        return rows if rows is not None and rows < self.max_records else None
 
     def validate(self, data: bytes, content_type: str) -> ValidBatch:
-        """Decode and validate one (decompressed) body of one of `decoding.CONTENT_TYPES`.
+        """Decode and validate one (decompressed) body of one of `decoding.CONTENT_TYPES`, alone.
 
         Raises:
             UnsupportedFormat: an unknown content type.
             MalformedBody, InvalidBatch: as `decoding.decode` and `validation.validate_batch`.
         """
-        joinable = len(data) <= JOIN_MAX_BYTES and content_type.split(";")[0].strip().lower() in _NDJSON_TYPES
-        rows = plain_rows(data) if joinable else None
-        if rows is None or rows >= self.max_records:
-            return self._one(data, content_type)
-        return self.committer.submit(_Body(data, rows))
+        return self._one(data, content_type)
 
     def validate_many(self, bodies: Sequence[bytes]) -> list[ValidBatch | BaseException]:
         """Decode and validate NDJSON bodies as one where they allow it: one batch, or one refusal, per body."""
+        self.groups += 1
+        self.items += len(bodies)
         return self._validate_group([_Body(data, plain_rows(data)) for data in bodies])
 
     def _one(self, data: bytes, content_type: str = decoding.NDJSON) -> ValidBatch:

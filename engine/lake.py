@@ -47,7 +47,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BatchInProgress, DiskFull, IdempotencyKeyReused, InvalidBatch
 from engine.group_commit import GroupCommitter
+from engine.intake import Intake
 from engine.locks import counted_flock, flock, holds, try_lock
 from engine.manifest import LiveFile
 from engine.objectlake import ObjectLake, staged_files
@@ -84,6 +85,8 @@ ABORTED = ".aborted"
 CLIENT_KEY = "key:"
 _RACES = 5  # times a write starts over because another writer stored some of its request_ids meanwhile
 _US_PER_DAY = 86_400_000_000
+_US_PER_HOUR = 3_600_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _OWNER = "__batch"  # the column that follows each record to its file while a group is encoded
 
 
@@ -131,10 +134,10 @@ def content_batch_id(data: bytes | pa.Table) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def hours_of(table: pa.Table) -> list[str]:
-    """The distinct UTC hours a batch has records in, as ISO strings: what rollups must refresh."""
-    hours = pc.unique(pc.floor_temporal(table.column("created_at"), unit="hour"))
-    return sorted(h.isoformat() for h in hours.to_pylist())
+def hours_of(hours: np.ndarray) -> list[str]:
+    """The distinct UTC hours (numbered since the epoch) a batch has records in, as ISO strings: what rollups must
+    refresh."""
+    return [(_EPOCH + dt.timedelta(hours=int(h))).isoformat() for h in np.unique(hours)]
 
 
 def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
@@ -159,11 +162,20 @@ _ENCODERS = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="ezstats-
 
 @dataclass(frozen=True)
 class _Request:
-    """One call of `Lake.write`, waiting for its group."""
+    """One call of `Lake.write` (a batch) or `Lake.write_body` (a body its group decodes), waiting for its group."""
 
-    batch: ValidBatch
+    batch: ValidBatch | None
     batch_id: str
     fingerprint: str | None
+    body: bytes = b""
+    rows: int = 0
+
+    @property
+    def valid(self) -> ValidBatch:
+        """Its validated batch (a body's, once its group decoded it: see `Lake._decoded`)."""
+        if self.batch is None:
+            raise RuntimeError("a body's batch read before its group decoded it")
+        return self.batch
 
 
 @dataclass(frozen=True)
@@ -179,9 +191,9 @@ class _Share:
 def _group_ids(requests: Sequence[_Request], sizes: np.ndarray) -> HashSet:
     """The request_id hashes of a group's batches as one set, rows counted across the concatenated batches."""
     if len(requests) == 1:
-        return requests[0].batch.ids
+        return requests[0].valid.ids
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    sets = [request.batch.ids for request in requests]
+    sets = [request.valid.ids for request in requests]
     firsts = np.concatenate([ids.firsts for ids in sets])
     order = np.argsort(firsts, kind="stable")
     return HashSet(firsts[order], np.concatenate([ids.seconds for ids in sets])[order],
@@ -207,6 +219,8 @@ class Lake:
 
     def __init__(self, settings: Settings, store: ControlStore, objects: ObjectLake | None = None) -> None:
         self.settings = settings
+        #: Decodes the bodies given to `write_body`, a group's at once.
+        self.intake = Intake(settings.ingest_group_records, settings.max_errors_reported)
         self.store = store
         #: The lake on object storage (EZ_LAKE_URL s3://...): files uploaded, then made live by the manifest.
         self.objects = objects
@@ -218,7 +232,7 @@ class Lake:
                                         lambda: holds(self.staging / PUBLISH_LOCK))
         #: Batches written at the same time by this process are stored as one group (see `engine.group_commit`).
         self.committer: GroupCommitter[_Request, BatchReceipt] = GroupCommitter(
-            self._write_group, lambda request: request.batch.table.num_rows, settings.ingest_group_records)
+            self._write_group, lambda request: request.rows, settings.ingest_group_records)
 
     def write(self, batch: ValidBatch | pa.Table, batch_id: str, fingerprint: str | None = None) -> BatchReceipt:
         """Store a validated batch durably, or find it already stored.
@@ -246,11 +260,26 @@ class Lake:
             batch = ValidBatch.of(batch)
         if batch.table.schema != LOG_RECORD_SCHEMA:
             raise ValueError("Lake.write takes validated tables only (see engine.validation.validate)")
-        return self.committer.submit(_Request(batch, batch_id, fingerprint))
+        return self.committer.submit(_Request(batch, batch_id, fingerprint, rows=batch.table.num_rows))
+
+    def write_body(self, data: bytes, rows: int, batch_id: str, fingerprint: str | None = None) -> BatchReceipt:
+        """Validate and store an NDJSON body of `rows` records (`Intake.joinable`): as `write`, the body decoded and
+        validated with the others of its group, in one pass (see `engine.intake`).
+
+        Raises what `write` raises, and `InvalidBatch` or `MalformedBody` for an invalid body (nothing stored).
+        """
+        return self.committer.submit(_Request(None, batch_id, fingerprint, data, rows))
+
+    def write_body_later(self, data: bytes, rows: int, batch_id: str, fingerprint: str | None,
+                         done: Callable[[BatchReceipt | BaseException], None]) -> None:
+        """`write_body` without waiting: `done` gets the receipt or the exception once the body's group is committed,
+        on the committing thread (see `GroupCommitter.submit_later`)."""
+        self.committer.submit_later(_Request(None, batch_id, fingerprint, data, rows), done)
 
     def _write_group(self, requests: Sequence[_Request]) -> list[BatchReceipt | BaseException]:
         """Store the batches the group committer gathered: one per request, each stored or refused on its own."""
         results: list[BatchReceipt | BaseException | None] = [None] * len(requests)
+        requests = self._decoded(requests, results)
         try:
             self._store_group(requests, results)
         except OSError as exc:
@@ -263,6 +292,20 @@ class Lake:
                     full.__cause__ = exc
                     results[i] = full
         return [r if r is not None else RuntimeError("batch left unanswered") for r in results]
+
+    def _decoded(self, requests: Sequence[_Request], results: list[BatchReceipt | BaseException | None]
+                 ) -> list[_Request]:
+        """The group with its bodies decoded and validated as one; a refused body's refusal is its result."""
+        bodies = [i for i, request in enumerate(requests) if request.batch is None]
+        if not bodies:
+            return list(requests)
+        decoded = list(requests)
+        for i, batch in zip(bodies, self.intake.validate_many([requests[i].body for i in bodies]), strict=True):
+            if isinstance(batch, BaseException):
+                results[i] = batch
+            else:
+                decoded[i] = dataclasses.replace(requests[i], batch=batch, body=b"")
+        return decoded
 
     def _store_group(self, requests: Sequence[_Request], results: list[BatchReceipt | BaseException | None]) -> None:
         """Store every request whose result is None; a batch id sent twice in the group is answered by the first.
@@ -298,7 +341,7 @@ class Lake:
             for i, share in zip(live, shares, strict=True):
                 results[i] = BatchReceipt(batch_id=shown_id(requests[i].batch_id), records=share.records,
                                           files=_data_files(share.files), duplicates=share.duplicates,
-                                          truncated=requests[i].batch.truncated)
+                                          truncated=requests[i].valid.truncated)
             break
         else:
             for i in self._pending(requests, results, recover=False):
@@ -323,7 +366,7 @@ class Lake:
                 continue
             try:
                 earlier = self._receipt(request.batch_id, request.fingerprint, recover=recover, rows=rows)
-                request.batch.ids  # noqa: B018 - a request_id twice in the batch refuses it alone
+                request.valid.ids  # noqa: B018 - a request_id twice in the batch refuses it alone
             except (IdempotencyKeyReused, BatchInProgress, InvalidBatch) as exc:
                 results[i] = exc
                 continue
@@ -342,8 +385,8 @@ class Lake:
 
         Returns the staged entries of the group, its fresh records, and each batch's share of them.
         """
-        table = requests[0].batch.table if len(requests) == 1 else pa.concat_tables(r.batch.table for r in requests)
-        sizes = np.array([r.batch.table.num_rows for r in requests], np.int64)
+        table = requests[0].valid.table if len(requests) == 1 else pa.concat_tables(r.valid.table for r in requests)
+        sizes = np.array([r.valid.table.num_rows for r in requests], np.int64)
         owner = np.repeat(np.arange(len(requests), dtype=np.int32), sizes)
         token = _token(requests[0].batch_id)
         jobs, staged, counts = self._plan(table, folder, token, owner, len(requests))
@@ -366,11 +409,12 @@ class Lake:
         per_file = counts + id_counts
         shares = []
         start = 0
+        # One pass for the group: per batch, Arrow's fixed cost per call was most of a small batch's share.
+        hours = fresh.table.column("created_at").cast(pa.int64()).to_numpy() // _US_PER_HOUR
         for n, size in enumerate(sizes):
             records = int(stored[n])
             mine = [[*entry[:2], int(count[n])] for entry, count in zip(entries, per_file, strict=True) if count[n]]
-            hours = hours_of(fresh.table.slice(start, records)) if records else []
-            shares.append(_Share(records, int(size) - records, mine, hours))
+            shares.append(_Share(records, int(size) - records, mine, hours_of(hours[start:start + records])))
             start += records
         return entries, fresh, shares
 
@@ -615,7 +659,7 @@ class Lake:
                 " fingerprint, duplicates, truncated) VALUES (?, 'publishing', ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (batch_id) DO NOTHING",
                 [(request.batch_id, share.records, json.dumps(share.files), folder.name, json.dumps(share.hours), now,
-                  request.fingerprint, share.duplicates, request.batch.truncated) for request, share in shares],
+                  request.fingerprint, share.duplicates, request.valid.truncated) for request, share in shares],
             )
             recorded = con.execute("SELECT count(*) FROM ingest_batches WHERE staging = ?", (folder.name,)).fetchone()
             if recorded[0] != len(shares):

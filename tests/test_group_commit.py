@@ -188,3 +188,115 @@ def test_concurrent_http_batches_are_all_stored_once(client: Any, engine: Engine
         {"d": 800, "n": 800}]
     assert engine.lake.committer.items == len(bodies)
     assert engine.check_lake().ok
+
+
+def test_submit_later_answers_callbacks_in_the_groups_of_waiting_callers():
+    """Calls that do not wait (an event loop's) join the same groups as waiting callers; their results and errors
+    reach their callbacks once their group committed, a broken callback leaves the others answered, and a group
+    of them is led by the committer's own thread, not by a caller that already has its answer."""
+    gate = threading.Event()
+    groups: list[list[int]] = []
+    leaders: list[str] = []
+
+    def commit(items: Any) -> list[int | BaseException]:
+        groups.append(list(items))
+        leaders.append(threading.current_thread().name)
+        gate.wait(10)
+        return [ValueError("odd") if i % 2 else i * 10 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(commit, lambda i: 1, max_size=3)
+    answers: dict[int, Any] = {}
+    answered = threading.Event()
+
+    def later(i: int) -> None:
+        def notify(result: Any) -> None:
+            if i == 4:
+                raise RuntimeError("a broken callback")
+            answers[i] = result
+            if len(answers) == 5:
+                answered.set()
+        committer.submit_later(i, notify)
+
+    def wait_for(i: int) -> None:
+        answers[i] = committer.submit(i)
+
+    first = threading.Thread(target=wait_for, args=(0,))
+    first.start()
+    _wait(lambda: groups == [[0]])
+    later(1)
+    later(2)
+    third = threading.Thread(target=lambda: answers.__setitem__(3, _caught(committer.submit, 3)))
+    third.start()
+    _wait(lambda: committer.waiting() == 3)
+    later(4)
+    later(5)
+    _wait(lambda: committer.waiting() == 5)
+    gate.set()
+    first.join(10)
+    third.join(10)
+    assert answered.wait(10)
+    assert groups == [[0], [1, 2, 3], [4, 5]]
+    assert answers[0] == 0 and answers[2] == 20
+    assert all(isinstance(answers[i], ValueError) for i in (1, 3, 5))  # errors reach callbacks as values
+    assert 4 not in answers
+    assert leaders[0] == first.name and all(name.startswith("ezstats-group") for name in leaders[1:])
+    _wait(lambda: committer.waiting() == 0)
+    later(6)  # an idle committer starts a commit for a lone later call at once
+    _wait(lambda: 6 in answers)
+    assert answers[6] == 60 and groups[-1] == [6]
+
+
+def _caught(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception as exc:
+        return exc
+
+
+def test_bodies_handed_over_without_waiting_are_decoded_and_stored_as_one_group(engine: Engine):
+    """`ingest_body_later`: small NDJSON bodies join the lake's next group undecoded; the group decodes them at
+    once, a bad body is refused alone with its own row numbers, a replay answers its receipt, and other bodies
+    (a JSON array) are stored on an engine thread. Stored records are recounted from what was sent."""
+    def body(first: int, n: int, **overrides: Any) -> bytes:
+        return "\n".join(json.dumps(make_record(i, **overrides)) for i in range(first, first + n)).encode()
+
+    bad = b"\n".join([json.dumps(make_record(900)).encode(), json.dumps(make_record(901, latency_ms=-1)).encode()])
+    sent = {"a": body(0, 30), "b": body(100, 5), "bad": bad, "c": body(200, 12), "a-again": body(0, 30)}
+    keys = {"a": "k-a", "b": "k-b", "bad": "k-bad", "c": "k-c", "a-again": "k-a"}
+    outcomes: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def done_for(name: str) -> Any:
+        def done(outcome: Any) -> None:
+            with lock:
+                outcomes[name] = outcome
+        return done
+
+    committer, joined = engine.lake.committer, engine.intake.joined
+    with engine.lake.publish_lock():
+        engine.ingest_body_later(body(500, 1), "application/x-ndjson", done_for("lead"), "k-lead")
+        _wait(lambda: committer.items >= 1 and committer.waiting() == 0)  # the lead's group waits for the lock
+        groups = committer.groups
+        for name in ("a", "b", "bad", "c"):
+            engine.ingest_body_later(sent[name], "application/x-ndjson", done_for(name), keys[name])
+        assert committer.waiting() == 4
+    _wait(lambda: len(outcomes) == 5)
+    assert committer.groups == groups + 1 and engine.intake.joined == joined  # one group; the bad body split it
+    assert isinstance(outcomes["bad"], InvalidBatch)
+    assert [(e.row, e.field) for e in outcomes["bad"].errors] == [(2, "latency_ms")]
+    assert {n: outcomes[n].records for n in ("a", "b", "c")} == {"a": 30, "b": 5, "c": 12}
+    assert len({outcomes[n].files for n in ("a", "b", "c")}) == 1  # one file for the group's one day
+
+    engine.ingest_body_later(sent["a-again"], "application/x-ndjson", done_for("a-again"), "k-a")
+    engine.ingest_body_later(json.dumps([make_record(300), make_record(301)]).encode(), "application/json",
+                             done_for("json"))
+    engine.ingest_body_later(b"not json", "text/csv", done_for("csv"))
+    _wait(lambda: len(outcomes) == 8)
+    assert outcomes["a-again"].replayed and outcomes["a-again"].records == 30
+    assert outcomes["json"].records == 2
+    assert type(outcomes["csv"]).__name__ == "UnsupportedFormat"
+    expected = sorted({json.loads(line)["request_id"] for n in ("a", "b", "c") for line in sent[n].splitlines()}
+                      | {"req-500", "req-300", "req-301"})
+    got = engine.sql("SELECT request_id FROM log_records ORDER BY request_id").column("request_id").to_pylist()
+    assert got == expected
+    assert engine.check_lake().ok

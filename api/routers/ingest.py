@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
@@ -19,9 +17,6 @@ from engine.schema import json_schema
 
 router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[IngestAuth])
 
-#: Threads that wait for a batch's group to be durable. A plain executor, not Starlette's threadpool: at
-#: thousands of small batches a second, anyio's per-call bookkeeping cost more than the hop itself.
-_WRITERS = ThreadPoolExecutor(64, thread_name_prefix="ezstats-ingest")
 _ACCEPTED = {*CONTENT_TYPES, "application/jsonl", "application/x-jsonlines"}
 _RECORD = json_schema()
 _EXAMPLE = {"request_id": "req-1", "created_at": "2026-01-15T08:30:00Z", "master_id": 1, "key_id": 101,
@@ -66,19 +61,30 @@ async def create_logs(
     if content_type.split(";")[0].strip().lower() not in _ACCEPTED:
         raise HTTPException(415, f"unsupported content type {content_type!r}; send one of {', '.join(CONTENT_TYPES)}")
     body = await _read_body(request, engine.settings.max_body_bytes)
-    try:
-        receipt = await asyncio.get_running_loop().run_in_executor(
-            _WRITERS, contextvars.copy_context().run, engine.ingest_body, body, content_type, idempotency_key,
-            content_encoding)
-    except InvalidBatch as exc:
-        metrics.BATCHES.labels("rejected").inc()
-        metrics.RECORDS_REJECTED.inc(max(exc.total, 1))
-        raise
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[BatchReceipt | BaseException] = loop.create_future()
+
+    # No thread waits for the batch: the engine hands its outcome back to this loop once its group is durable.
+    def done(outcome: BatchReceipt | BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, answer, outcome)
+
+    engine.ingest_body_later(body, content_type, done, idempotency_key, content_encoding)
+    receipt = await answer
+    if isinstance(receipt, BaseException):
+        if isinstance(receipt, InvalidBatch):
+            metrics.BATCHES.labels("rejected").inc()
+            metrics.RECORDS_REJECTED.inc(max(receipt.total, 1))
+        raise receipt
     metrics.BATCHES.labels("replayed" if receipt.replayed else "stored").inc()
     if not receipt.replayed:
         metrics.RECORDS_ACCEPTED.inc(receipt.records)
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else {}
     return JSONResponse(receipt.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+def _settle(answer: asyncio.Future[BatchReceipt | BaseException], outcome: BatchReceipt | BaseException) -> None:
+    if not answer.done():  # cancelled when the client went away: the batch is stored all the same
+        answer.set_result(outcome)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
