@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     )
     app.state.engine = engine
     problems.install(app)
+    # Added first, so innermost: request ids, CORS and the HTTP metrics wrap the ingest fast path too.
+    app.add_middleware(ingest.FastPath, engine=engine)
     metrics.install(app, engine)
     docs.install(app)
     app.add_middleware(RequestIdMiddleware)

@@ -20,15 +20,19 @@ async def get_engine(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
-def _check(request: Request, token: SecretStr | None) -> None:
+def authorized(header: str, token: SecretStr | None) -> bool:
+    """Whether an Authorization header value carries `Bearer <token>` (anything does when no token is set)."""
     if token is None:
-        return
-    header = request.headers.get("authorization", "")
+        return True
     scheme, _, given = header.partition(" ")
     given = given.strip()
     # An empty token never matches (and Settings refuses to be configured with one).
-    if scheme.lower() != "bearer" or not given or not secrets.compare_digest(
-            given.encode(), token.get_secret_value().encode()):
+    return scheme.lower() == "bearer" and bool(given) and secrets.compare_digest(
+        given.encode(), token.get_secret_value().encode())
+
+
+def _check(request: Request, token: SecretStr | None) -> None:
+    if not authorized(request.headers.get("authorization", ""), token):
         raise HTTPException(401, "missing or wrong bearer token")
 
 

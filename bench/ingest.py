@@ -123,12 +123,14 @@ CURVE_MODES = {"baseline: each batch alone": ({"EZ_INGEST_GROUP_RECORDS": "1"}, 
 
 
 def start_server(data_dir: Path, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
-    """`ezstats serve` over `data_dir` on a free loopback port, once it answers /healthz."""
+    """`ezstats serve` over `data_dir` on a free loopback port, once it answers /healthz; its stderr goes to
+    `data_dir`.log (see `server_log`)."""
     port = free_port()
     env = {**os.environ, "EZ_DATA_DIR": str(data_dir), "EZ_LOG_LEVEL": "WARNING", "EZ_SCHEDULER_ENABLED": "false",
            "PYTHONPATH": str(ROOT), **env_extra}
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(workers)],
-                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    with open(data_dir.with_suffix(".log"), "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers",
+                                   str(workers)], cwd=ROOT, env=env, stderr=log)
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
@@ -182,6 +184,12 @@ async def post_batches(port: int, lines: list[bytes], size: int, clients: int, s
     return stored, latencies, errors, time.perf_counter() - start
 
 
+def server_log(data_dir: Path, lines: int = 40) -> str:
+    """The last lines of the stderr of the server `start_server` ran over `data_dir`."""
+    path = data_dir.with_suffix(".log")
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
 def group_figures(port: int) -> dict[str, float]:
     """The server's `ezstats_ingest_groups_total` and `..._grouped_batches_total` by stage (one process's, under
     --workers 2: whichever answers)."""
@@ -214,6 +222,10 @@ def curve(lines: list[bytes], clients: int, seconds: float, repeat: int, workdir
                     before = group_figures(port)
                     stored, lat, errors, elapsed = asyncio.run(post_batches(port, lines[warm:], size, clients, seconds))
                     after = group_figures(port)
+                except Exception:
+                    print(f"\n{size}-record batches, {mode}: the run failed; the server's log ends with:\n"
+                          + server_log(data), file=sys.stderr)
+                    raise
                 finally:
                     server.terminate()
                     server.wait(timeout=60)
