@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ CONTENT_TYPES = (NDJSON, JSON, ARROW)
 #: Content-Encodings an ingest body may have (besides none, `identity`).
 ENCODINGS = ("gzip", "zstd")
 _CHUNK = 1 << 20
+#: Block sizes of the JSON reader (see `decode_ndjson`).
+_BLOCK_MIN, _BLOCK_MAX = 256 << 10, 1 << 20
+_CORES = os.cpu_count() or 1
 
 
 def decompress(data: bytes, encoding: str | None, limit: int | None = None) -> bytes:
@@ -134,12 +138,16 @@ def decode_ndjson(body: bytes) -> tuple[pa.Table, list[RecordError]]:
     """NDJSON, one record a line; blank lines are skipped and do not count as rows."""
     if not body or body.isspace():  # isspace stops at the first other byte; strip() would copy
         return pa.table({}), []
+    # The reader parses one block a thread: a body of a few hundred KB (a group of small batches) in one 1 MiB
+    # block kept one core idle (4.8 ms for 615 KB, 3.2 ms in two blocks).
+    blocks = pjson.ReadOptions(block_size=min(_BLOCK_MAX, max(_BLOCK_MIN, -(-len(body) // _CORES))))
     for schema in _FAST_SCHEMAS:
         # The C++ reader takes well-formed batches at hundreds of MB/s; anything unusual (mixed
-        # types, unknown fields, bad JSON) goes to the slow path that can say which row is wrong.
+        # types, unknown fields, bad JSON, a record longer than a block) goes to the slow path that can say
+        # which row is wrong.
         try:
             opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
-            return pjson.read_json(pa.BufferReader(body), parse_options=opts), []
+            return pjson.read_json(pa.BufferReader(body), read_options=blocks, parse_options=opts), []
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     records: list[Any] = []

@@ -138,3 +138,15 @@ def test_concurrent_posts_are_grouped_and_every_record_is_stored_once(client: Te
     assert figures[("grouped_batches", "validate")] == len(bodies)
     assert figures[("grouped_batches", "commit")] == len(bodies)
     assert figures[("groups", "commit")] < len(bodies)  # some batches shared a commit
+
+
+def test_a_record_longer_than_the_readers_block_is_read_all_the_same(intake: Intake):
+    """The JSON reader cuts a body into blocks (a few hundred KB) to parse them on both cores; a record longer than
+    a block is still read, and cut to the error_message limit like any other."""
+    records = [make_record(1), make_record(2, status_code=500, error_message="e" * 400_000), make_record(3)]
+    body = ndjson(records)
+    assert len(body) > 300_000
+    (answer,) = intake.validate_many([body])
+    assert isinstance(answer, ValidBatch)
+    assert answer.table.column("request_id").to_pylist() == ["req-1", "req-2", "req-3"]
+    assert answer.table.column("error_message")[1].as_py() == "e" * 2000 and answer.truncated == 1
