@@ -232,7 +232,8 @@ class Lake:
                                         lambda: holds(self.staging / PUBLISH_LOCK))
         #: Batches written at the same time by this process are stored as one group (see `engine.group_commit`).
         self.committer: GroupCommitter[_Request, BatchReceipt] = GroupCommitter(
-            self._write_group, lambda request: request.rows, settings.ingest_group_records)
+            self._write_group, lambda request: request.rows, settings.ingest_group_records,
+            settings.ingest_group_wait_ms / 1000)
 
     def write(self, batch: ValidBatch | pa.Table, batch_id: str, fingerprint: str | None = None) -> BatchReceipt:
         """Store a validated batch durably, or find it already stored.

@@ -64,8 +64,15 @@ class Settings(BaseSettings):
         524_288,
         gt=0,
         description="Most records one group commit gathers: batches arriving while a write is being stored are "
-        "stored together (one staging, fsync pass, ledger transaction and file per day), and NDJSON bodies arriving "
-        "while a decode runs are decoded and validated together. 1 handles each batch alone.",
+        "stored together (one staging, fsync pass, ledger transaction and file per day), and the group's small NDJSON "
+        "bodies are decoded and validated together. 1 handles each batch alone.",
+    )
+    ingest_group_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Most milliseconds a group commit that finds fewer batches queued than its previous group held "
+        "waits for the others (at most half the previous commit's time), so that clients sending steadily share "
+        "one commit instead of splitting into a lone batch and the rest. 0 never waits.",
     )
     log_retention_days: int = Field(30, ge=1, description="Days of raw log records kept by the log cleaner.")
     log_max_records: int = Field(

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from engine import Engine
 from engine.errors import IdempotencyKeyReused, InvalidBatch
@@ -300,3 +301,45 @@ def test_bodies_handed_over_without_waiting_are_decoded_and_stored_as_one_group(
     got = engine.sql("SELECT request_id FROM log_records ORDER BY request_id").column("request_id").to_pylist()
     assert got == expected
     assert engine.check_lake().ok
+
+
+@pytest.mark.parametrize("wait", [0.0, 5.0])
+def test_a_commit_waits_for_the_callers_of_the_previous_round_only_with_wait(wait: float):
+    """With `wait`, the group after a commit waits for as many callers as were in flight at its end (its group and
+    those queued), not longer than half that commit's time: one caller arriving late joins its group instead of
+    paying a commit of its own. Without it, groups never wait."""
+    gate = threading.Event()
+    groups: list[list[int]] = []
+
+    def commit(items: Any) -> list[int]:
+        groups.append(list(items))
+        if len(groups) == 1:
+            gate.wait(10)
+            time.sleep(0.4)  # the first commit takes at least 0.4 s: a wait of up to 0.2 s may follow it
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(commit, lambda i: 1, max_size=100, wait=wait)
+    threads = [threading.Thread(target=committer.submit, args=(0,))]
+    threads[0].start()
+    _wait(lambda: groups == [[0]])
+    for i in (1, 2, 3):  # queued behind the first commit: 4 in flight at its end
+        threads.append(threading.Thread(target=committer.submit, args=(i,)))
+        threads[-1].start()
+        _wait(lambda i=i: committer.waiting() == i)
+    gate.set()
+    threads[0].join(10)  # the first commit ended
+    if not wait:
+        _wait(lambda: len(groups) == 2)  # the next group started at once
+    threads.append(threading.Thread(target=committer.submit, args=(4,)))  # the first group's caller, back
+    threads[-1].start()
+    for t in threads:
+        t.join(10)
+    if wait:
+        assert groups == [[0], [1, 2, 3, 4]]
+    else:
+        assert groups[:2] == [[0], [1, 2, 3]] and groups[2:] == [[4]]
+    # Nobody else comes: a wait ends after at most half the previous commit's time, and everything is answered.
+    lone = threading.Thread(target=committer.submit, args=(5,))
+    lone.start()
+    lone.join(10)
+    assert not lone.is_alive() and groups[-1] == [5]
