@@ -214,7 +214,7 @@ def test_submit_later_answers_callbacks_in_the_groups_of_waiting_callers():
             if i == 4:
                 raise RuntimeError("a broken callback")
             answers[i] = result
-            if len(answers) == 5:
+            if {1, 2, 5} <= answers.keys():  # every working callback ran (groups commit one after the other)
                 answered.set()
         committer.submit_later(i, notify)
 
@@ -315,7 +315,7 @@ def test_a_commit_waits_for_the_callers_of_the_previous_round_only_with_wait(wai
         groups.append(list(items))
         if len(groups) == 1:
             gate.wait(10)
-            time.sleep(0.4)  # the first commit takes at least 0.4 s: a wait of up to 0.2 s may follow it
+            time.sleep(1.0)  # the first commit takes at least 1 s: a wait of up to 0.5 s may follow it
         return list(items)
 
     committer: GroupCommitter[int, int] = GroupCommitter(commit, lambda i: 1, max_size=100, wait=wait)

@@ -63,15 +63,7 @@ async def create_logs(
     if content_type.split(";")[0].strip().lower() not in _ACCEPTED:
         raise HTTPException(415, f"unsupported content type {content_type!r}; send one of {', '.join(CONTENT_TYPES)}")
     body = await _read_body(request, engine.settings.max_body_bytes)
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[BatchReceipt | BaseException] = loop.create_future()
-
-    # No thread waits for the batch: the engine hands its outcome back to this loop once its group is durable.
-    def done(outcome: BatchReceipt | BaseException) -> None:
-        loop.call_soon_threadsafe(_settle, answer, outcome)
-
-    engine.ingest_body_later(body, content_type, done, idempotency_key, content_encoding)
-    receipt = await answer
+    receipt = await _ingest(engine, body, content_type, idempotency_key, content_encoding)
     if isinstance(receipt, BaseException):
         if isinstance(receipt, InvalidBatch):
             metrics.BATCHES.labels("rejected").inc()
@@ -80,6 +72,20 @@ async def create_logs(
     _count(receipt)
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else {}
     return JSONResponse(receipt.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+async def _ingest(engine: Engine, body: bytes, content_type: str, key: str | None, encoding: str | None
+                  ) -> BatchReceipt | BaseException:
+    """The engine's receipt for a body, or its refusal. No thread waits for the batch: the engine hands the outcome
+    back to this loop once its group is durable."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[BatchReceipt | BaseException] = loop.create_future()
+
+    def done(outcome: BatchReceipt | BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, answer, outcome)
+
+    engine.ingest_body_later(body, content_type, done, key, encoding)
+    return await answer
 
 
 def _settle(answer: asyncio.Future[BatchReceipt | BaseException], outcome: BatchReceipt | BaseException) -> None:
@@ -160,14 +166,7 @@ class FastPath:
         if size > settings.max_body_bytes:
             await self.app(scope, _replaying(body, receive), send)
             return
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[BatchReceipt | BaseException] = loop.create_future()
-
-        def done(outcome: BatchReceipt | BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, answer, outcome)
-
-        self.engine.ingest_body_later(body, content_type, done, key, found.get(b"content-encoding"))
-        receipt = await answer
+        receipt = await _ingest(self.engine, body, content_type, key, found.get(b"content-encoding"))
         if isinstance(receipt, BaseException):
             # Refused: the route stores nothing new either (the refusal is the body's), and answers the problem.
             await self.app(scope, _replaying(body, receive), send)
