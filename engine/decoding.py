@@ -53,9 +53,15 @@ def decompress(data: bytes, encoding: str | None, limit: int | None = None) -> b
             data = _unzstd(data, limit)
         else:
             raise UnsupportedFormat(f"unsupported Content-Encoding {coding!r}; send {', '.join(ENCODINGS)} or none")
-    if limit is not None and len(data) > limit:
-        raise PayloadTooLarge(f"body of {len(data)} bytes is over the limit of {limit} bytes (EZ_MAX_BODY_BYTES)")
+    if limit is not None:
+        check_size(data, limit)
     return data
+
+
+def check_size(data: bytes, limit: int) -> None:
+    """Raises PayloadTooLarge for a (decompressed) body over `limit` bytes."""
+    if len(data) > limit:
+        raise PayloadTooLarge(f"body of {len(data)} bytes is over the limit of {limit} bytes (EZ_MAX_BODY_BYTES)")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -168,7 +168,7 @@ class Engine:
         try:
             rows = None if content_encoding else self.intake.joinable(body, content_type)
             if rows is not None:
-                decoding.decompress(body, None, self.settings.max_body_bytes)  # the size limit
+                decoding.check_size(body, self.settings.max_body_bytes)
                 batch_id, fingerprint = _ids(body, idempotency_key)
         except Exception as exc:
             done(exc)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class _Slot(Generic[Item, Result]):
     item: Item
     size: int
-    woken: threading.Event = field(default_factory=threading.Event)
+    woken: threading.Event | None = None  # a `submit` caller's, set when its group is done or it is to lead
     lead: bool = False
     done: bool = False
     result: Result | None = None
@@ -74,14 +74,15 @@ class GroupCommitter(Generic[Item, Result]):
 
     def submit(self, item: Item) -> Result:
         """Commit `item` with whatever else is waiting; returns its result once its group is committed."""
-        slot: _Slot[Item, Result] = _Slot(item, self._size(item))
+        woken = threading.Event()
+        slot: _Slot[Item, Result] = _Slot(item, self._size(item), woken)
         with self._lock:
             self._queue.append(slot)
             self._arrived.notify()
             if not self._leading:
                 self._leading = slot.lead = True
         if not slot.lead:
-            slot.woken.wait()
+            woken.wait()
         if not slot.done and self._lead():  # woken to lead the next group (its own item is in it)
             self._leader.submit(self._lead_all)  # the one after is a `submit_later` call's: not this caller's work
         if slot.error is not None:
@@ -143,13 +144,14 @@ class GroupCommitter(Generic[Item, Result]):
             self._last = (len(group) + len(self._queue), time.monotonic() - started)
             if not self._queue:
                 self._leading = False
-            elif self._queue[0].notify is None:  # a waiting caller: it leads on its own thread
+            elif (woken := self._queue[0].woken) is not None:  # a waiting caller: it leads on its own thread
                 self._queue[0].lead = True
-                self._queue[0].woken.set()
+                woken.set()
             else:
                 again = True
         for slot, result in zip(group, results, strict=True):
             if slot.notify is None:
+                assert slot.woken is not None  # a `submit` caller's slot
                 slot.woken.set()
                 continue
             try:

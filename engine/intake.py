@@ -81,11 +81,16 @@ class Intake:
         """
         return self._one(data, content_type)
 
-    def validate_many(self, bodies: Sequence[bytes]) -> list[ValidBatch | BaseException]:
-        """Decode and validate NDJSON bodies as one where they allow it: one batch, or one refusal, per body."""
+    def validate_many(self, bodies: Sequence[bytes], rows: Sequence[int] | None = None
+                      ) -> list[ValidBatch | BaseException]:
+        """Decode and validate NDJSON bodies as one where they allow it: one batch, or one refusal, per body.
+
+        `rows`: each body's records as `joinable` counted them, when it did (they are not counted again).
+        """
         self.groups += 1
         self.items += len(bodies)
-        return self._validate_group([_Body(data, plain_rows(data)) for data in bodies])
+        counts = rows if rows is not None else [plain_rows(data) for data in bodies]
+        return self._validate_group([_Body(data, n) for data, n in zip(bodies, counts, strict=True)])
 
     def _one(self, data: bytes, content_type: str = decoding.NDJSON) -> ValidBatch:
         table, problems = decoding.decode(data, content_type)

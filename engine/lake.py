@@ -301,7 +301,8 @@ class Lake:
         if not bodies:
             return list(requests)
         decoded = list(requests)
-        for i, batch in zip(bodies, self.intake.validate_many([requests[i].body for i in bodies]), strict=True):
+        answers = self.intake.validate_many([requests[i].body for i in bodies], [requests[i].rows for i in bodies])
+        for i, batch in zip(bodies, answers, strict=True):
             if isinstance(batch, BaseException):
                 results[i] = batch
             else:
