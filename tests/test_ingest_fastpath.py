@@ -129,3 +129,18 @@ def test_the_ingest_token_is_checked_before_anything_is_read(tmp_path: Path):
                 assert response.headers["content-type"] == "application/problem+json"
             path = path or _fast_path(client.app)
         assert path is not None and path.answered == 2
+
+
+def test_a_refused_body_is_decoded_once_and_answered_from_its_refusal(fast: tuple[TestClient, Engine]):
+    client, engine = fast
+    intake = engine.intake
+    for name, body, status in (("invalid record", ndjson(1, 2, latency_ms=-1), 422),
+                               ("not JSON", b'{"request_id": oops\n', 422)):
+        before = intake.items
+        response = client.post("/v1/logs", content=body, headers={"Content-Type": "application/x-ndjson"})
+        assert response.status_code == status, name
+        assert response.headers["content-type"] == "application/problem+json", name
+        # One body through the intake: the route answered the fast path's refusal, it did not ingest the body again.
+        assert intake.items - before == 1, name
+    assert _fast_path(client.app).answered == 0
+    assert engine.sql("SELECT count(*) AS n FROM log_records").column("n").to_pylist() in ([0], [])

@@ -63,7 +63,9 @@ async def create_logs(
     if content_type.split(";")[0].strip().lower() not in _ACCEPTED:
         raise HTTPException(415, f"unsupported content type {content_type!r}; send one of {', '.join(CONTENT_TYPES)}")
     body = await _read_body(request, engine.settings.max_body_bytes)
-    receipt = await _ingest(engine, body, content_type, idempotency_key, content_encoding)
+    receipt = request.scope.get(_REFUSED)  # the fast path's outcome for this body (see FastPath)
+    if receipt is None:
+        receipt = await _ingest(engine, body, content_type, idempotency_key, content_encoding)
     if isinstance(receipt, BaseException):
         if isinstance(receipt, InvalidBatch):
             metrics.BATCHES.labels("rejected").inc()
@@ -119,7 +121,7 @@ class FastPath:
     At hundreds of small batches a second those cost about as much CPU as storing the batches. The plain case
     is an authorized request with no query string, an accepted Content-Type, a valid Idempotency-Key (or none)
     and a body within EZ_MAX_BODY_BYTES that the engine stores: it answers the same 201 and receipt as the
-    route. Anything else, refusals included, goes to the route (the body read so far handed on), which
+    route. Anything else goes to the route (the body read so far handed on, and a refusal with it), which
     answers it as documented. It sits inside the other middleware, so request ids, CORS and the HTTP metrics
     apply to it as to every route.
     """
@@ -168,8 +170,9 @@ class FastPath:
             return
         receipt = await _ingest(self.engine, body, content_type, key, found.get(b"content-encoding"))
         if isinstance(receipt, BaseException):
-            # Refused: the route stores nothing new either (the refusal is the body's), and answers the problem.
-            await self.app(scope, _replaying(body, receive), send)
+            # Refused: the route answers the problem, from this refusal. Ingesting the body again would decode it
+            # twice, and could answer otherwise (a batch in progress may have been stored meanwhile).
+            await self.app({**scope, _REFUSED: receipt}, _replaying(body, receive), send)
             return
         _count(receipt)
         self.answered += 1
@@ -181,6 +184,8 @@ class FastPath:
         await send({"type": "http.response.body", "body": payload})
 
 
+#: The scope key under which the fast path hands a refusal to the route.
+_REFUSED = "ezstats.refused"
 #: The request headers the plain case reads.
 _PLAIN_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"idempotency-key",
                             b"authorization"})
