@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.stats import histograms, merging
+from engine.stats import histograms, merging, topn
 from tests import stats_oracle
 from tests.conftest import ON_BOTH
 from tests.factories import make_engine
@@ -67,12 +67,12 @@ def test_each_new_batch_is_counted_and_only_new_files_are_read(engine):
         _land(engine, tables, 200, 10 + i, f"open{i}")
         _assert_matches(engine, tables, "key")
     parts = engine.stats.reader.live._parts
-    # One kept part for the query's shape (its counts and histograms, from one read of each file), holding the
-    # four open-hour files
+    # One kept part for the query's shape (its counts and histograms, from one read of each file, added to the
+    # rollup part of the answer), holding the four open-hour files
     assert len(parts) == 1 and all(len(p.files) == 4 for p in parts.values())
-    # A new file is added to the kept part, not recomputed with the others: the part's rows are the merge
+    # A new file is added to the kept part, not recomputed with the others: the part is the merge
     kept = next(iter(parts.values())).table
-    assert sum(kept.fine.column("requests").to_pylist()) == 800 == kept.hist.counts.sum()
+    assert int(kept.sums["requests"].sum()) == 3000 + 800 == kept.hist.counts.sum()
 
 
 def test_compaction_of_the_open_hour_changes_no_answer(engine):
@@ -140,23 +140,67 @@ def test_percentiles_of_merged_parts_equal_nearest_rank(engine, monkeypatch, den
     assert {r["g1"] for r in got if r["kind"] == "group"} == set(per_group)
 
 
-def test_metrics_merge_equals_plain_python():
-    rng = random.Random(9)
-    rows = [{"g1": rng.choice(["x", "y", None]), "g2": None, "model": rng.choice(["m1", "m2"]),
-             "master_id": rng.randrange(3), "key_id": rng.randrange(6), "requests": rng.randrange(1, 9),
-             "total_tokens": rng.randrange(2**40), "latency_max": rng.randrange(10**6)} for _ in range(200)]
-    table = pa.Table.from_pylist(rows)
-    got = merging.metrics([table.slice(0, 120), table.slice(120)], grouped=True)
+def _fine_rows(rng: random.Random, n: int) -> list[dict]:
+    return [{"g1": rng.choice(["x", "y", "z", None]), "g2": rng.choice([None, "a"]), "model": rng.choice(["m1", "m2"]),
+             "master_id": rng.randrange(3), "key_id": rng.randrange(6), "b": rng.randrange(30),
+             "requests": rng.randrange(1, 9), "total_tokens": rng.randrange(2**40),
+             "latency_max": rng.randrange(10**6), "ttft_max": rng.choice([None, rng.randrange(500)])}
+            for _ in range(n)]
+
+
+def _check_tally(got, rows):
     total = next(r for r in got if r["kind"] == "total")
     assert total["requests"] == sum(r["requests"] for r in rows)
     assert total["total_tokens"] == sum(r["total_tokens"] for r in rows)
     assert total["latency_max"] == max(r["latency_max"] for r in rows)
+    assert total["ttft_max"] == max((r["ttft_max"] for r in rows if r["ttft_max"] is not None), default=None)
     assert total["masters"] == len({r["master_id"] for r in rows}) and total["keys"] == len({r["key_id"] for r in rows})
-    for g in ("x", "y", None):
-        mine = [r for r in rows if r["g1"] == g]
-        row = next(r for r in got if r["kind"] == "group" and r["g1"] == g)
+    groups = {(r["g1"], r["g2"]) for r in rows}
+    assert {(r["g1"], r["g2"]) for r in got if r["kind"] == "group"} == groups
+    for g in groups:
+        mine = [r for r in rows if (r["g1"], r["g2"]) == g]
+        row = next(r for r in got if r["kind"] == "group" and (r["g1"], r["g2"]) == g)
         assert row["requests"] == sum(r["requests"] for r in mine)
+        assert row["latency_max"] == max(r["latency_max"] for r in mine)
+        assert row["ttft_max"] == max((r["ttft_max"] for r in mine if r["ttft_max"] is not None), default=None)
+        assert row["masters"] == len({r["master_id"] for r in mine})
         assert row["keys"] == len({r["key_id"] for r in mine})
-    models = {r["model"]: r["requests"] for r in got if r["kind"] == "model"}
-    assert models == {m: sum(r["requests"] for r in rows if r["model"] == m) for m in ("m1", "m2")}
-    assert merging.metrics([table.slice(0, 0)], grouped=True) == []
+    models = {r["model"]: (r["requests"], r["total_tokens"]) for r in got if r["kind"] == "model"}
+    assert models == {m: (sum(r["requests"] for r in rows if r["model"] == m),
+                          sum(r["total_tokens"] for r in rows if r["model"] == m)) for m in ("m1", "m2")}
+
+
+def test_a_tally_added_part_by_part_equals_plain_python():
+    rng = random.Random(9)
+    rows = _fine_rows(rng, 400)
+    table = pa.Table.from_pylist(rows)
+    # the rollup part (no buckets), then raw parts one after another, as a live answer grows
+    tally = merging.Tally.of(table.slice(0, 150).drop_columns(["b"]))
+    for start, stop in ((150, 151), (151, 300), (300, 300), (300, 400)):
+        tally = tally.add(table.slice(start, stop - start))
+    _check_tally(tally.rows(grouped=True), rows)
+    assert sum(r["kind"] == "group" for r in tally.rows(grouped=False)) == 0
+    # the histograms hold the raw parts' requests by bucket, per group
+    hist = {}
+    for r in rows[150:]:
+        hist[(r["g1"], r["g2"], r["b"])] = hist.get((r["g1"], r["g2"], r["b"]), 0) + r["requests"]
+    got = {(g1, g2, b): n for g1, g2, b, n in zip(*tally.hist.rows().to_pydict().values(), strict=True)}
+    assert got == hist
+    assert merging.Tally.of(table.slice(0, 0)).rows(grouped=True) == []
+
+
+def test_a_folded_tally_equals_the_folded_rows_in_plain_python():
+    rng = random.Random(4)
+    rows = _fine_rows(rng, 300)
+    table = pa.Table.from_pylist(rows)
+    tally = merging.Tally.of(table.slice(0, 100)).add(table.slice(100))
+    fold = topn.Fold.of("g1", ["x", None])
+    folded = [{**r, "g1": r["g1"] if r["g1"] in ("x", None) else topn.OTHER} for r in rows]
+    _check_tally(tally.fold(fold).rows(grouped=True), folded)
+    hist = {}
+    for r in folded:  # both parts have buckets here
+        hist[(r["g1"], r["g2"], r["b"])] = hist.get((r["g1"], r["g2"], r["b"]), 0) + r["requests"]
+    got = tally.fold(fold).hist.rows().to_pydict()
+    assert {(g1, g2, b): n for g1, g2, b, n in zip(*got.values(), strict=True)} == hist
+    # the tally it was folded from is unchanged
+    _check_tally(tally.rows(grouped=True), rows)

@@ -42,7 +42,7 @@ class Histograms:
         table = table.select(HIST_COLUMNS).cast(_SCHEMA)
         if table.num_rows == 0:
             return cls(table, [], np.zeros((0, 1), dtype=np.int64))
-        codes, groups = _group_codes(table)
+        codes, groups = group_codes(table)
         b = table["b"].to_numpy().astype(np.int64)
         width = int(b.max()) + 1
         if len(groups) * width > DENSE_CELLS:
@@ -91,7 +91,7 @@ def percentiles(con: duckdb.DuckDBPyConnection, parts: list[Histograms], grouped
         table = pa.concat_tables([_rows(p) for p in parts])
         if table.num_rows == 0:
             return []
-        codes, all_groups = _group_codes(table)
+        codes, all_groups = group_codes(table)
         b, n = table["b"].to_numpy().astype(np.int64), table["n"].to_numpy()
         total = _sorted_ranks(np.zeros(len(b), dtype=np.int64), b, n)[1]
         present, by_group = _sorted_ranks(codes, b, n) if grouped else (np.zeros(0, dtype=np.int64), {})
@@ -125,7 +125,7 @@ def _rows(part: Histograms) -> pa.Table:
                     schema=_SCHEMA)
 
 
-def _group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:
+def group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:
     """Each row's (g1, g2) group as a number 0 .. len(groups) - 1, and the groups."""
     g1 = table["g1"].combine_chunks().dictionary_encode(null_encoding="encode")
     g2 = table["g2"].combine_chunks().dictionary_encode(null_encoding="encode")
@@ -147,6 +147,9 @@ def _group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:
 def _merged(parts: list[Histograms]) -> tuple[list[Group], np.ndarray]:
     """The parts' matrices added up, rows aligned by group: the first part's rows keep their positions
     (its index is reused), the groups only later parts have follow."""
+    dense = [p for p in parts if p.counts is not None and p.groups]
+    if len(dense) == 1 and dense[0].counts is not None and dense[0].groups is not None:
+        return dense[0].groups, dense[0].counts  # one part: read as it is, not copied (callers do not write to it)
     first = next((p for p in parts if p.counts is not None and p.groups), None)
     groups: list[Group] = list(first.groups or ()) if first is not None else []
     index: dict[Group, int] = dict(first.index) if first is not None else {}

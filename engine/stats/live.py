@@ -35,7 +35,10 @@ from engine.tables import LOG_RECORDS
 
 T = TypeVar("T")
 PARTS_KEPT = 64            # query shapes whose raw part is kept
-PART_MAX_ROWS = 500_000    # a larger merged part is not kept
+#: Rows (or histogram cells, 8 bytes each) of the parts kept, together: a part holding the rollup part of its
+#: answer (a seed) holds its histogram matrix, up to histograms.DENSE_CELLS cells. A larger part is not kept.
+PARTS_MAX_ROWS = 16_000_000
+PART_MAX_ROWS = 4_000_000
 SPANS_KEPT = 100_000       # file spans remembered
 ATTEMPTS = 4
 #: The span of a file without records: before any period, so it is never read.
@@ -148,6 +151,7 @@ P = TypeVar("P", bound=Sized)
 class _Part:
     files: frozenset[tuple[str, int, int, int]]
     table: Any
+    rows: int
 
 
 class LiveParts:
@@ -158,34 +162,36 @@ class LiveParts:
         self._parts: OrderedDict[tuple[Any, ...], _Part] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], P],
-             merge: Callable[[P, P], P], shape: dict[str, Any], files: list[LakeFile], end: dt.datetime
-             ) -> P | None:
-        """What `query` gives over the raw records before `end` of `files` (LakeFiles.between), or None
-        if there are none.
+    def read(self, con: duckdb.DuckDBPyConnection, query: str, prepare: Callable[[pa.Table], Any],
+             merge: Callable[[P, Any], P], shape: dict[str, Any], files: list[LakeFile], end: dt.datetime,
+             seed: P | None = None, seed_key: Any = None) -> P | None:
+        """What `query` gives over the raw records before `end` of `files` (LakeFiles.between), added to
+        `seed` when given; None if there is neither.
 
         `query` takes $files and $end besides `shape`; `prepare` makes a part of its rows and `merge`
-        adds two parts of the same shape (re-aggregated to the query's grain). Run it inside `relisting`
-        with the listing: a listed file may vanish before it is read.
+        adds one to the kept part. A seed (the rollup part of an answer) starts the kept part, which is
+        then kept under `seed_key` too: what names the seed. Run it inside `relisting` with the listing:
+        a listed file may vanish before it is read.
         """
         settled = [f for f in files if f.ends_before(end)]
-        key = (query, *sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in shape.items()))
+        key = (query, seed_key, *sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in shape.items()))
         with self._lock:
             part = self._parts.get(key)
         held = frozenset(f.identity for f in settled)
         if part is not None and not part.files <= held:
             part = None  # a file it holds was compacted or dropped: start over from the files there are now
         new = [f for f in settled if part is None or f.identity not in part.files]
-        table = part.table if part is not None else None
+        table = part.table if part is not None else seed
         if new:
             fresh = prepare(queries.run(con, query, files=[f.path for f in new], end=None, **shape))
             table = fresh if table is None else merge(table, fresh)
-            if table.num_rows <= PART_MAX_ROWS:
+            if (rows := table.num_rows) <= PART_MAX_ROWS:
                 with self._lock:
-                    self._parts[key] = _Part(held, table)
+                    self._parts[key] = _Part(held, table, rows)
                     self._parts.move_to_end(key)
-                    while len(self._parts) > PARTS_KEPT:
-                        self._parts.popitem(last=False)
+                    total = sum(p.rows for p in self._parts.values())
+                    while len(self._parts) > PARTS_KEPT or total > PARTS_MAX_ROWS:
+                        total -= self._parts.popitem(last=False)[1].rows
         elif part is not None:
             with self._lock:
                 self._parts.move_to_end(key)

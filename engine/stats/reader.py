@@ -451,7 +451,7 @@ class Reader:
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         """Counts (and exact percentiles when all raw), then percentiles; returns how they were computed.
 
-        `check` sees the groups before they are built (see `merging.metrics`), to refuse an answer over a limit.
+        `check` sees the groups before they are built (see `merging.Tally.rows`), to refuse an answer over a limit.
         `versions`: the plan's (`_versions`), when the caller already read them; `files`: the raw files of
         [raw_from, end), when the caller listed them.
         """
@@ -477,40 +477,32 @@ class Reader:
         if dim is not None and not plan.exact:
             found = filters.to_dict().get(_FILTER_OF[dim]) if dim != "gateway" else None
             hist_shape = {"dim": dim, "dim_id": None if found is None else str(found), **groups}
-        fine: pa.Table = self._cached(con, versions, "stats_fine", _same, **plan.rollup_params(),
-                                      **filters.params(), **groups)
+        rollup = self._cached(con, versions, "stats_fine", merging.Tally.of, **plan.rollup_params(),
+                              **filters.params(), **groups)
+        if hist_shape is not None:
+            rollup = rollup.with_hist(self._cached(con, versions, "stats_hist", histograms.Histograms.of,
+                                                   **plan.rollup_params(), **hist_shape))
         given = [files] if files is not None else []  # a file gone since the caller listed: list again
+        shape = {**plan.raw_params(), **filters.params(), **groups, "buckets": hist_shape is not None}
+        # The raw part is kept added to the rollup part it was read with: named by the plan's rollup part.
+        seed_key = (versions, plan.start, plan.daily_days)
 
-        def raw_parts() -> tuple[pa.Table | None, histograms.Histograms | None]:
+        def read() -> merging.Tally | None:
             listing = given.pop() if given else self.live.files.between(plan.raw_from, plan.end)
-            return self._raw_parts(con, plan, listing, {**filters.params(), **groups}, hist_shape is not None)
+            return self.live.read(con, "stats_live_fine", _same, merging.Tally.add, shape, listing, plan.end,
+                                  seed=rollup, seed_key=seed_key)
 
-        live_fine, live_hist = relisting(raw_parts)
-        parts = [fine] if live_fine is None else [fine, live_fine]
-        metrics = merging.metrics([fold.table(p) for p in parts] if fold else parts, grouped, check)
+        tally = relisting(read) or rollup
+        if fold:
+            tally = tally.fold(fold)
+        metrics = tally.rows(grouped, check)
         if not pcts:
             return metrics, None, "none"
-        if hist_shape is not None:
-            hists = [self._cached(con, versions, "stats_hist", histograms.Histograms.of, **plan.rollup_params(),
-                                  **hist_shape)]
-            hists += [live_hist] if live_hist is not None else []
-            if fold:
-                hists = [histograms.Histograms.of(fold.table(h.rows())) for h in hists]
-            return metrics, histograms.percentiles(con, hists, grouped), "approx"
+        if tally.hist is not None:  # the histograms of the answer's one dimension (hist_shape)
+            return metrics, histograms.percentiles(con, [tally.hist], grouped), "approx"
         if not plan.exact and not self._raw_retained(plan):
             return metrics, None, "unavailable"
         return metrics, self._exact(con, plan, filters, groups, fold), "exact"
-
-    def _raw_parts(self, con: duckdb.DuckDBPyConnection, plan: Plan, files: list[LakeFile], shape: dict[str, Any],
-                   buckets: bool) -> tuple[pa.Table | None, histograms.Histograms | None]:
-        """The raw part of an answer's counts and, with `buckets`, of its histograms (those of the one dimension
-        of its filters and groups), from one listing of [raw_from, end)."""
-        shape = {**plan.raw_params(), **shape, "buckets": buckets}
-        if not buckets:
-            return self.live.read(con, "stats_live_fine", _same, merging.add_fine, shape, files, plan.end), None
-        both = self.live.read(con, "stats_live_fine", merging.CountsAndHistograms.of, merging.CountsAndHistograms.add,
-                              shape, files, plan.end)
-        return (None, None) if both is None else (both.fine, both.hist)
 
     def _exact(self, con: duckdb.DuckDBPyConnection, plan: Plan, filters: Filters, groups: dict[str, Any],
                fold: topn.Fold | None = None) -> list[dict[str, Any]]:
