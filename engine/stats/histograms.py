@@ -148,9 +148,9 @@ def _merged(parts: list[Histograms]) -> tuple[list[Group], np.ndarray]:
     """The parts' matrices added up, rows aligned by group: the first part's rows keep their positions
     (its index is reused), the groups only later parts have follow."""
     dense = [p for p in parts if p.counts is not None and p.groups]
-    if len(dense) == 1 and dense[0].counts is not None and dense[0].groups is not None:
-        return dense[0].groups, dense[0].counts  # one part: read as it is, not copied (callers do not write to it)
-    first = next((p for p in parts if p.counts is not None and p.groups), None)
+    first = dense[0] if dense else None
+    if len(dense) == 1 and first is not None and first.groups is not None and first.counts is not None:
+        return first.groups, first.counts  # one part: read as it is, not copied (callers do not write to it)
     groups: list[Group] = list(first.groups or ()) if first is not None else []
     index: dict[Group, int] = dict(first.index) if first is not None else {}
     for part in parts:

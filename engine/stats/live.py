@@ -5,9 +5,10 @@ A lake file never changes once published: a batch adds files; compaction and ret
 whole folders, giving files new identities. What one file adds to a query of a given shape (filters,
 grouping, raw window) is therefore fixed once the file holds no record at or after the period's end,
 which its footer statistics tell. Per shape, the reader keeps the merged part of the files it has read
-and reads only files that are new, so a dashboard polling while batches land scans each batch once,
-not the whole open hour per request. A file reaching past the end (a gateway clock running ahead, demo
-data) is read on every request, bounded by the end.
+(added to the rollup part of the answer: a `merging.Tally`) and reads only files that are new, so a
+dashboard polling while batches land scans each batch once, not the whole open hour per request. A
+file reaching past the end (a gateway clock running ahead, demo data) is read on every request, bounded
+by the end.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Top-N of grouped answers: which groups an answer lists (sorted by any metric, the first `limit`), and
 the `other` row that sums the rest.
 
-The rest is summed exactly, not approximated from the listed figures: before the parts of an answer
-are merged (engine/stats/merging.py, histograms.py), every group that is not kept is relabelled
-`OTHER`, so distinct counts and latency percentiles of the other row are those of its records.
+The rest is summed exactly, not approximated from the listed figures: every group that is not kept is
+relabelled `OTHER` in the answer's merged figures (engine/stats/merging.py `Tally.fold`), whose
+distinct counts come from the (group, id) pairs and whose percentiles from the groups' histograms added
+up, so the other row's distinct counts and latency percentiles are those of its records.
 """
 
 from __future__ import annotations
