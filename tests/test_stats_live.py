@@ -204,3 +204,25 @@ def test_a_folded_tally_equals_the_folded_rows_in_plain_python():
     assert {(g1, g2, b): n for g1, g2, b, n in zip(*got.values(), strict=True)} == hist
     # the tally it was folded from is unchanged
     _check_tally(tally.rows(grouped=True), rows)
+
+
+def test_pairs_count_distinct_ids_per_group_and_in_total():
+    rng = random.Random(2)
+    seen: dict[int, set[int]] = {}
+    pairs = merging.Pairs()
+    n = 0
+    for _ in range(6):  # parts one after another, new groups and new ids appearing as they go
+        rows = [rng.randrange(n + 3) for _ in range(50)]
+        ids = [rng.choice([None, 2**62 + rng.randrange(9), rng.randrange(5)]) for _ in rows]
+        n = max(n, max(rows) + 1)
+        pairs = pairs.add(np.array(rows, np.int64), pa.chunked_array([pa.array(ids, pa.int64())]), n)
+        for r, i in zip(rows, ids, strict=True):
+            if i is not None:
+                seen.setdefault(r, set()).add(i)
+        assert pairs.by_row.tolist() == [len(seen.get(r, ())) for r in range(n)]
+        assert len(pairs.ids) == len(set().union(*seen.values()))
+        assert len(pairs.codes) == sum(map(len, seen.values())) and (np.diff(pairs.codes) > 0).all()
+    row_map = np.array([r % 2 for r in range(n)], np.int64)  # rows folded into two
+    folded = pairs.fold(row_map, 2)
+    assert folded.by_row.tolist() == [len(set().union(*(seen.get(r, set()) for r in range(n) if r % 2 == k)))
+                                      for k in (0, 1)]

@@ -66,6 +66,34 @@ class Histograms:
         """The part's (g1, g2, b, n) rows, from its matrix if it has one."""
         return _rows(self)
 
+    def add_rows(self, table: pa.Table) -> Histograms:
+        """This part and (g1, g2, b, n) rows (a new lake file's), merged: the matrix copied once and the rows
+        added to it, where `add` would make a matrix of them and then a third of both."""
+        if self.counts is None or self.groups is None or table.num_rows == 0:
+            return self.add(Histograms.of(table))
+        codes, found = group_codes(table)
+        groups, index = self.groups, self.index
+        rows = np.empty(len(found), np.int64)
+        for j, group in enumerate(found):
+            row = index.get(group)
+            if row is None:
+                if groups is self.groups:
+                    groups = list(groups)
+                row = len(groups)
+                groups.append(group)
+            rows[j] = row
+        b = table["b"].to_numpy().astype(np.int64)
+        width = max(self.counts.shape[1], int(b.max()) + 1)
+        if len(groups) * width > DENSE_CELLS:
+            return self.add(Histograms.of(table))
+        if (len(groups), width) == self.counts.shape:
+            counts = self.counts.copy()
+        else:
+            counts = np.zeros((len(groups), width), np.int64)
+            counts[: self.counts.shape[0], : self.counts.shape[1]] = self.counts
+        np.add.at(counts, (rows[codes], b), table["n"].to_numpy().astype(np.int64))
+        return Histograms(self.table, groups, counts)
+
     def add(self, other: Histograms) -> Histograms:
         """This part and another of the same shape, merged."""
         if self.counts is None or other.counts is None:

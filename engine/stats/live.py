@@ -36,8 +36,9 @@ from engine.tables import LOG_RECORDS
 
 T = TypeVar("T")
 PARTS_KEPT = 64            # query shapes whose raw part is kept
-#: Rows (or histogram cells, 8 bytes each) of the parts kept, together: a part holding the rollup part of its
-#: answer (a seed) holds its histogram matrix, up to histograms.DENSE_CELLS cells. A larger part is not kept.
+#: What the parts kept may cost together, in their `num_rows` (rows, or 8-byte cells: ~128 MB), and one part: a
+#: part holding the rollup part of its answer (a seed) holds its histogram matrix, up to histograms.DENSE_CELLS
+#: cells. A larger part is not kept.
 PARTS_MAX_ROWS = 16_000_000
 PART_MAX_ROWS = 4_000_000
 SPANS_KEPT = 100_000       # file spans remembered

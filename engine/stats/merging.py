@@ -11,7 +11,7 @@ request with Arrow cost ~8 ms at 500 groups.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,46 @@ from engine.tables import MAX_MEASURES, SUMMED_MEASURES
 
 MISSING = np.iinfo(np.int64).min  # a maximum over no value (SQL NULL)
 _MODEL_MEASURES = ("requests", "total_tokens")  # what top models list
+_CELLS_PER_GROUP = 24  # a group's 17 figures, its key and its index entry, in 8-byte cells
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The distinct (group row, id) pairs of a tally, for its distinct counts: each pair one int64 code, the
+    row in the high 32 bits and the id's number (`ids`) in the low ones, kept sorted. A set of tuples cost
+    ~100 bytes a pair, and an answer by hour over a month holds hundreds of thousands."""
+
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ids: dict[int, int] = field(default_factory=dict)  # each id seen, numbered: len(ids) is the distinct total
+    by_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # distinct ids per group row
+
+    def add(self, rows: np.ndarray, column: pa.ChunkedArray, n: int) -> Pairs:
+        """These pairs and those of a part's rows (`rows`: each row's group row, of `n`; NULL ids skipped)."""
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            rows, column = rows[valid], column.filter(column.is_valid())
+        found, which = np.unique(column.to_numpy(), return_inverse=True)
+        ids = self.ids
+        if any(i not in ids for i in found.tolist()):
+            ids = dict(ids)
+            for i in found.tolist():
+                ids.setdefault(i, len(ids))
+        numbers = np.fromiter((ids[i] for i in found.tolist()), np.int64, len(found))
+        fresh = np.unique((rows << 32) | numbers[which.reshape(-1)])
+        at = np.searchsorted(self.codes, fresh)
+        seen = at < len(self.codes)
+        seen[seen] = self.codes[at[seen]] == fresh[seen]
+        new = fresh[~seen]
+        by_row = _grown(self.by_row, n, 0)
+        np.add.at(by_row, new >> 32, 1)
+        # Once a dashboard's groups are known a new file rarely adds a pair: the codes are then shared, not copied.
+        codes = np.insert(self.codes, at[~seen], new) if len(new) else self.codes
+        return Pairs(codes, ids, by_row)
+
+    def fold(self, row_map: np.ndarray, n: int) -> Pairs:
+        """The pairs once each group row `r` became `row_map[r]` (of `n`)."""
+        codes = np.unique((row_map[self.codes >> 32] << 32) | (self.codes & 0xFFFFFFFF))
+        return Pairs(codes, self.ids, np.bincount(codes >> 32, minlength=n).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -32,20 +72,16 @@ class Tally:
     dimension (None without). Immutable: `add` and `fold` return a new tally (a kept one serves several
     requests at once).
 
-    The distinct counts are kept as the (group row, id) pairs seen, so a part adds only the pairs that are
-    new; a part's rows may be at any grain finer than the groups (stats_live_fine's are also by bucket).
+    The distinct counts are kept as the (group row, id) pairs seen (`Pairs`), so a part adds only the pairs
+    that are new; a part's rows may be at any grain finer than the groups (stats_live_fine's are by bucket).
     """
 
     groups: list[Group] = field(default_factory=list)
     index: dict[Group, int] = field(default_factory=dict)
     sums: dict[str, np.ndarray] = field(default_factory=dict)    # int64 by group row
     maxes: dict[str, np.ndarray] = field(default_factory=dict)   # int64 by group row, MISSING for none
-    masters: frozenset[tuple[int, int]] = frozenset()            # (group row, master_id) pairs
-    keys: frozenset[tuple[int, int]] = frozenset()               # (group row, key_id) pairs
-    masters_n: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # distinct masters by group row
-    keys_n: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    all_masters: frozenset[int] = frozenset()
-    all_keys: frozenset[int] = frozenset()
+    masters: Pairs = field(default_factory=lambda: Pairs())      # (group row, master_id) pairs
+    keys: Pairs = field(default_factory=lambda: Pairs())         # (group row, key_id) pairs
     models: dict[str | None, int] = field(default_factory=dict)   # model -> its row in model_sums
     model_sums: np.ndarray = field(default_factory=lambda: np.zeros((0, len(_MODEL_MEASURES)), np.int64))
     hist: Histograms | None = None
@@ -61,8 +97,10 @@ class Tally:
 
     @property
     def num_rows(self) -> int:
-        """What keeping it costs, in rows or matrix cells (see Histograms.num_rows)."""
-        return len(self.groups) + len(self.masters) + len(self.keys) + (self.hist.num_rows if self.hist else 0)
+        """What keeping it costs, in 8-byte cells (the unit of Histograms.num_rows): a (group, id) pair one, a
+        group about a dozen."""
+        cells = _CELLS_PER_GROUP * len(self.groups) + len(self.masters.codes) + len(self.keys.codes)
+        return cells + (self.hist.num_rows if self.hist else 0)
 
     def add(self, table: pa.Table) -> Tally:
         """This tally and stats_fine (or stats_live_fine) rows. With a bucket column `b` that is not all NULL
@@ -91,22 +129,14 @@ class Tally:
                 maxes[name] = _grown(self.maxes.get(name), n, MISSING)
                 if name in table.column_names:
                     np.maximum.at(maxes[name], rows, _ints(table[name], MISSING))
-        row_list = rows.tolist()
-        new_masters = _pairs(row_list, table["master_id"]) - self.masters
-        new_keys = _pairs(row_list, table["key_id"]) - self.keys
         models, model_sums = self._models_added(table)
         hist = self.hist
         if "b" in table.column_names and table["b"].null_count < table.num_rows:
             counts = table.select(["g1", "g2", "b", "requests"]).rename_columns(list(HIST_COLUMNS))
-            fresh = Histograms.of(counts.filter(table["b"].is_valid()) if table["b"].null_count else counts)
-            hist = fresh if hist is None else hist.add(fresh)
-        # Once a dashboard's groups are known a new file rarely adds a pair: the sets are then shared, not copied.
-        return Tally(groups, index, sums, maxes, self.masters | new_masters if new_masters else self.masters,
-                     self.keys | new_keys if new_keys else self.keys,
-                     _counted(self.masters_n, new_masters, n), _counted(self.keys_n, new_keys, n),
-                     self.all_masters | {m for _, m in new_masters} if new_masters else self.all_masters,
-                     self.all_keys | {k for _, k in new_keys} if new_keys else self.all_keys,
-                     models, model_sums, hist)
+            counts = counts.filter(table["b"].is_valid()) if table["b"].null_count else counts
+            hist = Histograms.of(counts) if hist is None else hist.add_rows(counts)
+        return Tally(groups, index, sums, maxes, self.masters.add(rows, table["master_id"], n),
+                     self.keys.add(rows, table["key_id"], n), models, model_sums, hist)
 
     def _models_added(self, table: pa.Table) -> tuple[dict[str | None, int], np.ndarray]:
         encoded = table["model"].combine_chunks().dictionary_encode(null_encoding="encode")
@@ -132,15 +162,12 @@ class Tally:
         for name, values in self.maxes.items():
             maxes[name] = np.full(n, MISSING, np.int64)
             np.maximum.at(maxes[name], row_map, values)
-        mapped = row_map.tolist()
-        masters = frozenset((mapped[r], m) for r, m in self.masters)
-        keys = frozenset((mapped[r], k) for r, k in self.keys)
         hist = self.hist
         if hist is not None:
             hist = _folded(hist, fold) if hist.counts is not None and hist.groups else \
                 Histograms.of(fold.table(hist.rows()))
-        return Tally(groups, index, sums, maxes, masters, keys, _counted(None, masters, n), _counted(None, keys, n),
-                     self.all_masters, self.all_keys, self.models, self.model_sums, hist)
+        return Tally(groups, index, sums, maxes, self.masters.fold(row_map, n), self.keys.fold(row_map, n),
+                     self.models, self.model_sums, hist)
 
     def group_table(self) -> pa.Table:
         """The (g1, g2) groups, as a table (what `rows`'s check sees)."""
@@ -159,14 +186,14 @@ class Tally:
         blank = {"kind": "total", "g1": None, "g2": None, "model": None}
         total: dict[str, Any] = {name: int(values.sum()) for name, values in self.sums.items()}
         total |= {name: _maximum(int(values.max())) for name, values in self.maxes.items()}
-        rows = [{**blank, **total, "masters": len(self.all_masters), "keys": len(self.all_keys)}]
+        rows = [{**blank, **total, "masters": len(self.masters.ids), "keys": len(self.keys.ids)}]
         if grouped:
             if check is not None:
                 check(self.group_table())
             columns = {name: values.tolist() for name, values in self.sums.items()}
             columns |= {name: [_maximum(v) for v in values.tolist()] for name, values in self.maxes.items()}
-            columns["masters"] = self.masters_n.tolist()
-            columns["keys"] = self.keys_n.tolist()
+            columns["masters"] = self.masters.by_row.tolist()
+            columns["keys"] = self.keys.by_row.tolist()
             names = list(columns)
             for (g1, g2), values in zip(self.groups, zip(*columns.values(), strict=True), strict=True):
                 rows.append({"kind": "group", "g1": g1, "g2": g2, "model": None,
@@ -193,20 +220,8 @@ def _ints(column: pa.ChunkedArray, fill: int) -> np.ndarray:
     return column.to_numpy().astype(np.int64, copy=False)
 
 
-def _pairs(rows: list[int], ids: pa.ChunkedArray) -> set[tuple[int, int]]:
-    """The (group row, id) pairs of a part's rows."""
-    return {(r, i) for r, i in zip(rows, ids.to_pylist(), strict=True) if i is not None}
-
-
 def _maximum(value: int) -> int | None:
     return None if value == MISSING else value
-
-
-def _counted(counts: np.ndarray | None, new: Iterable[tuple[int, int]], n: int) -> np.ndarray:
-    """Distinct ids by group row: `counts` (extended to `n` rows) plus the new (row, id) pairs."""
-    out = _grown(counts, n, 0)
-    np.add.at(out, np.fromiter((r for r, _ in new), np.int64), 1)
-    return out
 
 
 def _relabelled(groups: list[Group], fold: Fold) -> tuple[list[Group], dict[Group, int], np.ndarray]:
