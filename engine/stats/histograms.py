@@ -72,16 +72,7 @@ class Histograms:
         if self.counts is None or self.groups is None or table.num_rows == 0:
             return self.add(Histograms.of(table))
         codes, found = group_codes(table)
-        groups, index = self.groups, self.index
-        rows = np.empty(len(found), np.int64)
-        for j, group in enumerate(found):
-            row = index.get(group)
-            if row is None:
-                if groups is self.groups:
-                    groups = list(groups)
-                row = len(groups)
-                groups.append(group)
-            rows[j] = row
+        groups, _, rows = placed(found, self.groups, self.index)
         b = table["b"].to_numpy().astype(np.int64)
         width = max(self.counts.shape[1], int(b.max()) + 1)
         if len(groups) * width > DENSE_CELLS:
@@ -170,6 +161,23 @@ def group_codes(table: pa.Table) -> tuple[np.ndarray, list[Group]]:
         used, codes = np.unique(pairs, return_inverse=True)
     names1, names2 = g1.dictionary.to_pylist(), g2.dictionary.to_pylist()
     return codes, [(names1[p // width], names2[p % width]) for p in used.tolist()]
+
+
+def placed(found: list[Group], groups: list[Group], index: dict[Group, int]
+           ) -> tuple[list[Group], dict[Group, int], np.ndarray]:
+    """The row of each group `found` among `groups` (`index` their rows), with the groups not there yet appended:
+    to copies of `groups` and `index`, which are left as they are (a kept part may be read meanwhile)."""
+    rows = np.empty(len(found), np.int64)
+    grown = False
+    for j, group in enumerate(found):
+        row = index.get(group)
+        if row is None:
+            if not grown:
+                groups, index, grown = list(groups), dict(index), True
+            row = index[group] = len(groups)
+            groups.append(group)
+        rows[j] = row
+    return groups, index, rows
 
 
 def _merged(parts: list[Histograms]) -> tuple[list[Group], np.ndarray]:

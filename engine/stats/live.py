@@ -39,7 +39,7 @@ PARTS_KEPT = 64            # query shapes whose raw part is kept
 #: What the parts kept may cost together, in their `num_rows` (rows, or 8-byte cells: ~128 MB), and one part: a
 #: part holding the rollup part of its answer (a seed) holds its histogram matrix, up to histograms.DENSE_CELLS
 #: cells. A larger part is not kept.
-PARTS_MAX_ROWS = 16_000_000
+KEPT_MAX_ROWS = 16_000_000
 PART_MAX_ROWS = 4_000_000
 SPANS_KEPT = 100_000       # file spans remembered
 ATTEMPTS = 4
@@ -192,7 +192,7 @@ class LiveParts:
                     self._parts[key] = _Part(held, table, rows)
                     self._parts.move_to_end(key)
                     total = sum(p.rows for p in self._parts.values())
-                    while len(self._parts) > PARTS_KEPT or total > PARTS_MAX_ROWS:
+                    while len(self._parts) > PARTS_KEPT or total > KEPT_MAX_ROWS:
                         total -= self._parts.popitem(last=False)[1].rows
         elif part is not None:
             with self._lock:

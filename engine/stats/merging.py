@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.stats.histograms import HIST_COLUMNS, Group, Histograms, group_codes
+from engine.stats.histograms import HIST_COLUMNS, Group, Histograms, group_codes, placed
 from engine.stats.topn import NULL, OTHER, Fold
 from engine.tables import MAX_MEASURES, SUMMED_MEASURES
 
@@ -108,14 +108,7 @@ class Tally:
         if table.num_rows == 0:
             return self
         codes, found = group_codes(table)
-        groups, index = list(self.groups), dict(self.index)
-        row_of = np.empty(len(found), np.int64)
-        for j, group in enumerate(found):
-            row = index.get(group)
-            if row is None:
-                row = index[group] = len(groups)
-                groups.append(group)
-            row_of[j] = row
+        groups, index, row_of = placed(found, self.groups, self.index)
         rows = row_of[codes]
         n = len(groups)
         sums, maxes = {}, {}
@@ -227,19 +220,14 @@ def _maximum(value: int) -> int | None:
 def _relabelled(groups: list[Group], fold: Fold) -> tuple[list[Group], dict[Group, int], np.ndarray]:
     """The groups once `fold` relabelled those it does not keep as OTHER, and each old group's new row."""
     at = 0 if fold.column == "g1" else 1
-    out: list[Group] = []
-    index: dict[Group, int] = {}
-    row_map = np.empty(len(groups), np.int64)
-    for i, group in enumerate(groups):
+
+    def relabel(group: Group) -> Group:
         value = group[at]
-        if (NULL if value is None else value) not in fold.keep:
-            group = (OTHER, group[1]) if at == 0 else (group[0], OTHER)
-        row = index.get(group)
-        if row is None:
-            row = index[group] = len(out)
-            out.append(group)
-        row_map[i] = row
-    return out, index, row_map
+        if (NULL if value is None else value) in fold.keep:
+            return group
+        return (OTHER, group[1]) if at == 0 else (group[0], OTHER)
+
+    return placed([relabel(g) for g in groups], [], {})
 
 
 def _folded(hist: Histograms, fold: Fold) -> Histograms:
