@@ -12,7 +12,8 @@ same records:
    figures by one raw DuckDB query over the day's Parquet, and vs a SQLite table with indexes
    (the seed's row-store design; it computes per-grain counts and gateway percentiles only);
    target: job <= 0.5x raw DuckDB, >= 20x faster than SQLite.
-2. GET /admin/stats p50/p95 over --repeat requests (last7d, last30d, without and with group_by)
+2. GET /admin/stats p50/p95 over --repeat requests (last7d, last30d, without and with group_by; the
+   process's first live request, which pays one-time costs, is not counted)
    vs one raw DuckDB scan computing the same answer; target: p95 <= 2 % of the raw scan, in every row. Twice:
    "warm" (the lake does not change between requests) and "live" (a batch of LIVE_BATCH records
    lands in the open hour before each request, as on a gateway; the request is timed, not the ingest).
@@ -150,6 +151,9 @@ def build_records(source: Path, dest: Path, row_group_rows: int) -> None:
         target = dest / folder.name
         if folder.name == f"date={NOW.date()}":
             shutil.rmtree(target, ignore_errors=True)
+            # Its request index too, or it keeps every live batch of every earlier run (the lake indexes the
+            # day again from its files before the first batch lands).
+            shutil.rmtree(dest.parent / "_request_ids" / folder.name, ignore_errors=True)
             target.mkdir(parents=True)
             for path in sorted(folder.glob("*.parquet")):
                 past = pq.read_table(path, filters=[("created_at", "<", NOW)])
@@ -162,14 +166,16 @@ def build_records(source: Path, dest: Path, row_group_rows: int) -> None:
                 os.link(path, target / path.name)
 
 
-def live_batches(source: Path) -> list[pa.Table]:
+def live_batches(source: Path, count: int) -> list[pa.Table]:
     """Batches for the live requests: the lake's records after NOW, moved into the minutes before NOW, with
     request ids of this run (ingest drops a request id it already holds: with the lake's own ids, every run
     after the first on a work dir would land nothing, and its live rows would time warm requests)."""
     future = pq.read_table(source / f"date={NOW.date()}", filters=[("created_at", ">=", NOW)])
     run = uuid.uuid4().hex[:12]
     batches = []
-    for start in range(0, min(future.num_rows, 200 * LIVE_BATCH), LIVE_BATCH):
+    if future.num_rows < count * LIVE_BATCH:
+        raise SystemExit(f"the lake holds {future.num_rows:,} records after {NOW}: too few for {count} live batches")
+    for start in range(0, count * LIVE_BATCH, LIVE_BATCH):
         batch = future.slice(start, LIVE_BATCH)
         first = NOW - dt.timedelta(minutes=5) + dt.timedelta(seconds=start // LIVE_BATCH)
         times = pa.array([first + dt.timedelta(milliseconds=i) for i in range(batch.num_rows)],
@@ -301,7 +307,11 @@ def part_api(engine: Engine, lake: Path, repeat: int) -> list[dict[str, object]]
 
 def _part_api(engine: Engine, client: TestClient, lake: Path, repeat: int) -> list[dict[str, object]]:
     con = raw_con(engine)
-    batches = iter(live_batches(lake / "log_records"))
+    batches = iter(live_batches(lake / "log_records", 1 + 6 * repeat))  # 6 rows of live requests, and the first
+    # The process's first live request pays what a served app pays once, at its start (the first batch's
+    # ledger and request index of the day, the first compile of the live query): not counted in any row.
+    engine.ingest_table(next(batches), batch_id=uuid.uuid4().hex)
+    request(client, {"period": "today"})  # not a row's request: each row's cold request stays cold
     results = []
     for period in ("last7d", "last30d"):
         for group_by in (None, "model", "key"):
@@ -332,7 +342,7 @@ def _part_api(engine: Engine, client: TestClient, lake: Path, repeat: int) -> li
                                                                        "end": NOW}).fetchall()) for _ in range(2))
             for mode, times in (("warm", warm), ("live", live)):
                 results.append({"period": period, "group_by": group_by or "-", "mode": mode, "cold": cold,
-                                "p50": pct(times, 50), "p95": pct(times, 95), "raw": raw,
+                                "p50": pct(times, 50), "p95": pct(times, 95), "max": max(times), "raw": raw,
                                 "percentiles": body["percentiles"]})
             print(f"  {period} {group_by}: warm p95 {pct(warm, 95) * 1000:.0f} ms, live p95 "
                   f"{pct(live, 95) * 1000:.0f} ms, raw {raw:.2f} s", file=sys.stderr, flush=True)
@@ -352,7 +362,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", type=Path, default=Path("/work/bench-data/lake-30x5m"))
     parser.add_argument("--work", type=Path, default=Path("/work/bench-data/stats-bench"))
-    parser.add_argument("--repeat", type=int, default=15)
+    # 30: a p95 of 15 requests is their slowest one, which one hiccup of a shared machine decides.
+    parser.add_argument("--repeat", type=int, default=30, help="requests per row of part 2 (warm, and live)")
     parser.add_argument("--rebuild", action="store_true", help="Rebuild every day's rollups (and time it).")
     parser.add_argument("--parts", default="123", help="Which parts to run, e.g. 2 (part 2 needs built rollups).")
     args = parser.parse_args()
@@ -400,15 +411,15 @@ def report_api(api: list[dict[str, object]], repeat: int) -> bool:
     ok = True
     print(f"\n2. GET /admin/stats (now = {NOW:%Y-%m-%d %H:%M} UTC, {repeat} requests each; live: a "
           f"{LIVE_BATCH:,}-record batch lands before each request)")
-    print("   period   group_by mode   cold ms    p50 ms   p95 ms   raw scan s   p95/raw   cold/raw   target    "
-          "percentiles")
+    print("   period   group_by mode   cold ms    p50 ms   p95 ms   max ms   raw scan s   p95/raw   cold/raw   "
+          "target    percentiles")
     for r in api:
         ratio = r["p95"] / r["raw"]  # type: ignore[operator]
         # Every row, warm and live (a batch landing before each request, as on a gateway): p95 <= 2 % of the scan.
         ok &= ratio <= 0.02
         verdict = "<=2% met " if ratio <= 0.02 else "<=2% MISS"
         print(f"   {r['period']:8} {r['group_by']:8} {r['mode']:4} {r['cold'] * 1000:8.1f} "  # type: ignore[operator]
-              f"{r['p50'] * 1000:9.1f} {r['p95'] * 1000:8.1f} "  # type: ignore[operator]
+              f"{r['p50'] * 1000:9.1f} {r['p95'] * 1000:8.1f} {r['max'] * 1000:8.1f} "  # type: ignore[operator]
               f"{r['raw']:12.2f} {ratio:8.2%} {r['cold'] / r['raw']:9.2%}   {verdict} "  # type: ignore[operator]
               f"{r['percentiles']}")
     return ok

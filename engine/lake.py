@@ -663,11 +663,14 @@ class Lake:
                 [(request.batch_id, share.records, json.dumps(share.files), folder.name, json.dumps(share.hours), now,
                   request.fingerprint, share.duplicates, request.valid.truncated) for request, share in shares],
             )
-            recorded = con.execute("SELECT count(*) FROM ingest_batches WHERE staging = ?", (folder.name,)).fetchone()
+            # `state = 'publishing'` in every lookup by staging folder: the index (ingest_batches_publishing)
+            # holds only those rows, and without it each lookup reads the whole ledger.
+            recorded = con.execute("SELECT count(*) FROM ingest_batches WHERE staging = ? AND state = 'publishing'",
+                                   (folder.name,)).fetchone()
             if recorded[0] != len(shares):
                 # A replica on another host, whose publish lock this one does not hold, began one of these batch
                 # ids between the check and here: record none, and let the caller look again.
-                con.execute("DELETE FROM ingest_batches WHERE staging = ?", (folder.name,))
+                con.execute("DELETE FROM ingest_batches WHERE staging = ? AND state = 'publishing'", (folder.name,))
                 return False
         return True
 

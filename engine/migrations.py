@@ -433,6 +433,14 @@ CREATE INDEX IF NOT EXISTS lake_files_live ON lake_files (table_name, date) WHER
 CREATE INDEX IF NOT EXISTS lake_files_removed ON lake_files (removed_at) WHERE removed_at IS NOT NULL;
 """
 
+LEDGER_PUBLISHING = """
+-- owner: engine.lake. The ledger keeps every batch for ever (idempotency), and each group commit looks up its
+-- own rows by staging folder: without an index each of those lookups read the whole ledger (a group of 16
+-- small batches took 45 ms at 100,000 ledger rows, 312 ms at 1M, against 11 ms when empty). Partial: it holds
+-- only the batches being published, a group's worth at a time, so it costs nothing as the ledger grows.
+CREATE INDEX IF NOT EXISTS ingest_batches_publishing ON ingest_batches (staging) WHERE state = 'publishing';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial: the schema of ezstats 0.1.0", INITIAL),
     Migration(2, "provider credentials: OAuth tokens, refresh history and queue", CREDENTIALS),
@@ -442,6 +450,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "hardening: idempotency fingerprints and receipt counts, quarantined lake files", HARDENING),
     Migration(7, "leases: job and rollup locks shared by replicas on several hosts", LEASES),
     Migration(8, "lake_files: the manifest of live files on object storage", LAKE_MANIFEST),
+    Migration(9, "ingest ledger: the batches being published, indexed by staging folder", LEDGER_PUBLISHING),
 )
 
 #: The version a database has once every migration is applied.
