@@ -71,7 +71,7 @@ def main() -> int:
                 receipts = list(pool.map(lambda body, e=engine: e.ingest_body(body, "application/x-ndjson"), batch))
                 times[size].append(time.perf_counter() - started)
                 if any(receipt.records != BATCH for receipt in receipts):  # a round storing nothing would time nothing
-                    raise SystemExit(f"a round stored {[r.records for r in receipts]} records, not {BATCH} a batch")
+                    raise SystemExit(f"a round stored {[x.records for x in receipts]} records, not {BATCH} a batch")
             if (r + 1) % 10 == 0:
                 print(f"  {r + 1} of {args.rounds} rounds", file=sys.stderr, flush=True)
     base = statistics.median(times[0])
